@@ -1,0 +1,1 @@
+"""hyperfs: hypercore 1.x feeds as a FUSE filesystem."""
