@@ -1,0 +1,92 @@
+"""Which blocks a feed holds, one bit each, most significant bit first.
+
+The byte layout is the wire layout (block ``i`` is bit ``0x80 >> (i % 8)`` of byte
+``i // 8``), so a bitfield can be sent in a Have message as it is. Storage keeps it in
+fixed-size pages so that storing a block rewrites one small page, not the whole field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+PAGE_BYTES = 1024
+PAGE_BITS = PAGE_BYTES * 8
+
+_MASKS = [0x80 >> i for i in range(8)]
+
+
+class Bitfield:
+    """A growable set of block indexes with a running count."""
+
+    __slots__ = ("_bits", "count")
+
+    def __init__(self, data: bytes = b"") -> None:
+        self._bits = bytearray(data)
+        self.count = sum(b.bit_count() for b in self._bits)
+
+    def __contains__(self, index: int) -> bool:
+        byte = index >> 3
+        return byte < len(self._bits) and bool(self._bits[byte] & _MASKS[index & 7])
+
+    def add(self, index: int) -> bool:
+        """Set the bit; return True if it was not set before."""
+        byte = index >> 3
+        if byte >= len(self._bits):
+            self._bits.extend(bytes(byte + 1 - len(self._bits)))
+        mask = _MASKS[index & 7]
+        if self._bits[byte] & mask:
+            return False
+        self._bits[byte] |= mask
+        self.count += 1
+        return True
+
+    def discard(self, index: int) -> bool:
+        """Clear the bit; return True if it was set before."""
+        if index not in self:
+            return False
+        self._bits[index >> 3] &= ~_MASKS[index & 7] & 0xFF
+        self.count -= 1
+        return True
+
+    def to_bytes(self) -> bytes:
+        return bytes(self._bits.rstrip(b"\x00"))
+
+    def page(self, number: int) -> bytes:
+        """The stored form of page ``number``: PAGE_BYTES bytes, zero padded."""
+        chunk = self._bits[number * PAGE_BYTES : (number + 1) * PAGE_BYTES]
+        return bytes(chunk).ljust(PAGE_BYTES, b"\x00")
+
+    def load_page(self, number: int, data: bytes) -> None:
+        start = number * PAGE_BYTES
+        if len(self._bits) < start + len(data):
+            self._bits.extend(bytes(start + len(data) - len(self._bits)))
+        old = self._bits[start : start + len(data)]
+        self.count += sum(b.bit_count() for b in data) - sum(b.bit_count() for b in old)
+        self._bits[start : start + len(data)] = data
+
+    def first_missing(self, start: int, end: int) -> int | None:
+        """The lowest index in ``start .. end-1`` that is not set, or None."""
+        i = start
+        while i < end:
+            byte = i >> 3
+            if byte >= len(self._bits):
+                return i
+            if (i & 7) == 0 and self._bits[byte] == 0xFF:
+                i += 8
+                continue
+            if i not in self:
+                return i
+            i += 1
+        return None
+
+    def iter_set(self, start: int = 0, end: int | None = None) -> Iterator[int]:
+        """The set indexes in ``start .. end-1``, ascending."""
+        stop = len(self._bits) * 8 if end is None else min(end, len(self._bits) * 8)
+        i = start
+        while i < stop:
+            if (i & 7) == 0 and self._bits[i >> 3] == 0:
+                i += 8
+                continue
+            if i in self:
+                yield i
+            i += 1

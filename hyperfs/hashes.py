@@ -1,0 +1,36 @@
+"""The three SHA-256 hashes of hypercore 1.x.
+
+A type byte goes first in each (leaf 0, parent 1, root 2) so that no leaf can be passed
+off as a parent or a tree id: a guard against second-preimage attacks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from hashlib import sha256
+
+LEAF = b"\x00"
+PARENT = b"\x01"
+ROOT = b"\x02"
+HASH_SIZE = 32
+
+
+def leaf_hash(data: bytes | memoryview) -> bytes:
+    if len(data) < 4096:
+        return sha256(LEAF + data).digest()
+    h = sha256(LEAF)
+    h.update(data)
+    return h.digest()
+
+
+def parent_hash(left: bytes, right: bytes) -> bytes:
+    return sha256(PARENT + left + right).digest()
+
+
+def tree_id(roots: Iterable[tuple[int, bytes]]) -> bytes:
+    """The feed id: the hash of every full root with its node index, left to right."""
+    h = sha256(ROOT)
+    for node, digest in roots:
+        h.update(digest)
+        h.update(node.to_bytes(8, "big"))
+    return h.digest()

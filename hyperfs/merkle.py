@@ -1,0 +1,168 @@
+"""The Merkle logic of a feed, free of storage: building the tree, proofs, verification.
+
+Everything here is a pure function of its arguments (stored hashes are passed in as a
+lookup function), so the rules that keep unverified bytes out of storage can be tested
+exhaustively without a database or a network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from . import flat_tree
+from .errors import BadProof
+from .hashes import HASH_SIZE, leaf_hash, parent_hash, tree_id
+
+Node = tuple[int, bytes]
+"""A tree node as it travels: (flat-tree index, 32-byte hash)."""
+
+
+class TreeBuilder:
+    """Grows the tree as blocks are appended, keeping only the pending roots in memory.
+
+    Memory is O(log n) whatever the feed's size, which is what lets a 10 GiB file stream
+    into a feed.
+    """
+
+    __slots__ = ("blocks", "roots")
+
+    def __init__(self) -> None:
+        self.roots: list[Node] = []
+        self.blocks = 0
+
+    def push(self, data: bytes | memoryview) -> list[Node]:
+        """Add one block; return the nodes it creates (its leaf, then new parents)."""
+        node = (2 * self.blocks, leaf_hash(data))
+        self.blocks += 1
+        created = [node]
+        roots = self.roots
+        while roots and flat_tree.depth(roots[-1][0]) == flat_tree.depth(node[0]):
+            left = roots.pop()
+            node = (flat_tree.parent(left[0]), parent_hash(left[1], node[1]))
+            created.append(node)
+        roots.append(node)
+        return created
+
+
+def proof_indexes(block: int, blocks: int) -> list[int]:
+    """The node indexes a responder sends with ``block``, in order (PROTOCOL.md, Proofs)."""
+    limit = 2 * blocks
+    indexes = []
+    node = flat_tree.sibling(2 * block)
+    while flat_tree.right_span(node) < limit:
+        indexes.append(node)
+        node = flat_tree.sibling(flat_tree.parent(node))
+    indexes.extend(flat_tree.full_roots(blocks))
+    return indexes
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """What a verified block adds to storage."""
+
+    nodes: list[Node]
+    """Nodes now known to be genuine: the leaf, the parents computed and siblings used."""
+    blocks: int
+    """The feed's length (newly learned if ``roots`` is set)."""
+    roots: list[Node] | None
+    """The full roots, when this proof was the one that taught us the feed's length."""
+
+
+def verify(
+    feed_id: bytes,
+    block: int,
+    data: bytes,
+    proof: Sequence[Node],
+    *,
+    blocks: int | None,
+    roots: Sequence[Node] = (),
+    stored: Callable[[int], bytes | None] = lambda _index: None,
+) -> Verified:
+    """Check ``data`` as block ``block`` of feed ``feed_id`` against ``proof``.
+
+    ``blocks`` and ``roots`` are what the receiver already trusts (None and () before
+    the first block), ``stored`` looks up other nodes it has verified before. Raises
+    :class:`BadProof` for anything that does not verify; the caller stores nothing then.
+    """
+    if block < 0:
+        raise BadProof(f"negative block index {block}")
+    for node, digest in proof:
+        if node < 0 or len(digest) != HASH_SIZE:
+            raise BadProof("malformed proof node")
+    trusted: dict[int, bytes] = dict(roots)
+    new_roots = None
+    if blocks is None:
+        blocks, new_roots = _roots_from_proof(feed_id, proof)
+        trusted = dict(new_roots)
+    elif roots:
+        for node, digest in proof:
+            if node in trusted and trusted[node] != digest:
+                raise BadProof(f"proof root {node} does not match the feed")
+    if block >= blocks:
+        raise BadProof(f"block {block} is past the end of the feed ({blocks} blocks)")
+    given = _in_canonical_order(proof, proof_indexes(block, blocks))
+
+    node, digest = 2 * block, leaf_hash(data)
+    learned: list[Node] = [(node, digest)]
+    limit = 2 * blocks
+    while True:
+        known = trusted.get(node)
+        if known is None:
+            known = stored(node)
+        if known is not None:
+            if known != digest:
+                raise BadProof(f"block {block} does not match the feed's hashes")
+            break
+        if flat_tree.right_span(flat_tree.parent(node)) >= limit:  # an untrusted root
+            raise BadProof(f"block {block}: proof does not reach a trusted node")
+        sibling = flat_tree.sibling(node)
+        sibling_digest = given.get(sibling)
+        if sibling_digest is None:
+            sibling_digest = stored(sibling)
+            if sibling_digest is None:
+                raise BadProof(f"block {block}: proof lacks node {sibling}")
+        else:
+            learned.append((sibling, sibling_digest))
+        if sibling < node:
+            digest = parent_hash(sibling_digest, digest)
+        else:
+            digest = parent_hash(digest, sibling_digest)
+        node = flat_tree.parent(node)
+        learned.append((node, digest))
+    learned.pop()  # the node we matched is stored already (or is a root stored below)
+    if new_roots is not None:
+        learned.extend(new_roots)
+    return Verified(learned, blocks, new_roots)
+
+
+def _roots_from_proof(feed_id: bytes, proof: Sequence[Node]) -> tuple[int, list[Node]]:
+    """Learn the feed's length from the trailing full roots of a proof, checked by the id."""
+    if not proof:
+        raise BadProof("an empty proof cannot teach the feed's length")
+    blocks = flat_tree.blocks_below(proof[-1][0])
+    indexes = flat_tree.full_roots(blocks)
+    if len(indexes) > len(proof):
+        raise BadProof("proof lacks the feed's roots")
+    new_roots = list(proof[len(proof) - len(indexes) :])
+    if [node for node, _ in new_roots] != indexes:
+        raise BadProof("proof roots are not the full roots of any feed length")
+    if tree_id(new_roots) != feed_id:
+        raise BadProof("proof roots do not hash to the feed id")
+    return blocks, new_roots
+
+
+def _in_canonical_order(proof: Sequence[Node], canonical: list[int]) -> dict[int, bytes]:
+    """The proof as a dict, after checking it is the canonical list with some nodes left out.
+
+    A responder may skip nodes the receiver has, but never reorder or invent them.
+    """
+    position = 0
+    given: dict[int, bytes] = {}
+    for node, digest in proof:
+        try:
+            position = canonical.index(node, position) + 1
+        except ValueError:
+            raise BadProof(f"proof node {node} is out of place") from None
+        given[node] = digest
+    return given
