@@ -93,8 +93,14 @@ class Core:
             self.store.put_pending(batch, num, True)
         return Feed(self, num, None, None)
 
-    def get(self, feed_id: bytes | str) -> Feed:
-        """The feed with this id, opened (and recorded, to be fetched) if need be."""
+    def get(self, feed_id: bytes | str, *, interested: bool = True) -> Feed:
+        """The feed with this id, opened (and recorded, to be fetched) if need be.
+
+        ``interested`` opens count as the local side wanting the feed: the core says
+        'interested' at the first, and the swarm then asks every peer for it. The swarm
+        itself opens feeds a peer names with ``interested=False``, so that one peer's
+        request is never revealed to another.
+        """
         feed_id = parse_id(feed_id)
         feed = self._feeds.get(feed_id)
         if feed is None:
@@ -105,8 +111,10 @@ class Core:
                     self.store.put_feed(batch, num, feed_id, None)
             feed = self._feeds[feed_id] = Feed(self, num, feed_id, self.store.blocks(num))
         feed.opens += 1
-        if feed.opens == 1:
-            self.emit("interested", feed_id)
+        if interested:
+            feed.interest += 1
+            if feed.interest == 1:
+                self.emit("interested", feed_id)
         return feed
 
     def stored(self, feed_id: bytes | str) -> bool:
@@ -116,13 +124,21 @@ class Core:
     def open_feeds(self) -> list[Feed]:
         return list(self._feeds.values())
 
-    def _release(self, feed: Feed) -> None:
+    def release(self, feed: Feed, *, interested: bool = True) -> None:
+        """Undo one :meth:`get` (with the same ``interested``)."""
         if feed.id is None or self._feeds.get(feed.id) is not feed or feed.opens == 0:
             return
         feed.opens -= 1
+        if interested and feed.interest:
+            feed.interest -= 1
+            if feed.interest == 0:
+                self.emit("uninterested", feed.id)
         if feed.opens == 0:
             del self._feeds[feed.id]
-            self.emit("uninterested", feed.id)
+
+    def interesting(self) -> list[Feed]:
+        """Open feeds the local side wants."""
+        return [feed for feed in self._feeds.values() if feed.interest]
 
     async def _finalize(self, feed: Feed, roots: list[merkle.Node], blocks: int,
                         name: bytes | None) -> None:

@@ -37,6 +37,7 @@ class FeedListener(Protocol):
     def feed_wants(self, feed: Feed, block: int) -> None: ...
     def feed_unwants(self, feed: Feed, block: int) -> None: ...
     def feed_stored(self, feed: Feed, block: int) -> None: ...
+    def feed_prefetch(self, feed: Feed, block: int) -> None: ...
 
 
 def check_index(index: object) -> int:
@@ -47,6 +48,8 @@ def check_index(index: object) -> int:
 
 class Feed:
     """A feed of blocks stored in a core. Get one from :meth:`Core.add` or :meth:`Core.get`."""
+
+    MAX_PREFETCH = 16
 
     def __init__(self, core: Core, num: int, feed_id: bytes | None, blocks: int | None) -> None:
         self._core = core
@@ -64,6 +67,8 @@ class Feed:
             self._length_known.set()
         self._listeners: list[FeedListener] = []
         self.opens = 0
+        self.interest = 0
+        self.prefetching: list[list[int | None]] = []
 
     def __repr__(self) -> str:
         name = self.id.hex()[:16] if self.id else f"writable #{self.num}"
@@ -93,6 +98,31 @@ class Feed:
         """Register a listener; returns the function that removes it."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def prefetch(self, start: int = 0, end: int | None = None) -> None:
+        """Ask for blocks ``start .. end-1`` (to the feed's end if None) ahead of need.
+
+        Lower priority than blocks a task waits for in :meth:`get`. The replication layer
+        keeps the ranges up to date (``[start, end]`` lists, the start advancing as
+        blocks arrive); only the newest few are kept.
+        """
+        check_index(start)
+        if end is not None and end <= start:
+            return
+        self.prefetching.append([start, end])
+        del self.prefetching[:-self.MAX_PREFETCH]
+        self._notify("feed_prefetch", start)
+
+    async def download(self, start: int = 0, end: int | None = None) -> None:
+        """Fetch blocks ``start .. end-1`` (to the feed's end if None) and wait for them."""
+        self.prefetch(start, end)
+        index = start
+        while end is None or index < end:
+            if index not in self.bitfield and await self.get(index) is None:
+                return
+            index += 1
+            if self.blocks is not None and index >= self.blocks:
+                return
 
     @property
     def wanted(self) -> list[int]:
@@ -306,7 +336,7 @@ class Feed:
 
     def close(self) -> None:
         """Stop using the feed; the core says 'uninterested' when nobody uses it."""
-        self._core._release(self)
+        self._core.release(self)
 
     def __enter__(self) -> Feed:
         return self
