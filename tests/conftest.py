@@ -1,0 +1,31 @@
+"""Shared pytest set-up for hyperfs's tests.
+
+tests/ is put on sys.path so test modules can ``from jsref import ...`` (the JS reference
+peer driver) without tests/ being a package.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import jsref
+
+
+@pytest.fixture(autouse=True)
+def _js_peers_cleanup() -> Iterator[None]:
+    """End every JS reference peer a test started (by PID), even when the test failed."""
+    yield
+    jsref.terminate_all()
+
+
+@pytest.fixture
+def requires_js() -> None:
+    """Skip a test when node or the hypercore 1.8.0 reference is not installed."""
+    if not jsref.JS_AVAILABLE:
+        pytest.skip("node + tests/js/node_modules (scripts/setup.sh) needed for JS interop")
