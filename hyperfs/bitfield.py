@@ -40,6 +40,31 @@ class Bitfield:
         self.count += 1
         return True
 
+    def add_range(self, start: int, end: int) -> int:
+        """Set bits ``start .. end-1`` (an append's blocks); return how many were new.
+
+        Whole bytes are filled at once, so appending a million blocks costs a few
+        slice assignments rather than a million bit operations.
+        """
+        if end <= start:
+            return 0
+        bits = self._bits
+        first, last = start >> 3, (end - 1) >> 3
+        if last >= len(bits):
+            bits.extend(bytes(last + 1 - len(bits)))
+        before = int.from_bytes(bits[first : last + 1]).bit_count()
+        head = (0xFF >> (start & 7))
+        tail = (0xFF << (7 - ((end - 1) & 7))) & 0xFF
+        if first == last:
+            bits[first] |= head & tail
+        else:
+            bits[first] |= head
+            bits[first + 1 : last] = b"\xff" * (last - first - 1)
+            bits[last] |= tail
+        added = int.from_bytes(bits[first : last + 1]).bit_count() - before
+        self.count += added
+        return added
+
     def discard(self, index: int) -> bool:
         """Clear the bit; return True if it was set before."""
         if index not in self:

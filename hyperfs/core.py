@@ -215,9 +215,15 @@ class Core:
         check_index(start)
         if limit is not None:
             check_index(limit)
+        stop = None if limit is None else start + limit
         with self.get(feed_id) as feed:
             index = start
-            while limit is None or index < start + limit:
+            while stop is None or index < stop:
+                for block in feed.iter_local(index, stop):  # fast path: what is held here
+                    yield block
+                    index += 1
+                if stop is not None and index >= stop:
+                    return
                 block = await feed.get(index)
                 if block is None:
                     return

@@ -11,7 +11,7 @@ roots and the pending roots of a writable feed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from typing import TYPE_CHECKING, Protocol
 
@@ -137,25 +137,24 @@ class Feed:
             raise FeedFinalized("cannot append to a finalized feed")
         items = [data] if isinstance(data, BytesLike) else list(data)
         blocks = [item if isinstance(item, bytes) else _as_bytes(item) for item in items]
-        builder, store, num = self._builder, self._store, self.num
+        builder, store, num, bitfield = self._builder, self._store, self.num, self.bitfield
         start, saved_roots = builder.blocks, list(builder.roots)
+        end = start + len(blocks)
         try:
             with store.batch() as batch:
-                for block in blocks:
-                    index = builder.blocks
-                    for node, digest in builder.push(block):
-                        store.put_node(batch, num, node, digest)
-                    store.put_block(batch, num, index, block)
-                    self.bitfield.add(index)
-                for page in range(start // PAGE_BITS, (builder.blocks - 1) // PAGE_BITS + 1):
-                    store.put_page(batch, num, page, self.bitfield.page(page))
+                store.put_nodes(batch, num, builder.extend(blocks))
+                store.put_blocks(batch, num, start, blocks)
+                bitfield.add_range(start, end)
+                for page in range(start // PAGE_BITS, (end - 1) // PAGE_BITS + 1):
+                    store.put_page(batch, num, page, bitfield.page(page))
         except BaseException:
-            for index in range(start, builder.blocks):
-                self.bitfield.discard(index)
+            for index in range(start, end):
+                bitfield.discard(index)
             builder.roots, builder.blocks = saved_roots, start
             raise
-        for index in range(start, builder.blocks):
-            self._stored(index)
+        if self._waiters or self._listeners:
+            for index in range(start, end):
+                self._stored(index)
         await trio.lowlevel.checkpoint()
 
     async def finalize(self, name: bytes | None = None) -> bytes:
@@ -215,15 +214,41 @@ class Feed:
             return None
         return self._read(index)
 
+    def iter_local(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Blocks ``start, start+1, ...`` (before ``end``) while they are stored here.
+
+        Stops at the first block not held (or damaged on disk: that one is dropped, as
+        :meth:`get` does), so a reader can fall back to :meth:`get` there. Whole-feed
+        reads take this path: two LevelDB range scans instead of two lookups per block,
+        every block still checked against its stored leaf hash.
+        """
+        check_index(start)
+        if end is None:  # the feed's end; a writable feed's is what was appended so far
+            end = self.blocks if self.blocks is not None else (
+                self._builder.blocks if self._builder is not None else 0)
+        bitfield, expected = self.bitfield, start
+        for index, data, digest in self._store.iter_blocks(self.num, start, end):
+            if index != expected or index not in bitfield:
+                return
+            if digest is None or leaf_hash(data) != digest:
+                self._damaged(index)
+                return
+            yield data
+            expected += 1
+
     def _read(self, index: int) -> bytes | None:
         data = self._store.block(self.num, index)
         expected = self._store.node(self.num, 2 * index)
         if data is not None and expected is not None and leaf_hash(data) == expected:
             return data
+        self._damaged(index)
+        return None
+
+    def _damaged(self, index: int) -> None:
+        """A held block is gone or no longer matches its hash: never return it, refetch it."""
         log.warning("feed %s block %d is damaged on disk; marked missing to fetch again",
                     self.hex or self.num, index)
         self.drop(index)
-        return None
 
     async def _wait_for(self, index: int) -> None:
         event = self._waiters.get(index)

@@ -15,10 +15,13 @@ ROOT = b"\x02"
 HASH_SIZE = 32
 
 
+LEAF_STATE = sha256(LEAF)
+"""A hasher already fed the leaf type byte; ``.copy()`` it to hash a leaf."""
+
+
 def leaf_hash(data: bytes | memoryview) -> bytes:
-    if len(data) < 4096:
-        return sha256(LEAF + data).digest()
-    h = sha256(LEAF)
+    """Copying a hasher already fed the type byte saves concatenating it to the block."""
+    h = LEAF_STATE.copy()
     h.update(data)
     return h.digest()
 

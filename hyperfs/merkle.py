@@ -7,12 +7,13 @@ exhaustively without a database or a network.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from hashlib import sha256
 
 from . import flat_tree
 from .errors import BadProof
-from .hashes import HASH_SIZE, leaf_hash, parent_hash, tree_id
+from .hashes import HASH_SIZE, LEAF_STATE, PARENT, leaf_hash, parent_hash, tree_id
 
 Node = tuple[int, bytes]
 """A tree node as it travels: (flat-tree index, 32-byte hash)."""
@@ -33,15 +34,32 @@ class TreeBuilder:
 
     def push(self, data: bytes | memoryview) -> list[Node]:
         """Add one block; return the nodes it creates (its leaf, then new parents)."""
-        node = (2 * self.blocks, leaf_hash(data))
-        self.blocks += 1
-        created = [node]
-        roots = self.roots
-        while roots and flat_tree.depth(roots[-1][0]) == flat_tree.depth(node[0]):
-            left = roots.pop()
-            node = (flat_tree.parent(left[0]), parent_hash(left[1], node[1]))
-            created.append(node)
-        roots.append(node)
+        return self.extend((data,))
+
+    def extend(self, blocks: Iterable[bytes | memoryview]) -> list[Node]:
+        """Add blocks; return every node created (each leaf, then its new parents).
+
+        The append hot path, so the flat-tree steps are done inline: after leaf ``b`` the
+        pending roots merge once per trailing 1-bit of ``b``, and the parent of a left
+        child at depth ``d`` is ``left + 2**d``.
+        """
+        created: list[Node] = []
+        add, roots, block, leaf_state = created.append, self.roots, self.blocks, LEAF_STATE.copy
+        for data in blocks:
+            hasher = leaf_state()  # leaf_hash, inlined
+            hasher.update(data)
+            node, digest = 2 * block, hasher.digest()
+            add((node, digest))
+            carry, step = block, 1
+            while carry & 1:
+                left, left_digest = roots.pop()
+                node, digest = left + step, sha256(PARENT + left_digest + digest).digest()
+                add((node, digest))
+                carry >>= 1
+                step <<= 1
+            roots.append((node, digest))
+            block += 1
+        self.blocks = block
         return created
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import os
 import re
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import plyvel
@@ -35,12 +35,16 @@ import plyvel
 from .bitfield import PAGE_BYTES, Bitfield
 from .errors import CorruptDatabase, StorageLocked
 
+Node = tuple[int, bytes]
+
 FORMAT = b"hyperfs 1"
 UNKNOWN = 2**64 - 1
 """Stored block count of a feed whose length has not been learned yet."""
 
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
+_KEY = struct.Struct(">9sQ")
+"""A per-feed key: the 9-byte prefix (type letter + feed number), then a u64."""
 
 
 def _num(prefix: bytes, num: int) -> bytes:
@@ -57,6 +61,9 @@ class Store:
             self.db = plyvel.DB(
                 str(self.path),
                 create_if_missing=True,
+                # Block data is mostly incompressible (media, archives) and hashes always
+                # are: snappy only costs time (measured: halves 64 KiB append speed).
+                compression=None,
                 write_buffer_size=64 << 20,
                 lru_cache_size=64 << 20,
                 block_size=64 << 10,
@@ -166,6 +173,36 @@ class Store:
     def put_block(self, batch: plyvel.WriteBatch, num: int, index: int, data: bytes) -> None:
         batch.put(_num(b"d", num) + _U64.pack(index), data)
 
+    def put_blocks(
+        self, batch: plyvel.WriteBatch, num: int, start: int, blocks: Iterable[bytes]
+    ) -> None:
+        """Blocks ``start, start+1, ...``: the append hot path, one key pack per block."""
+        put, pack, prefix = batch.put, _KEY.pack, _num(b"d", num)
+        for index, data in enumerate(blocks, start):
+            put(pack(prefix, index), data)
+
+    def iter_blocks(
+        self, num: int, start: int, end: int
+    ) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """Stored blocks in ``start .. end-1`` as (index, data, stored leaf hash or None).
+
+        Two range scans (data and hashes) walked in step instead of two point lookups per
+        block: whole-feed reads go at the speed of LevelDB's iterators.
+        """
+        data_prefix, hash_prefix, pack = _num(b"d", num), _num(b"h", num), _KEY.pack
+        blocks = self.db.iterator(
+            start=pack(data_prefix, start), stop=pack(data_prefix, end), fill_cache=False)
+        hashes = self.db.iterator(
+            start=pack(hash_prefix, 2 * start), stop=pack(hash_prefix, 2 * end), fill_cache=False)
+        key, digest = b"", None
+        with blocks, hashes:
+            for data_key, data in blocks:
+                index = _U64.unpack_from(data_key, 9)[0]
+                wanted = pack(hash_prefix, 2 * index)
+                while key < wanted:
+                    key, digest = next(hashes, (b"\xff", None))
+                yield index, data, digest if key == wanted else None
+
     def delete_block(self, batch: plyvel.WriteBatch, num: int, index: int) -> None:
         batch.delete(_num(b"d", num) + _U64.pack(index))
 
@@ -174,6 +211,12 @@ class Store:
 
     def put_node(self, batch: plyvel.WriteBatch, num: int, index: int, digest: bytes) -> None:
         batch.put(_num(b"h", num) + _U64.pack(index), digest)
+
+    def put_nodes(self, batch: plyvel.WriteBatch, num: int, nodes: Iterable[Node]) -> None:
+        """Many verified nodes at once (the append hot path)."""
+        put, pack, prefix = batch.put, _KEY.pack, _num(b"h", num)
+        for index, digest in nodes:
+            put(pack(prefix, index), digest)
 
     def bitfield(self, num: int) -> Bitfield:
         field = Bitfield()
