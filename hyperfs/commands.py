@@ -7,6 +7,7 @@ import sys
 
 import trio
 
+from . import fsck
 from .core import open_core, parse_id
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -29,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help="seconds to wait for a missing block (0 = forever; default 60)")
     cat.set_defaults(run=cmd_cat)
 
+    fsck.add_parser(sub)
 
 def _positive(text: str) -> int:
     value = int(text)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import trio
 
-from . import merkle
+from . import fsck, merkle
 from .errors import FeedFinalized, InvalidId, NameTaken
 from .feed import BytesLike, Feed, check_index
 from .hashes import tree_id
@@ -190,6 +190,22 @@ class Core:
             local = feed.local if feed is not None else self.store.bitfield(num).count
             result.append(FeedInfo(feed_id, blocks, local))
         return result
+
+    def check(self, *, repair: bool = False) -> fsck.Report:
+        """Check the database's invariants (see :mod:`hyperfs.fsck`).
+
+        With ``repair``, blocks that fail their hash check are marked missing, exactly as
+        a read that finds them would, instead of being reported.
+        """
+
+        def drop(num: int, index: int) -> None:
+            for feed in self._feeds.values():
+                if feed.num == num:
+                    feed.drop(index)
+                    return
+            self.store.drop_block(num, index)
+
+        return fsck.check(self.store, repair=drop if repair else None)
 
     # -- names (the filesystem's file names for feeds) ------------------------------------
 

@@ -203,6 +203,20 @@ class Store:
                     key, digest = next(hashes, (b"\xff", None))
                 yield index, data, digest if key == wanted else None
 
+    def drop_block(self, num: int, index: int) -> None:
+        """Forget a block of a feed nobody has open: the block and its bit, atomically.
+
+        (An open feed drops through :meth:`Feed.drop`, which keeps its bitfield in step.)
+        """
+        page = index // (PAGE_BYTES * 8)
+        key = _num(b"b", num) + _U32.pack(page)
+        field = Bitfield()
+        field.load_page(0, self.db.get(key) or bytes(PAGE_BYTES))
+        field.discard(index % (PAGE_BYTES * 8))
+        with self.batch() as batch:
+            self.delete_block(batch, num, index)
+            batch.put(key, field.page(0))
+
     def delete_block(self, batch: plyvel.WriteBatch, num: int, index: int) -> None:
         batch.delete(_num(b"d", num) + _U64.pack(index))
 
