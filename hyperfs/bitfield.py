@@ -73,6 +73,20 @@ class Bitfield:
         self.count -= 1
         return True
 
+    def any(self, start: int, end: int) -> bool:
+        """Whether any index in ``start .. end-1`` is set."""
+        end = min(end, len(self._bits) * 8)
+        if start >= end:
+            return False
+        first, last = start >> 3, (end - 1) >> 3
+        head = 0xFF >> (start & 7)
+        tail = (0xFF << (7 - ((end - 1) & 7))) & 0xFF
+        if first == last:
+            return bool(self._bits[first] & head & tail)
+        if self._bits[first] & head or self._bits[last] & tail:
+            return True
+        return self._bits.count(0, first + 1, last) != last - first - 1
+
     def to_bytes(self) -> bytes:
         return bytes(self._bits.rstrip(b"\x00"))
 

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Protocol
 import trio
 
 from . import merkle
-from .bitfield import PAGE_BITS
+from .bitfield import PAGE_BITS, Bitfield
 from .errors import BadProof, BlockUnavailable, EmptyFeed, FeedFinalized, InvalidIndex
-from .flat_tree import full_roots
+from .flat_tree import full_roots, left_span, right_span
 from .hashes import leaf_hash
 
 if TYPE_CHECKING:
@@ -66,6 +66,7 @@ class Feed:
         if blocks is not None:
             self._length_known.set()
         self._listeners: list[FeedListener] = []
+        self._node_cache: dict[int, bytes] = {}  # verified hashes never change
         self.opens = 0
         self.interest = 0
         self.prefetching: list[list[int | None]] = []
@@ -282,16 +283,33 @@ class Feed:
 
     # -- replication -----------------------------------------------------------------
 
-    def proof(self, index: int) -> list[merkle.Node]:
-        """The nodes a responder sends with block ``index`` (PROTOCOL.md, Proofs)."""
+    def proof(self, index: int, *known: Bitfield | None) -> list[merkle.Node]:
+        """The nodes a responder sends with block ``index`` (PROTOCOL.md, Proofs).
+
+        ``known`` are bitfields of blocks the receiver holds (or will hold by the time
+        it reads this proof): every peer stores the whole verified path of a block, so
+        nodes above those blocks are left out. That shrinks a proof from ~log2(blocks)
+        nodes to one or two in a download.
+        """
         if self.blocks is None or check_index(index) not in self.bitfield:
             raise BlockUnavailable(f"block {index} is not stored locally")
-        roots = dict(self.roots)
+        fields = [field for field in known if field is not None and field.count]
+        knows = None
+        if fields:
+            def knows(node: int) -> bool:
+                start, end = left_span(node) >> 1, (right_span(node) >> 1) + 1
+                return any(field.any(start, end) for field in fields)
+        cache = self._node_cache
+        if len(cache) > 65536:
+            cache.clear()
         nodes = []
-        for node in merkle.proof_indexes(index, self.blocks):
-            digest = roots.get(node) or self._store.node(self.num, node)
+        for node in merkle.proof_indexes(index, self.blocks, knows):
+            digest = cache.get(node)
             if digest is None:
-                raise BlockUnavailable(f"node {node} of block {index} is not stored")
+                digest = cache[node] = self._store.node(self.num, node)
+                if digest is None:
+                    del cache[node]
+                    raise BlockUnavailable(f"node {node} of block {index} is not stored")
             nodes.append((node, digest))
         return nodes
 

@@ -63,16 +63,42 @@ class TreeBuilder:
         return created
 
 
-def proof_indexes(block: int, blocks: int) -> list[int]:
-    """The node indexes a responder sends with ``block``, in order (PROTOCOL.md, Proofs)."""
+def proof_indexes(
+    block: int, blocks: int, knows: Callable[[int], bool] | None = None
+) -> list[int]:
+    """The node indexes a responder sends with ``block``, in order (PROTOCOL.md, Proofs).
+
+    ``knows(node)`` says whether the receiver already holds a node; such nodes are left
+    out, and the list ends as soon as the receiver can verify from what it holds (it then
+    needs no roots either). Without ``knows`` this is the full, canonical form.
+    """
     limit = 2 * blocks
     indexes = []
-    node = flat_tree.sibling(2 * block)
-    while flat_tree.right_span(node) < limit:
-        indexes.append(node)
-        node = flat_tree.sibling(flat_tree.parent(node))
+    node, step = 2 * block, 1  # climbing from the leaf; step = 2**depth(node)
+    while True:
+        sibling, parent = _family(node, step)
+        if sibling + step - 1 >= limit:  # right_span(sibling) is past the end: node is a root
+            break
+        if knows is None:
+            indexes.append(sibling)
+        else:
+            if not knows(sibling):
+                indexes.append(sibling)
+            if knows(parent):
+                return indexes
+        node, step = parent, step << 1
     indexes.extend(flat_tree.full_roots(blocks))
     return indexes
+
+
+def _family(node: int, step: int) -> tuple[int, int]:
+    """(sibling, parent) of ``node`` at depth d, where ``step`` is 2**d: flat-tree inline.
+
+    A node is a right child when bit d+1 of ``node + 1`` is set (its offset is odd).
+    """
+    if (node + 1) & (step << 1):
+        return node - (step << 1), node - step
+    return node + (step << 1), node + step
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,11 +145,11 @@ def verify(
                 raise BadProof(f"proof root {node} does not match the feed")
     if block >= blocks:
         raise BadProof(f"block {block} is past the end of the feed ({blocks} blocks)")
-    given = _in_canonical_order(proof, proof_indexes(block, blocks))
-
+    # Climb from the leaf, taking siblings from the proof in order (as the reference
+    # does) or from what is stored, until a node we trust matches.
     node, digest = 2 * block, leaf_hash(data)
     learned: list[Node] = [(node, digest)]
-    limit = 2 * blocks
+    limit, step, used = 2 * blocks, 1, 0
     while True:
         known = trusted.get(node)
         if known is None:
@@ -132,22 +158,25 @@ def verify(
             if known != digest:
                 raise BadProof(f"block {block} does not match the feed's hashes")
             break
-        if flat_tree.right_span(flat_tree.parent(node)) >= limit:  # an untrusted root
+        sibling, parent = _family(node, step)
+        if sibling + step - 1 >= limit:  # an untrusted root
             raise BadProof(f"block {block}: proof does not reach a trusted node")
-        sibling = flat_tree.sibling(node)
-        sibling_digest = given.get(sibling)
-        if sibling_digest is None:
+        if used < len(proof) and proof[used][0] == sibling:
+            sibling_digest = proof[used][1]
+            used += 1
+            learned.append((sibling, sibling_digest))
+        else:
             sibling_digest = stored(sibling)
             if sibling_digest is None:
                 raise BadProof(f"block {block}: proof lacks node {sibling}")
-        else:
-            learned.append((sibling, sibling_digest))
         if sibling < node:
             digest = parent_hash(sibling_digest, digest)
         else:
             digest = parent_hash(digest, sibling_digest)
-        node = flat_tree.parent(node)
+        node, step = parent, step << 1
         learned.append((node, digest))
+    if used < len(proof):  # the rest must still be in the canonical order
+        _check_order(proof, proof_indexes(block, blocks))
     learned.pop()  # the node we matched is stored already (or is a root stored below)
     if new_roots is not None:
         learned.extend(new_roots)
@@ -170,17 +199,14 @@ def _roots_from_proof(feed_id: bytes, proof: Sequence[Node]) -> tuple[int, list[
     return blocks, new_roots
 
 
-def _in_canonical_order(proof: Sequence[Node], canonical: list[int]) -> dict[int, bytes]:
-    """The proof as a dict, after checking it is the canonical list with some nodes left out.
+def _check_order(proof: Sequence[Node], canonical: list[int]) -> None:
+    """Check the proof is the canonical list with some nodes left out.
 
     A responder may skip nodes the receiver has, but never reorder or invent them.
     """
     position = 0
-    given: dict[int, bytes] = {}
-    for node, digest in proof:
+    for node, _digest in proof:
         try:
             position = canonical.index(node, position) + 1
         except ValueError:
             raise BadProof(f"proof node {node} is out of place") from None
-        given[node] = digest
-    return given
