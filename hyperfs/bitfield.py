@@ -73,6 +73,11 @@ class Bitfield:
         self.count -= 1
         return True
 
+    @property
+    def end(self) -> int:
+        """One past the highest index that could be set (a multiple of 8)."""
+        return len(self._bits) * 8
+
     def any(self, start: int, end: int) -> bool:
         """Whether any index in ``start .. end-1`` is set."""
         end = min(end, len(self._bits) * 8)

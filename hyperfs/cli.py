@@ -51,10 +51,23 @@ def main(argv: list[str] | None = None) -> int:
         result = trio.run(run, args)
     except KeyboardInterrupt:
         return 130
-    except (HyperfsError, OSError, TimeoutError) as exc:
+    except (HyperfsError, OSError, TimeoutError, ValueError) as exc:
         print(f"hyperfs: {exc}", file=sys.stderr)
         return 1
+    except BaseExceptionGroup as group:
+        # A nursery's error: report the user-facing one inside, re-raise anything else.
+        user, rest = group.split((HyperfsError, OSError, TimeoutError, ValueError))
+        if rest is not None or user is None:
+            raise
+        print(f"hyperfs: {_first(user)}", file=sys.stderr)
+        return 1
     return int(result or 0)
+
+
+def _first(error: BaseException) -> BaseException:
+    while isinstance(error, BaseExceptionGroup):
+        error = error.exceptions[0]
+    return error
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 
 import trio
 
@@ -48,7 +49,8 @@ class Node:
 
     async def listen(self, address: str) -> tuple[str, int]:
         host, port = parse_address(address)
-        listeners = await self._nursery.start(trio.serve_tcp, self._accept, port, host=host)
+        serve = partial(trio.serve_tcp, self._accept, port, host=host)
+        listeners = await self._nursery.start(serve)
         sockname = listeners[0].socket.getsockname()
         self.address = (sockname[0], sockname[1])
         return self.address

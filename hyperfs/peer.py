@@ -135,9 +135,13 @@ class Peer:
                     nursery.start_soon(self._watchdog)
                     await self._receive_loop()
                     nursery.cancel_scope.cancel()
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-            reason = f"connection lost ({exc or type(exc).__name__})"
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
+            reason = f"connection lost ({group.exceptions[0]})"
             self.close_reason = self.close_reason or reason
+        except* Exception:
+            # A bug of ours must cost this connection, not the whole process.
+            log.exception("internal error while talking to %s", self.address or "a peer")
+            self.close_reason = self.close_reason or "internal error"
         finally:
             self.close_reason = self.close_reason or "closed"
             self.swarm.peer_closed(self)

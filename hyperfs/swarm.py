@@ -116,7 +116,7 @@ class FeedSwarm:
         for rng in list(ranges):
             start, end = rng
             assert start is not None
-            limit = feed.blocks if feed.blocks is not None else len(has)
+            limit = feed.blocks if feed.blocks is not None else has.end
             if end is not None:
                 limit = min(limit, end)
             while start < limit and start in local:
