@@ -1,0 +1,129 @@
+"""DHT discovery on a private libtorrent DHT bound to 127.0.0.x (never the public DHT).
+
+Every node is created with ``DhtOptions.private``: no routers, LSD/UPnP/NAT-PMP off; the
+tests assert this on the configuration and on the live sessions.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import trio
+
+from hyperfs.discovery import DhtOptions, open_discovery
+from hyperfs.discovery.dht import PUBLIC_ROUTERS, DhtNode, open_dht, session_settings
+from hyperfs.discovery.keys import discovery_key, seed_info_hash
+
+FAST = {"initial_retry": 0.2, "stats_interval": 0.5}
+
+
+def assert_private(settings: dict[str, Any]) -> None:
+    """Nothing in ``settings`` can make libtorrent talk outside 127.0.0.0/8."""
+    assert settings["dht_bootstrap_nodes"] == ""
+    assert settings["enable_lsd"] is False
+    assert settings["enable_upnp"] is False
+    assert settings["enable_natpmp"] is False
+    for endpoint in settings["listen_interfaces"].split(","):
+        host = endpoint.rsplit(":", 1)[0].strip("[]")
+        assert ipaddress.ip_address(host).is_loopback, endpoint
+
+
+@asynccontextmanager
+async def private_dht(hosts: list[str]) -> AsyncIterator[list[DhtNode]]:
+    """A private DHT: node i knows nodes i-1 and i-2; the first node knows the last."""
+    async with AsyncExitStack() as stack:
+        nodes: list[DhtNode] = []
+        for host in hosts:
+            known = [(n.address, n.port) for n in nodes[-2:]]
+            options = DhtOptions.private(bind=host, bootstrap_nodes=known, **FAST)
+            assert_private(session_settings(options))
+            nodes.append(await stack.enter_async_context(open_dht(options)))
+        nodes[0].add_node(nodes[-1].address, nodes[-1].port)
+        for node in nodes:
+            assert_private(node.settings())  # what the live session really uses
+        yield nodes
+
+
+def test_default_options_are_public_but_private_ones_are_not() -> None:
+    public = session_settings(DhtOptions())
+    for host, port in PUBLIC_ROUTERS:
+        assert f"{host}:{port}" in public["dht_bootstrap_nodes"]
+    assert public["enable_lsd"] is False  # LSD is never wanted, even in production
+    assert_private(session_settings(DhtOptions.private(bind="127.0.0.9")))
+
+
+async def test_announce_then_lookup_finds_peer() -> None:
+    hosts = [f"127.0.0.{i}" for i in range(2, 7)]
+    async with private_dht(hosts) as nodes:
+        a, b = nodes[0], nodes[-1]  # b knows only 127.0.0.5 and 127.0.0.4
+        info_hash = os.urandom(20)
+        found = trio.Event()
+        peers: list[tuple[str, int]] = []
+
+        def on_peer(h: bytes, peer: tuple[str, int]) -> None:
+            if h == info_hash:
+                peers.append(peer)
+                found.set()
+
+        b.add_listener(on_peer)
+        a.announce(info_hash, 4242)
+        b.lookup(info_hash)
+        with trio.fail_after(5):
+            await found.wait()
+        assert ("127.0.0.2", 4242) in peers
+        stats_a, stats_b = await a.refresh_stats(), await b.refresh_stats()
+        assert stats_a["announces"] >= 1 and stats_b["lookups"] >= 1
+        assert stats_b["nodes"] >= 1
+        assert stats_b["peers_found"][info_hash.hex()] == 1
+
+
+async def test_open_discovery_over_dht() -> None:
+    """Two Discovery objects find each other for a feed; never themselves; no repeats."""
+    feed = bytes(range(32))
+    async with private_dht(["127.0.0.10", "127.0.0.11", "127.0.0.12"]) as boot:
+        seeds = ((boot[0].address, boot[0].port), (boot[1].address, boot[1].port))
+
+        def opts(host: str) -> DhtOptions:
+            return DhtOptions.private(bind=host, bootstrap_nodes=seeds, **FAST)
+
+        async with (
+            open_discovery(7100, host="127.0.0.13", dht=opts("127.0.0.13")) as holder,
+            open_discovery(7100, host="127.0.0.14", dht=opts("127.0.0.14")) as wanter,
+        ):
+            assert_private(holder.dht.settings())  # type: ignore[union-attr]
+            holder.hold(feed)
+            holder.want(feed)  # holder also looks: it must find wanter, not itself
+            wanter.want(feed)
+            got_w, got_h = wanter.peers(), holder.peers()
+            with trio.fail_after(5):
+                assert await got_w.receive() == (feed, ("127.0.0.13", 7100))
+                assert await got_h.receive() == (feed, ("127.0.0.14", 7100))
+            # Both keep re-querying; the same peer is not reported again within backoff.
+            with trio.move_on_after(1.0):
+                extra = await got_w.receive()
+                raise AssertionError(f"reported again within backoff: {extra}")
+            status = wanter.status()
+            assert status["feeds"][feed.hex()] == {"mode": "want", "peers_found": 1, "reported": 1}
+            assert status["suppressed_duplicates"] >= 1
+            assert status["dht"]["nodes"] >= 1
+            assert holder.status()["ignored_self"] >= 1
+            assert discovery_key(feed).hex() in status["dht"]["peers_found"]
+            wanter.forget(feed)
+            assert wanter.status()["feeds"] == {}
+
+
+async def test_seed_compat_finds_original_style_announce() -> None:
+    """With seed_compat, feed_id[:20] (what the JS implementation announces) is looked up."""
+    feed = bytes.fromhex("e1a31bb8716f0a0487377e22dbc7f0491fb47a712ac21519792a4e32cf56fb6f")
+    async with private_dht(["127.0.0.20", "127.0.0.21", "127.0.0.22"]) as nodes:
+        nodes[0].announce(seed_info_hash(feed), 3282)  # an "original" peer
+        seeds = ((nodes[1].address, nodes[1].port),)
+        options = DhtOptions.private(bind="127.0.0.23", bootstrap_nodes=seeds, **FAST)
+        async with open_discovery(7200, dht=options, seed_compat=True) as disc:
+            disc.want(feed)
+            with trio.fail_after(5):
+                assert await disc.peers().receive() == (feed, ("127.0.0.20", 3282))
