@@ -21,7 +21,7 @@ from . import merkle
 from .bitfield import PAGE_BITS, Bitfield
 from .errors import BadProof, BlockUnavailable, EmptyFeed, FeedFinalized, InvalidIndex
 from .flat_tree import full_roots, left_span, right_span
-from .hashes import leaf_hash
+from .hashes import LEAF_STATE, leaf_hash
 
 if TYPE_CHECKING:
     from .core import Core
@@ -227,15 +227,17 @@ class Feed:
         if end is None:  # the feed's end; a writable feed's is what was appended so far
             end = self.blocks if self.blocks is not None else (
                 self._builder.blocks if self._builder is not None else 0)
-        bitfield, expected = self.bitfield, start
-        for index, data, digest in self._store.iter_blocks(self.num, start, end):
-            if index != expected or index not in bitfield:
+        bitfield, index, leaf_state = self.bitfield, start, LEAF_STATE.copy
+        for data, digest in self._store.iter_blocks(self.num, start, end):
+            if index not in bitfield:
                 return
-            if digest is None or leaf_hash(data) != digest:
+            hasher = leaf_state()  # leaf_hash, inlined
+            hasher.update(data)
+            if hasher.digest() != digest:
                 self._damaged(index)
                 return
             yield data
-            expected += 1
+            index += 1
 
     def _read(self, index: int) -> bytes | None:
         data = self._store.block(self.num, index)

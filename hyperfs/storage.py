@@ -181,10 +181,9 @@ class Store:
         for index, data in enumerate(blocks, start):
             put(pack(prefix, index), data)
 
-    def iter_blocks(
-        self, num: int, start: int, end: int
-    ) -> Iterator[tuple[int, bytes, bytes | None]]:
-        """Stored blocks in ``start .. end-1`` as (index, data, stored leaf hash or None).
+    def iter_blocks(self, num: int, start: int, end: int) -> Iterator[tuple[bytes, bytes | None]]:
+        """Blocks ``start, start+1, ...`` before ``end`` as (data, stored leaf hash or None),
+        up to the first one not stored.
 
         Two range scans (data and hashes) walked in step instead of two point lookups per
         block: whole-feed reads go at the speed of LevelDB's iterators.
@@ -194,14 +193,16 @@ class Store:
             start=pack(data_prefix, start), stop=pack(data_prefix, end), fill_cache=False)
         hashes = self.db.iterator(
             start=pack(hash_prefix, 2 * start), stop=pack(hash_prefix, 2 * end), fill_cache=False)
-        key, digest = b"", None
+        key, digest, done, index = b"", None, (b"\xff", None), start
         with blocks, hashes:
             for data_key, data in blocks:
-                index = _U64.unpack_from(data_key, 9)[0]
+                if data_key != pack(data_prefix, index):
+                    return
                 wanted = pack(hash_prefix, 2 * index)
-                while key < wanted:
-                    key, digest = next(hashes, (b"\xff", None))
-                yield index, data, digest if key == wanted else None
+                while key < wanted:  # skips the parent nodes between two leaves
+                    key, digest = next(hashes, done)
+                yield data, digest if key == wanted else None
+                index += 1
 
     def drop_block(self, num: int, index: int) -> None:
         """Forget a block of a feed nobody has open: the block and its bit, atomically.
