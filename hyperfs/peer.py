@@ -167,8 +167,9 @@ class Peer:
                 return
             self.bytes_in += len(data)
             try:
-                for event in self.conn.receive_data(data):
-                    self._dispatch[type(event)](event)
+                with self.swarm.core.store.group():  # one LevelDB write per network read
+                    for event in self.conn.receive_data(data):
+                        self._dispatch[type(event)](event)
             except ProtocolError as exc:
                 self.drop(f"protocol error: {exc}")
                 return

@@ -28,6 +28,7 @@ import os
 import re
 import struct
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import plyvel
@@ -80,6 +81,7 @@ class Store:
         except BaseException:
             self.db.close()
             raise
+        self._group: dict[bytes, bytes | None] | None = None
         raw = self.db.get(b"!next")
         self._next = _U64.unpack(raw)[0] if raw else 0
 
@@ -94,13 +96,55 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def batch(self, *, sync: bool = False) -> plyvel.WriteBatch:
+    def batch(self, *, sync: bool = False) -> plyvel.WriteBatch | _GroupedBatch:
         """A write batch applied atomically when its ``with`` block ends without error.
 
         ``sync`` also waits for the disk, for the few changes (finalize) that must outlive
         a power cut; a killed process loses nothing LevelDB has written either way.
+        Inside :meth:`group`, the batch joins the group's single write instead.
         """
+        if self._group is not None and not sync:
+            return _GroupedBatch(self._group)
+        self.flush()
         return self.db.write_batch(transaction=True, sync=sync)
+
+    @contextmanager
+    def group(self) -> Iterator[None]:
+        """Merge every batch made inside into one LevelDB write, done on exit.
+
+        A LevelDB write costs far more than the few keys of one verified block, so the
+        replication layer groups all the blocks of one network read. Each batch still
+        joins whole or not at all, so the group is as atomic as its parts; reads inside
+        see the grouped writes.
+        """
+        if self._group is not None:
+            yield
+            return
+        self._group = {}
+        try:
+            yield
+        finally:
+            self.flush()
+            self._group = None
+
+    def flush(self) -> None:
+        """Write what the current group holds so far (iterators only see written data)."""
+        if self._group:
+            with self.db.write_batch() as batch:
+                for key, value in self._group.items():
+                    if value is None:
+                        batch.delete(key)
+                    else:
+                        batch.put(key, value)
+            self._group.clear()
+
+    def _get(self, key: bytes) -> bytes | None:
+        group = self._group
+        if group:
+            value = group.get(key, _ABSENT)
+            if value is not _ABSENT:
+                return value  # type: ignore[return-value]
+        return self.db.get(key)
 
     # -- feeds ---------------------------------------------------------------------
 
@@ -112,11 +156,11 @@ class Store:
         return num
 
     def lookup(self, feed_id: bytes) -> int | None:
-        raw = self.db.get(b"i" + feed_id)
+        raw = self._get(b"i" + feed_id)
         return None if raw is None else _U64.unpack(raw)[0]
 
     def blocks(self, num: int) -> int | None:
-        raw = self.db.get(_num(b"m", num))
+        raw = self._get(_num(b"m", num))
         if raw is None:
             return None
         blocks = _U64.unpack(raw[32:])[0]
@@ -134,12 +178,14 @@ class Store:
 
     def feeds(self) -> Iterator[tuple[bytes, int, int | None]]:
         """Every feed with an id: (id, local number, blocks or None), in id order."""
+        self.flush()
         for key, value in self.db.iterator(prefix=b"i"):
             num = _U64.unpack(value)[0]
             yield key[1:], num, self.blocks(num)
 
     def pending(self) -> list[int]:
         """Writable feeds that were never finalized (left by a crash)."""
+        self.flush()
         keys = self.db.iterator(prefix=b"p", include_value=False)
         return [_U64.unpack(key[1:])[0] for key in keys]
 
@@ -154,6 +200,7 @@ class Store:
                 batch.delete(b"i" + feed_id)
             batch.delete(_num(b"m", num))
             batch.put(_num(b"p", num), b"")  # marks the leftovers for clean-up on open
+        self.flush()
         for prefix in (b"d", b"h", b"b"):
             keys = self.db.iterator(prefix=_num(prefix, num), include_value=False)
             while True:
@@ -163,12 +210,13 @@ class Store:
                 with self.batch() as batch:
                     for key in chunk:
                         batch.delete(key)
+        self.flush()
         self.db.delete(_num(b"p", num))
 
     # -- blocks, nodes, bitfields ----------------------------------------------------
 
     def block(self, num: int, index: int) -> bytes | None:
-        return self.db.get(_num(b"d", num) + _U64.pack(index))
+        return self._get(_num(b"d", num) + _U64.pack(index))
 
     def put_block(self, batch: plyvel.WriteBatch, num: int, index: int, data: bytes) -> None:
         batch.put(_num(b"d", num) + _U64.pack(index), data)
@@ -189,6 +237,7 @@ class Store:
         block: whole-feed reads go at the speed of LevelDB's iterators.
         """
         data_prefix, hash_prefix, pack = _num(b"d", num), _num(b"h", num), _KEY.pack
+        self.flush()
         blocks = self.db.iterator(
             start=pack(data_prefix, start), stop=pack(data_prefix, end), fill_cache=False)
         hashes = self.db.iterator(
@@ -212,7 +261,7 @@ class Store:
         page = index // (PAGE_BYTES * 8)
         key = _num(b"b", num) + _U32.pack(page)
         field = Bitfield()
-        field.load_page(0, self.db.get(key) or bytes(PAGE_BYTES))
+        field.load_page(0, self._get(key) or bytes(PAGE_BYTES))
         field.discard(index % (PAGE_BYTES * 8))
         with self.batch() as batch:
             self.delete_block(batch, num, index)
@@ -222,7 +271,7 @@ class Store:
         batch.delete(_num(b"d", num) + _U64.pack(index))
 
     def node(self, num: int, index: int) -> bytes | None:
-        return self.db.get(_num(b"h", num) + _U64.pack(index))
+        return self._get(_num(b"h", num) + _U64.pack(index))
 
     def put_node(self, batch: plyvel.WriteBatch, num: int, index: int, digest: bytes) -> None:
         batch.put(_num(b"h", num) + _U64.pack(index), digest)
@@ -236,6 +285,7 @@ class Store:
     def bitfield(self, num: int) -> Bitfield:
         field = Bitfield()
         prefix = _num(b"b", num)
+        self.flush()
         for key, value in self.db.iterator(prefix=prefix):
             field.load_page(_U32.unpack(key[len(prefix) :])[0], value)
         return field
@@ -248,17 +298,44 @@ class Store:
 
     def names(self) -> Iterator[tuple[bytes, bytes]]:
         """Every (name, feed id) pair, in name order."""
+        self.flush()
         for key, value in self.db.iterator(prefix=b"n"):
             yield key[1:], value
 
     def name(self, name: bytes) -> bytes | None:
-        return self.db.get(b"n" + name)
+        return self._get(b"n" + name)
 
     def put_name(self, batch: plyvel.WriteBatch, name: bytes, feed_id: bytes | None) -> None:
         if feed_id is None:
             batch.delete(b"n" + name)
         else:
             batch.put(b"n" + name, feed_id)
+
+
+_ABSENT = object()
+
+
+class _GroupedBatch:
+    """A batch inside :meth:`Store.group`: collects its keys, joins the group on success."""
+
+    __slots__ = ("_group", "_ops")
+
+    def __init__(self, group: dict[bytes, bytes | None]) -> None:
+        self._group = group
+        self._ops: dict[bytes, bytes | None] = {}
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._ops[key] = value
+
+    def delete(self, key: bytes) -> None:
+        self._ops[key] = None
+
+    def __enter__(self) -> _GroupedBatch:
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self._group.update(self._ops)
 
 
 def _lock_message(path: Path) -> str:

@@ -1,0 +1,135 @@
+#!/usr/bin/env python3
+"""Full-feed replication over loopback TCP between two processes, hyperfs vs hypercore 1.8.0.
+
+For each shape (blocks x size), in one run and side by side:
+- hyperfs: `hyperfs serve` on a database holding the feed, and a fetching process (this
+  script with --child) that connects, downloads every block and reports the seconds it
+  took, measured inside the process from connect to the last verified block; then a
+  fresh fetcher reports the time from connect to one verified middle block.
+- JS: the reference seeder and fetcher (tests/js/ref.js, setNoDelay on) doing the same.
+Peak memory (VmHWM) of both hyperfs processes is reported too. Medians of --runs runs.
+
+    .venv/bin/python scripts/bench_replicate.py [--runs 3] [BLOCKSxSIZE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+HYPERFS = [sys.executable, "-m", "hyperfs.cli"]
+
+
+async def child(db: str, feed_id: str, peer: str, block: int | None) -> None:
+    """Fetch the feed (or one block) and print timings as JSON."""
+    from hyperfs import open_core
+    from hyperfs.network import open_node
+
+    async with open_core(db) as core:
+        feed = core.get(feed_id)
+        start = time.perf_counter()
+        async with open_node(core, peers=[peer]):
+            if block is not None:
+                data = await feed.get(block, timeout=60)
+                assert data is not None
+                result = {"seconds": time.perf_counter() - start, "bytes": len(data)}
+            else:
+                await feed.download()
+                seconds = time.perf_counter() - start
+                result = {"seconds": seconds, "blocks": feed.blocks, "local": feed.local}
+    result["peak_rss_mb"] = _peak_rss_mb(os.getpid())
+    print(json.dumps(result), flush=True)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def hyperfs_run(source: Path, block_size: int, blocks: int, tmp: Path) -> dict[str, float]:
+    seed_db, fetch_db = tmp / "seed", tmp / "fetch"
+    feed_id = subprocess.run(
+        [*HYPERFS, "--db", str(seed_db), "add", "--block-size", str(block_size), str(source)],
+        check=True, capture_output=True, text=True).stdout.strip()
+    server = subprocess.Popen([*HYPERFS, "--db", str(seed_db), "serve", "--listen",
+                               "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()  # "listening on HOST:PORT"
+        peer = line.split()[-1]
+        full = _child(fetch_db, feed_id, peer, None)
+        if full["local"] != blocks:
+            raise RuntimeError(f"fetched {full['local']} of {blocks} blocks")
+        middle = _child(tmp / "middle", feed_id, peer, blocks // 2)
+        seeder_rss = _peak_rss_mb(server.pid)
+    finally:
+        server.terminate()
+        server.wait()
+    size = source.stat().st_size
+    return {"seconds": full["seconds"], "mb_per_s": size / full["seconds"] / 1e6,
+            "blocks_per_s": blocks / full["seconds"],
+            "middle_block_ms": middle["seconds"] * 1000,
+            "fetcher_peak_mb": full["peak_rss_mb"], "seeder_peak_mb": seeder_rss}
+
+
+def _child(db: Path, feed_id: str, peer: str, block: int | None) -> dict[str, float]:
+    args = [sys.executable, __file__, "--child", str(db), feed_id, peer]
+    if block is not None:
+        args.append(str(block))
+    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        db, feed_id, peer, *block = sys.argv[2:]
+        trio.run(child, db, feed_id, peer, int(block[0]) if block else None)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("shapes", nargs="*", default=["2000x65536", "100000x1024"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--no-js", action="store_true", help="skip the JS reference")
+    args = parser.parse_args()
+    from jsref import js_replication_run
+
+    for shape in args.shapes:
+        blocks, size = (int(x) for x in shape.lower().split("x"))
+        with tempfile.TemporaryDirectory(prefix="bench-replicate-") as tmpdir:
+            tmp = Path(tmpdir)
+            source = tmp / "source"
+            with source.open("wb") as f:
+                for _ in range(blocks):
+                    f.write(os.urandom(size))
+            ours, js = [], []
+            for run in range(args.runs):
+                ours.append(hyperfs_run(source, size, blocks, tmp / f"run{run}"))
+                if not args.no_js:
+                    js.append(js_replication_run(source, size))
+        row: dict[str, object] = {"shape": shape}
+        for key in ours[0]:
+            row[f"hyperfs_{key}"] = round(statistics.median(r[key] for r in ours), 2)
+        if js:
+            row["js_mb_per_s"] = round(statistics.median(r["mb_per_s"] for r in js), 2)
+            row["js_blocks_per_s"] = round(statistics.median(r["blocks_per_s"] for r in js), 1)
+            row["js_middle_block_ms"] = round(
+                statistics.median(r["middle_block_seconds"] for r in js) * 1000, 2)
+            row["ratio_vs_js"] = round(
+                row["hyperfs_mb_per_s"] / row["js_mb_per_s"], 2)  # type: ignore[operator]
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
