@@ -144,7 +144,7 @@ def test_byte_exact_with_the_reference_encoder() -> None:
 
 
 @pytest.mark.usefixtures("requires_js")
-@settings(max_examples=1, database=None)
+@settings(max_examples=1, database=None, deadline=None)
 @given(st.lists(MESSAGES | HANDSHAKES, min_size=150, max_size=150))
 def test_byte_exact_with_the_reference_encoder_generated(msgs: list[Any]) -> None:
     ours = [encode(m) if isinstance(m, Handshake) else encode(m)[1:] for m in msgs]
