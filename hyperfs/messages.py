@@ -12,10 +12,22 @@ Channel numbers here are raw wire values; mapping them to feeds is the connectio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
-from hyperfs.protobuf import BYTES, MESSAGE, STRING, VARINT, Buffer, Field, ProtocolError, Schema
+from hyperfs.protobuf import (
+    BYTES,
+    MESSAGE,
+    STRING,
+    VARINT,
+    Buffer,
+    Field,
+    ProtocolError,
+    Schema,
+    decode_varint,
+    encode_varint,
+)
 
 __all__ = [
     "EXTENSION_TYPES",
@@ -167,6 +179,10 @@ def encode(msg: Message | Extension | Handshake) -> bytes:
     """The message's bytes as they go inside a frame (type byte first, except Handshake)."""
     if type(msg) is Extension:
         return bytes((msg.type,)) + msg.payload
+    if type(msg) is Response:
+        return encode_response(msg.channel, msg.block, msg.data, msg.proof)
+    if type(msg) is Request:
+        return b"\x05\x08" + encode_varint(msg.channel) + b"\x10" + encode_varint(msg.block)
     prefix, schema, names = _ENCODERS[type(msg)]
     return schema.encode([getattr(msg, name) for name in names], prefix)
 
@@ -176,11 +192,62 @@ def decode_handshake(body: Buffer) -> Handshake:
     return _HANDSHAKE.decode(body)
 
 
+def encode_response(
+    channel: int, block: int, data: bytes, proof: Sequence[tuple[int, bytes]]
+) -> bytes:
+    """A Response, written out by hand: the hot path of every upload."""
+    parts = [b"\x06\x08", encode_varint(channel), b"\x10", encode_varint(block),
+             b"\x1a", encode_varint(len(data)), data]
+    for index, digest in proof:
+        node = b"\x08" + encode_varint(index) + b"\x12" + encode_varint(len(digest)) + digest
+        parts += (b"\x22", encode_varint(len(node)), node)
+    return b"".join(parts)
+
+
+def _decode_response(body: Buffer) -> Response | None:
+    """The common layout of a Response (fields in order, 32-byte hashes), parsed by hand.
+
+    None for anything else, which the generic schema then parses (or rejects).
+    """
+    try:
+        if body[0] != 0x08:
+            return None
+        channel, pos = decode_varint(body, 1)
+        if body[pos] != 0x10:
+            return None
+        block, pos = decode_varint(body, pos + 1)
+        if body[pos] != 0x1A:
+            return None
+        size, pos = decode_varint(body, pos + 1)
+        end = pos + size
+        if end > len(body):
+            return None
+        data = bytes(body[pos:end])
+        proof = []
+        pos, total = end, len(body)
+        while pos < total:
+            if body[pos] != 0x22 or body[pos + 1] >= 0x80 or body[pos + 2] != 0x08:
+                return None
+            end = pos + 2 + body[pos + 1]
+            index, pos = decode_varint(body, pos + 3)
+            if body[pos] != 0x12 or body[pos + 1] != 32 or pos + 34 != end:
+                return None
+            proof.append((index, bytes(body[pos + 2 : end])))
+            pos = end
+    except (IndexError, ProtocolError):
+        return None
+    return Response(channel, block, data, tuple(proof))
+
+
 def decode(type: int, body: Buffer) -> Message | Extension | None:
     """Decode a message body (the bytes after its type byte); None for ignored types.
 
     `body` may be a memoryview into the frame: only the fields are copied out.
     """
+    if type == 6:
+        response = _decode_response(body)
+        if response is not None:
+            return response
     if type < len(_DECODERS):
         return _DECODERS[type].decode(body)
     if type in EXTENSION_TYPES:
