@@ -7,7 +7,7 @@ import sys
 
 import trio
 
-from . import fsck
+from . import fsck, mount
 from .core import open_core, parse_id
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
@@ -31,6 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     cat.set_defaults(run=cmd_cat)
 
     fsck.add_parser(sub)
+    mount.register(sub)  # mount, id: the filesystem (hyperfs.mount)
 
 def _positive(text: str) -> int:
     value = int(text)

@@ -117,6 +117,13 @@ class Core:
                 self.emit("interested", feed_id)
         return feed
 
+    def discard(self, feed: Feed) -> None:
+        """Delete a writable feed that will never be finalized (an aborted upload), now
+        rather than at the next open, so a failed copy leaves no data behind."""
+        if feed.id is not None:
+            raise FeedFinalized("only an unfinalized feed can be discarded")
+        self.store.delete_feed(feed.num, None)
+
     def stored(self, feed_id: bytes | str) -> bool:
         """Whether the database has a record of this feed (without opening it)."""
         return self.store.lookup(parse_id(feed_id)) is not None
@@ -133,8 +140,8 @@ class Core:
             feed.interest -= 1
             if feed.interest == 0:
                 self.emit("uninterested", feed.id)
-        if feed.opens == 0:
-            del self._feeds[feed.id]
+        if feed.opens == 0:  # an 'uninterested' handler may have released it already
+            self._feeds.pop(feed.id, None)
 
     def interesting(self) -> list[Feed]:
         """Open feeds the local side wants."""

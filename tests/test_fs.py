@@ -1,0 +1,251 @@
+"""The FUSE filesystem through real mounts, real hyperfs processes and real tools.
+
+Every test mounts with ``hyperfs --db DB mount MNT`` in a temporary directory and talks
+to it with cp, cat, cmp, getfattr, ls or a Python reader subprocess; the ``mounts``
+fixture always unmounts and ends the processes it started (by PID).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fsmount import HYPERFS, Mounts, run
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+    reason="FUSE (/dev/fuse, fusermount3) is not available")
+
+BLOCK = 64 * 1024
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> Iterator[Mounts]:
+    started = Mounts(tmp_path)
+    try:
+        yield started
+    finally:
+        started.cleanup()
+
+
+def _data(tmp_path: Path, size: int, name: str = "photo.jpg") -> Path:
+    path = tmp_path / name
+    path.write_bytes(secrets.token_bytes(size))
+    return path
+
+
+def _feed_dirs(mnt: Path) -> list[str]:
+    return [name for name in os.listdir(mnt) if len(name) == 64]
+
+
+def _errno(fn: object, *args: object) -> int:
+    try:
+        fn(*args)  # type: ignore[operator]
+    except OSError as exc:
+        return exc.errno
+    raise AssertionError(f"{fn}{args} did not fail")
+
+
+def test_cp_in_then_read_back_every_way(mounts: Mounts, tmp_path: Path) -> None:
+    source = _data(tmp_path, 5 * BLOCK + 12345)
+    m = mounts.start()
+    run("cp", source, m.mnt)
+    named = m.mnt / "photo.jpg"
+    run("cmp", source, named)
+    feed_id = run("getfattr", "--only-values", "-n", "user.hyperfs.id", named).stdout.decode()
+    assert run(HYPERFS, "id", named).stdout.decode().strip() == feed_id
+    assert _feed_dirs(m.mnt) == [feed_id]
+    feed_dir = m.mnt / feed_id
+    run("cmp", source, feed_dir / ".feed")
+    assert run("ls", "-v", feed_dir).stdout.decode().split() == [str(i) for i in range(6)]
+    blocks = b"".join(run("cat", feed_dir / str(i)).stdout for i in range(6))
+    assert blocks == source.read_bytes()
+    assert os.stat(named).st_size == os.stat(source).st_size
+    assert os.stat(feed_dir / "5").st_size == 12345
+    assert os.getxattr(feed_dir, "user.hyperfs.blocks") == b"6"
+    assert os.getxattr(named, "user.hyperfs.local") == b"6"
+    status = json.loads((m.mnt / ".status").read_bytes())
+    assert status["feeds"][0]["id"] == feed_id and status["feeds"][0]["local"] == 6
+    # A shell redirect opens, dups and closes before writing: still one whole feed.
+    run("sh", "-c", f"cat {source} > {m.mnt}/redirected")
+    run("cmp", source, m.mnt / "redirected")
+    # The same id as `hyperfs add` of the same file (in another database).
+    added = run(HYPERFS, "--db", tmp_path / "other", "add", source).stdout.decode().strip()
+    assert added == feed_id
+
+
+def test_names_persist_across_remounts(mounts: Mounts, tmp_path: Path) -> None:
+    source = _data(tmp_path, 3 * BLOCK, "odd \xe9 name.bin")
+    db = tmp_path / "db"
+    m = mounts.start(db)
+    run("cp", source, m.mnt)
+    assert m.stop() == 0
+    assert not os.path.ismount(m.mnt)
+    again = mounts.start(db, m.mnt)
+    run("cmp", source, again.mnt / source.name)
+
+
+def test_read_only_everywhere_else(mounts: Mounts, tmp_path: Path) -> None:
+    m = mounts.start()
+    run("cp", _data(tmp_path, 1000), m.mnt)
+    feed_dir = m.mnt / _feed_dirs(m.mnt)[0]
+    block = feed_dir / "0"
+    assert _errno(os.open, block, os.O_WRONLY) == errno.EROFS
+    assert _errno(os.open, m.mnt / "photo.jpg", os.O_RDWR) == errno.EROFS
+    assert _errno(os.truncate, block, 0) == errno.EROFS
+    assert _errno(os.mkdir, m.mnt / "dir") == errno.EPERM
+    assert _errno(os.mkdir, feed_dir / "dir") == errno.EPERM
+    assert _errno(os.rename, m.mnt / "photo.jpg", m.mnt / "other") == errno.EPERM
+    assert _errno(os.open, feed_dir / "new", os.O_WRONLY | os.O_CREAT) == errno.EPERM
+    assert _errno(os.symlink, "x", m.mnt / "link") == errno.EPERM
+    assert _errno(os.setxattr, block, "user.x", b"1") == errno.ENOTSUP
+    result = run("cp", _data(tmp_path, 10), m.mnt / "photo.jpg", check=False)
+    assert result.returncode != 0  # the name exists: copying over it is refused
+    excl = os.O_WRONLY | os.O_CREAT | os.O_EXCL
+    assert _errno(os.open, m.mnt / "photo.jpg", excl) == errno.EEXIST
+    assert _errno(os.open, m.mnt / ".status", excl) == errno.EEXIST
+    assert _errno(os.open, m.mnt / ("ab" * 32), excl) == errno.EEXIST
+
+
+def test_bad_names_fail_fast(mounts: Mounts, tmp_path: Path) -> None:
+    m = mounts.start()
+    run("cp", _data(tmp_path, 2 * BLOCK), m.mnt)
+    feed_dir = m.mnt / _feed_dirs(m.mnt)[0]
+    for name in ["zz", "ab" * 31, "ab" * 33, "AB" * 32, "g" * 64, "..." , "a/../b"]:
+        assert _errno(os.stat, m.mnt / name) == errno.ENOENT, name
+    for name in ["2", "01", "-1", "1.0", "10" * 15, str(2**64), "9" * 40, ".", "x"]:
+        if name == ".":
+            continue
+        assert _errno(os.stat, feed_dir / name) == errno.ENOENT, name
+    assert _errno(os.stat, m.mnt / ("n" * 300)) == errno.ENOENT
+    assert _errno(os.stat, m.mnt / ("n" * 5000)) == errno.ENAMETOOLONG
+    assert _errno(os.open, m.mnt / ("n" * 300), os.O_WRONLY | os.O_CREAT) == errno.ENAMETOOLONG
+    assert _errno(os.stat, m.mnt / "photo.jpg" / "0") == errno.ENOTDIR
+    odd = os.fsencode(m.mnt) + b"/\xff\xfe odd"
+    with open(odd, "wb") as out:
+        out.write(b"odd bytes")
+    with open(odd, "rb") as back:
+        assert back.read() == b"odd bytes"
+    assert os.path.ismount(m.mnt) and m.proc.poll() is None
+
+
+def test_empty_file_fails_and_leaves_nothing(mounts: Mounts, tmp_path: Path) -> None:
+    m = mounts.start()
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    result = run("cp", empty, m.mnt, check=False)
+    assert result.returncode != 0 and b"No data available" in result.stderr
+    assert os.listdir(m.mnt) == [".status"]
+
+
+def test_missing_block_times_out(mounts: Mounts) -> None:
+    m = mounts.start(None, None, "--timeout", "1")
+    feed_dir = m.mnt / secrets.token_hex(32)
+    for path in (feed_dir / ".feed", feed_dir / "0"):
+        began = time.monotonic()
+        assert _errno(Path.read_bytes, path) == errno.ETIMEDOUT
+        assert 0.9 < time.monotonic() - began < 5
+    assert os.stat(feed_dir / "0").st_size == 0  # stat never waits
+    assert _feed_dirs(m.mnt) == [feed_dir.name]  # looked up: it appears
+
+
+def test_interrupted_reader_ends_promptly(mounts: Mounts, tmp_path: Path) -> None:
+    m = mounts.start()
+    feed_id = secrets.token_hex(32)
+    code = (f"f = open({str(m.mnt / feed_id / '0')!r}, 'rb'); print('open', flush=True); "
+            "f.read()")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        reader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL)
+        try:
+            assert reader.stdout is not None and reader.stdout.readline() == b"open\n"
+            deadline = time.monotonic() + 10
+            while _waiting(m.mnt, feed_id) == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)  # polling a condition, not synchronizing on time
+            assert _waiting(m.mnt, feed_id) == 1
+            began = time.monotonic()
+            reader.send_signal(sig)
+            reader.wait(5)
+            assert time.monotonic() - began < 2
+        finally:
+            if reader.poll() is None:
+                reader.kill()
+                reader.wait()
+            if reader.stdout is not None:
+                reader.stdout.close()
+        assert _waiting(m.mnt, feed_id) == 0  # the want was withdrawn
+    run("cp", _data(tmp_path, 100), m.mnt)  # and the mount still works
+    run("cmp", tmp_path / "photo.jpg", m.mnt / "photo.jpg")
+
+
+def _waiting(mnt: Path, feed_id: str) -> int:
+    status = json.loads((mnt / ".status").read_bytes())
+    return sum(feed["waiting"] for feed in status["feeds"] if feed["id"] == feed_id)
+
+
+def test_rm_drops_blocks_names_and_feeds(mounts: Mounts, tmp_path: Path) -> None:
+    m = mounts.start()
+    source = _data(tmp_path, 3 * BLOCK)
+    run("cp", source, m.mnt)
+    feed_id = _feed_dirs(m.mnt)[0]
+    feed_dir = m.mnt / feed_id
+    run("rm", feed_dir / "1")
+    assert os.getxattr(feed_dir / "1", "user.hyperfs.local") == b"0"
+    assert os.getxattr(feed_dir, "user.hyperfs.local") == b"2"
+    assert os.stat(feed_dir / "1").st_blocks == 0
+    run("rm", m.mnt / "photo.jpg")
+    assert sorted(os.listdir(m.mnt)) == [".status", feed_id]
+    run("rm", "-r", feed_dir)
+    assert os.listdir(m.mnt) == [".status"]
+    assert m.stop() == 0
+    assert run(HYPERFS, "--db", m.db, "ls").stdout == b""
+
+
+def test_stale_mount_after_kill_recovers(mounts: Mounts, tmp_path: Path) -> None:
+    m = mounts.start()
+    run("cp", _data(tmp_path, 1000), m.mnt)
+    m.proc.kill()
+    m.proc.wait(5)
+    assert _errno(os.stat, m.mnt) == errno.ENOTCONN
+    again = mounts.start(m.db, m.mnt)
+    run("cmp", tmp_path / "photo.jpg", again.mnt / "photo.jpg")
+
+
+def test_mount_errors_are_clear(mounts: Mounts, tmp_path: Path) -> None:
+    missing = run(HYPERFS, "--db", tmp_path / "db", "mount", tmp_path / "nope", check=False)
+    assert missing.returncode == 1 and b"does not exist" in missing.stderr
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "file").write_text("x")
+    busy = run(HYPERFS, "--db", tmp_path / "db", "mount", full, check=False)
+    assert busy.returncode == 1 and b"not empty" in busy.stderr
+    m = mounts.start()
+    live = run(HYPERFS, "--db", tmp_path / "db2", "mount", m.mnt, check=False)
+    assert live.returncode == 1 and b"already a live hyperfs mount" in live.stderr
+    assert b"fuse.hyperfs" in run("cat", "/proc/self/mounts").stdout
+
+
+def test_ls_of_a_huge_feed_is_fast(mounts: Mounts, tmp_path: Path) -> None:
+    blocks = 100_000
+    source = _data(tmp_path, blocks * 16 - 5, "many")
+    db = tmp_path / "db"
+    feed_id = run(HYPERFS, "--db", db, "add", "--block-size", "16", source).stdout.decode()
+    m = mounts.start(db)
+    feed_dir = m.mnt / feed_id.strip()
+    began = time.monotonic()
+    listing = run("ls", "-l", feed_dir).stdout.decode().splitlines()
+    elapsed = time.monotonic() - began
+    assert len(listing) == blocks + 1  # the "total" line
+    assert listing[-1].split()[4] in ("16", "11")
+    assert elapsed < 2.0, f"ls -l of {blocks} blocks took {elapsed:.2f} s"
+    run("cmp", source, feed_dir / ".feed")
