@@ -36,8 +36,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("hyperfs.peer")
 
 RECEIVE_SIZE = 256 * 1024
-MAX_QUEUED = 16 << 20
-"""Bytes queued for sending above which we stop reading the peer (it must read first)."""
+HIGH_WATER = 1 << 20
+"""Bytes queued for sending above which we stop handling the peer's messages until they
+are sent: bounds memory per peer (a peer that does not read stalls only itself) and
+interleaves producing replies with sending them."""
 WINDOW_BYTES = 8 << 20
 """Bytes we keep requested from one peer at once: enough to fill a fast link."""
 MIN_WINDOW, MAX_WINDOW = 16, 2048
@@ -160,6 +162,7 @@ class Peer:
         self._scope.cancel()
 
     async def _receive_loop(self) -> None:
+        dispatch, group = self._dispatch, self.swarm.core.store.group
         while True:
             data = await self.stream.receive_some(RECEIVE_SIZE)
             if not data:
@@ -167,15 +170,23 @@ class Peer:
                 return
             self.bytes_in += len(data)
             try:
-                with self.swarm.core.store.group():  # one LevelDB write per network read
-                    for event in self.conn.receive_data(data):
-                        self._dispatch[type(event)](event)
+                events = self.conn.receive_data(data)
             except ProtocolError as exc:
                 self.drop(f"protocol error: {exc}")
                 return
-            if len(self._out) > MAX_QUEUED:
-                self._drained = trio.Event()
-                await self._drained.wait()
+            done = 0
+            while done < len(events):
+                # Handle events until a good chunk of replies is queued, then let the send
+                # loop move it: sender and receiver then work at the same time.
+                with group():  # one LevelDB write for the blocks of this round
+                    while done < len(events) and len(self._out) < HIGH_WATER:
+                        dispatch[type(events[done])](events[done])
+                        done += 1
+                        if self.close_reason is not None:
+                            return
+                if len(self._out) >= HIGH_WATER:
+                    self._drained = trio.Event()
+                    await self._drained.wait()
 
     async def _send_loop(self) -> None:
         while True:
