@@ -7,7 +7,10 @@ For each shape (blocks x size), in one run and side by side:
   took, measured inside the process from connect to the last verified block; then a
   fresh fetcher reports the time from connect to one verified middle block.
 - JS: the reference seeder and fetcher (tests/js/ref.js, setNoDelay on) doing the same.
-Peak memory (VmHWM) of both hyperfs processes is reported too. Medians of --runs runs.
+Peak memory of both hyperfs processes is sampled every 20 ms and reported in two parts:
+anonymous memory (heap, buffers: what the process really holds) and file-backed pages
+(LevelDB maps its table files, so pages of the feed it reads count in RSS until the
+kernel reclaims them). Medians of --runs runs.
 
     .venv/bin/python scripts/bench_replicate.py [--runs 3] [BLOCKSxSIZE ...]
 """
@@ -21,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -48,15 +52,34 @@ async def child(db: str, feed_id: str, peer: str, block: int | None) -> None:
                 await feed.download()
                 seconds = time.perf_counter() - start
                 result = {"seconds": seconds, "blocks": feed.blocks, "local": feed.local}
-    result["peak_rss_mb"] = _peak_rss_mb(os.getpid())
     print(json.dumps(result), flush=True)
 
 
-def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+class MemoryPeaks:
+    """Samples RssAnon and RssFile of some processes in a thread until stopped."""
+
+    def __init__(self, *pids: int) -> None:
+        self.peaks = {pid: {"anon": 0.0, "file": 0.0} for pid in pids}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            for pid, peak in self.peaks.items():
+                try:
+                    status = Path(f"/proc/{pid}/status").read_text()
+                except OSError:
+                    continue
+                for line in status.splitlines():
+                    for key, field in (("anon", "RssAnon:"), ("file", "RssFile:")):
+                        if line.startswith(field):
+                            peak[key] = max(peak[key], int(line.split()[1]) / 1024)
+
+    def stop(self) -> dict[int, dict[str, float]]:
+        self._stop.set()
+        self._thread.join()
+        return self.peaks
 
 
 def hyperfs_run(source: Path, block_size: int, blocks: int, tmp: Path) -> dict[str, float]:
@@ -70,11 +93,13 @@ def hyperfs_run(source: Path, block_size: int, blocks: int, tmp: Path) -> dict[s
         assert server.stdout is not None
         line = server.stdout.readline()  # "listening on HOST:PORT"
         peer = line.split()[-1]
-        full = _child(fetch_db, feed_id, peer, None)
+        fetcher = _start_child(fetch_db, feed_id, peer, None)
+        memory = MemoryPeaks(server.pid, fetcher.pid)
+        full = _finish_child(fetcher)
+        peaks = memory.stop()
         if full["local"] != blocks:
             raise RuntimeError(f"fetched {full['local']} of {blocks} blocks")
-        middle = _child(tmp / "middle", feed_id, peer, blocks // 2)
-        seeder_rss = _peak_rss_mb(server.pid)
+        middle = _finish_child(_start_child(tmp / "middle", feed_id, peer, blocks // 2))
     finally:
         server.terminate()
         server.wait()
@@ -82,14 +107,23 @@ def hyperfs_run(source: Path, block_size: int, blocks: int, tmp: Path) -> dict[s
     return {"seconds": full["seconds"], "mb_per_s": size / full["seconds"] / 1e6,
             "blocks_per_s": blocks / full["seconds"],
             "middle_block_ms": middle["seconds"] * 1000,
-            "fetcher_peak_mb": full["peak_rss_mb"], "seeder_peak_mb": seeder_rss}
+            "seeder_anon_mb": peaks[server.pid]["anon"],
+            "seeder_file_mb": peaks[server.pid]["file"],
+            "fetcher_anon_mb": peaks[fetcher.pid]["anon"],
+            "fetcher_file_mb": peaks[fetcher.pid]["file"]}
 
 
-def _child(db: Path, feed_id: str, peer: str, block: int | None) -> dict[str, float]:
+def _start_child(db: Path, feed_id: str, peer: str, block: int | None) -> subprocess.Popen:
     args = [sys.executable, __file__, "--child", str(db), feed_id, peer]
     if block is not None:
         args.append(str(block))
-    out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+
+
+def _finish_child(child_process: subprocess.Popen) -> dict[str, float]:
+    out, _ = child_process.communicate()
+    if child_process.returncode:
+        raise RuntimeError(f"fetching child failed with status {child_process.returncode}")
     return json.loads(out.strip().splitlines()[-1])
 
 
