@@ -1,14 +1,19 @@
-"""Sub-commands that work on the database: add, ls, cat (serve and mount live elsewhere)."""
+"""Sub-commands on the database and the network: add, ls, cat, serve (mount lives in mount.py)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import trio
+from tqdm import tqdm
 
 from . import fsck, mount
+from .cliopts import DEFAULT_PORT, add_network_options, node_from_args
 from .core import open_core, parse_id
+from .feed import Feed
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
 
@@ -28,10 +33,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     cat.add_argument("index", nargs="?", type=_index, help="only this block")
     cat.add_argument("--timeout", type=float, default=60.0,
                      help="seconds to wait for a missing block (0 = forever; default 60)")
+    add_network_options(cat, listen=None)
     cat.set_defaults(run=cmd_cat)
+
+    serve = sub.add_parser("serve", help="seed every stored feed to peers until interrupted")
+    add_network_options(serve, listen=f"0.0.0.0:{DEFAULT_PORT}")
+    serve.set_defaults(run=cmd_serve)
 
     fsck.add_parser(sub)
     mount.register(sub)  # mount, id: the filesystem (hyperfs.mount)
+
 
 def _positive(text: str) -> int:
     value = int(text)
@@ -73,18 +84,55 @@ async def cmd_cat(args: argparse.Namespace) -> int:
     feed_id = parse_id(args.id)
     timeout = args.timeout or None
     out = sys.stdout.buffer
-    async with open_core(args.db) as core:
+    async with open_core(args.db) as core, node_from_args(core, args):
         with core.get(feed_id) as feed:
             if args.index is not None:
-                block = await feed.get(args.index, timeout=timeout)
+                block = await _fetch(feed, args.index, timeout)
                 if block is None:
                     print(f"hyperfs: feed has only {feed.blocks} blocks", file=sys.stderr)
                     return 1
                 out.write(block)
+                out.flush()
                 return 0
-            index = 0
-            while (block := await feed.get(index, timeout=timeout)) is not None:
-                out.write(block)
-                index += 1
+            feed.prefetch(0, None)
+            with _progress(feed) as progress:
+                index = 0
+                while (block := await _fetch(feed, index, timeout)) is not None:
+                    out.write(block)
+                    index += 1
+                    progress(len(block))
     out.flush()
+    return 0
+
+
+async def _fetch(feed: Feed, index: int, timeout: float | None) -> bytes | None:
+    try:
+        return await feed.get(index, timeout=timeout)
+    except TimeoutError:
+        raise TimeoutError(
+            f"no peer sent block {index} of {feed.hex} within {timeout:g} s"
+            " (is a peer that has it connected? see --peer)") from None
+
+
+@contextmanager
+def _progress(feed: Feed) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal (tqdm), nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda _size: None
+        return
+    with tqdm(total=feed.blocks, unit="block", desc=(feed.hex or "")[:12], leave=False,
+              file=sys.stderr) as bar:
+        def advance(_size: int) -> None:
+            if bar.total is None and feed.blocks is not None:
+                bar.total = feed.blocks
+            bar.update(1)
+        yield advance
+
+
+async def cmd_serve(args: argparse.Namespace) -> int:
+    async with open_core(args.db) as core, node_from_args(core, args) as node:
+        if node.address is not None:
+            host, port = node.address
+            print(f"listening on {host}:{port}", flush=True)
+        await trio.sleep_forever()
     return 0
