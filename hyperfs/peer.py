@@ -83,6 +83,7 @@ class Peer:
         self.close_reason: str | None = None
         self.inflight = 0
         self.window = 64
+        self.starved: dict[Channel, None] = {}  # channels that found the window full
         self.bytes_in = self.bytes_out = 0
         self.blocks_in = self.blocks_out = 0
         self.last_progress = trio.current_time()
@@ -269,6 +270,7 @@ class Peer:
     def _close_channel(self, feed_id: bytes) -> None:
         channel = self.channels.pop(feed_id, None)
         if channel is not None:
+            self.starved.pop(channel, None)
             self.inflight -= len(channel.requested)
             channel.feed_swarm.channel_closed(self, channel)
 
@@ -364,6 +366,17 @@ class Peer:
             self.drop(f"sent block {block} that fails verification: {exc}")
             return
         feed_swarm.fill(self, channel)
+        if self.starved and self.inflight < self.window:
+            self._fill_starved()
+
+    def _fill_starved(self) -> None:
+        """Share room in the window with the other feeds that found it full, in turn (else
+        a feed whose first fill came when the window was full would never be asked for)."""
+        for channel in list(self.starved):
+            if self.inflight >= self.window:
+                return
+            del self.starved[channel]
+            channel.feed_swarm.fill(self, channel)  # back in `starved` if it fills the window
 
     def _on_cancel(self, event: CancelReceived) -> None:
         """We answer requests as they come, so there is never anything left to cancel."""

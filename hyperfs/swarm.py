@@ -87,6 +87,7 @@ class FeedSwarm:
                 return
             self.inflight.setdefault(block, set()).add(peer)
             peer.request(channel, block)
+        peer.starved[channel] = None  # the window is full: fill again when it has room
 
     def _pick(self, peer: Peer, channel: Channel) -> int | None:
         feed, has, inflight = self.feed, channel.remote_has, self.inflight
