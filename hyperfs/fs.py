@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import re
+import signal
 import stat
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -98,8 +99,11 @@ _INDEX_RE = re.compile(rb"0|[1-9][0-9]{0,19}")
 
 # Signals that end a process by default (or that a shell sends to stop a reader).
 _GIVE_UP = 0
-for _sig in ("SIGINT", "SIGTERM", "SIGKILL", "SIGHUP", "SIGQUIT", "SIGPIPE"):
-    _GIVE_UP |= 1 << (getattr(__import__("signal"), _sig) - 1)
+for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGPIPE):
+    _GIVE_UP |= 1 << (_sig - 1)
+
+_SIGKILL = 1 << (signal.SIGKILL - 1)  # cannot be blocked
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -172,7 +176,7 @@ def reader_gave_up(pid: int) -> bool:
             blocked = int(value, 16)
         elif key == b"State" and value.strip()[:1] in (b"Z", b"X"):
             return True
-    return bool(pending & ~blocked & _GIVE_UP) or bool(pending & (1 << 8))  # SIGKILL
+    return bool(pending & ~blocked & _GIVE_UP) or bool(pending & _SIGKILL)
 
 
 def _holds_other_fd(pid: int, inode: int, mountpoint: str) -> bool:

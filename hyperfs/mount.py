@@ -17,16 +17,16 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 
 import pyfuse3
 import trio
 
+from .cliopts import add_network_options
 from .core import Core, open_core
 from .errors import HyperfsError
 from .fs import XATTR_ID, HyperFS
+from .network import open_node
 
 log = logging.getLogger("hyperfs.mount")
 
@@ -46,10 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(<id>/0, <id>/1, ... and <id>/.feed, the whole feed), one file per "
                     "name; copy a file in to make a feed. Serves and fetches like serve.")
     mount.add_argument("mountpoint", type=Path, help="an existing, empty directory")
-    mount.add_argument("--listen", metavar="HOST:PORT", default=None,
-                       help="accept peer connections here")
-    mount.add_argument("--peer", metavar="HOST:PORT", action="append", default=[],
-                       help="connect to this peer (repeatable)")
+    add_network_options(mount, listen=None)
     mount.add_argument("--timeout", type=float, default=60.0,
                        help="seconds a read waits for a missing block before failing "
                             "with ETIMEDOUT (0 = forever; default 60)")
@@ -151,31 +148,18 @@ def mount_options(*, allow_other: bool) -> set[str]:
 # -- running ---------------------------------------------------------------------------
 
 
-@asynccontextmanager
-async def _network(core: Core, listen: str | None, peers: list[str]) -> AsyncIterator[object]:
-    """The node serving and fetching feeds, when networking is asked for and built in."""
-    try:
-        from .network import open_node
-    except ImportError:
-        if listen or peers:
-            raise MountError("this hyperfs has no network layer yet; "
-                             "mount without --listen/--peer") from None
-        yield None
-        return
-    async with open_node(core, listen=listen, peers=peers) as node:
-        yield node
-
-
 async def run_mount(core: Core, mountpoint: Path, *, block_size: int = DEFAULT_BLOCK_SIZE,
                     timeout: float | None = 60.0, allow_other: bool = False,
                     listen: str | None = None, peers: list[str] | None = None,
-                    ready: trio.Event | None = None) -> None:
-    """Mount ``core`` at ``mountpoint`` until unmounted or SIGINT/SIGTERM."""
-    async with AsyncExitStack() as stack:
-        node = await stack.enter_async_context(_network(core, listen, list(peers or ())))
-        status = getattr(node, "status", None)
+                    request_timeout: float = 10.0) -> None:
+    """Mount ``core`` at ``mountpoint`` until unmounted or SIGINT/SIGTERM, serving and
+    fetching feeds through a network node in the same event loop."""
+    async with open_node(core, listen=listen, peers=list(peers or ()),
+                         request_timeout=request_timeout) as node:
+        if node.address is not None:
+            print(f"hyperfs: listening on {node.address[0]}:{node.address[1]}", flush=True)
         ops = HyperFS(core, mountpoint=str(mountpoint), block_size=block_size,
-                      timeout=timeout, status=status)
+                      timeout=timeout, status=node.status)
         try:
             pyfuse3.init(ops, str(mountpoint), mount_options(allow_other=allow_other))
         except RuntimeError as exc:
@@ -186,8 +170,6 @@ async def run_mount(core: Core, mountpoint: Path, *, block_size: int = DEFAULT_B
                 ops.nursery = nursery
                 nursery.start_soon(_on_signal, nursery.cancel_scope)
                 print(f"hyperfs: mounted {core.store.path} at {mountpoint}", flush=True)
-                if ready is not None:
-                    ready.set()
                 await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS)
                 log.info("unmounted from outside")
                 nursery.cancel_scope.cancel()
@@ -212,7 +194,8 @@ async def cmd_mount(args: argparse.Namespace) -> int:
     async with open_core(args.db) as core:
         await run_mount(core, mountpoint, block_size=args.block_size,
                         timeout=args.timeout or None, allow_other=args.allow_other,
-                        listen=args.listen, peers=args.peer)
+                        listen=args.listen, peers=args.peer,
+                        request_timeout=args.request_timeout)
     return 0
 
 

@@ -29,6 +29,7 @@ class Mounted:
 
     def __init__(self, proc: subprocess.Popen[bytes], mnt: Path, db: Path, log: Path) -> None:
         self.proc, self.mnt, self.db, self.log = proc, mnt, db, log
+        self.address: str | None = None  # HOST:PORT it listens on, with --listen
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
         """Signal the process (Ctrl-C by default) and wait for it to unmount and exit."""
@@ -58,7 +59,7 @@ class Mounts:
         self.points.add(mnt)
         with open(log, "wb") as err:
             proc = subprocess.Popen([HYPERFS, "--db", str(db), "mount", str(mnt), *args],
-                                    stdout=subprocess.PIPE, stderr=err,
+                                    stdout=subprocess.PIPE, stderr=err, bufsize=0,
                                     stdin=subprocess.DEVNULL)
         mounted = Mounted(proc, mnt, db, log)
         self.started.append(mounted)
@@ -78,6 +79,8 @@ class Mounts:
             if not line:
                 raise MountFailed(f"hyperfs exited ({mounted.proc.wait()}): "
                                   f"{mounted.errors()}")
+            if line.startswith(b"hyperfs: listening on "):
+                mounted.address = line.split()[-1].decode()
             if line.startswith(b"hyperfs: mounted"):
                 assert os.path.ismount(mounted.mnt)
                 return
@@ -95,10 +98,11 @@ class Mounts:
             if mounted.proc.stdout is not None:
                 mounted.proc.stdout.close()
         for mnt in self.points:
-            if _is_fuse_mount(mnt):
-                if subprocess.run(["fusermount3", "-u", str(mnt)],
-                                  capture_output=True).returncode != 0:
-                    subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
+            if not _is_fuse_mount(mnt):
+                continue
+            if subprocess.run(["fusermount3", "-u", str(mnt)],
+                              capture_output=True).returncode != 0:
+                subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
 
 
 def _is_fuse_mount(path: Path) -> bool:
