@@ -3,23 +3,36 @@
 ``open_node`` is what the CLI and the filesystem run: it serves every stored feed to
 whoever names it and fetches what local readers want from every connected peer. Dialed
 addresses are redialed with exponential back-off for as long as the node runs.
+
+With a :class:`~hyperfs.discovering.DiscoveryConfig`, the node also finds its peers on the
+DHT and the local network (:mod:`hyperfs.discovering`): it announces its listening port for
+every feed it holds or wants, and dials (once, not redialing) every peer found for a feed
+it wants. Discovery needs a port to announce, so a node without ``listen`` then listens on
+an ephemeral port of the DHT's address: a reader is also a seed while it runs, which is
+what lets two readers of the same feed help each other.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
 
 import trio
 
 from .core import Core
+from .discovering import DiscoveryConfig, NodeDiscovery, open_node_discovery
+from .feed import Feed
 from .swarm import Swarm
 
 log = logging.getLogger("hyperfs.network")
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 30.0
+
+
+class BlockTimeout(TimeoutError):
+    """No peer sent a block in time; the message says what discovery found."""
 
 
 def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
@@ -46,6 +59,7 @@ class Node:
         self._nursery = nursery
         self.address: tuple[str, int] | None = None
         self._dialing: set[tuple[str, int]] = set()
+        self.discovery: NodeDiscovery | None = None
 
     async def listen(self, address: str) -> tuple[str, int]:
         host, port = parse_address(address)
@@ -88,22 +102,65 @@ class Node:
         finally:
             self._dialing.discard(target)
 
+    async def get(self, feed: Feed, index: int, timeout: float | None) -> bytes | None:
+        """``feed.get(index)``, failing with :class:`BlockTimeout` after ``timeout`` seconds.
+
+        With discovery, the ``timeout`` starts once one discovery round for the feed is
+        over (see :mod:`hyperfs.discovering`): a feed nobody is known to have is given up
+        after a round plus ``timeout``, never sooner, and the error says what was found.
+        """
+        if timeout is None or feed.id is None or feed.has(index):
+            return await feed.get(index, timeout=timeout)
+        if self.discovery is None:
+            try:
+                return await feed.get(index, timeout=timeout)
+            except TimeoutError:
+                raise BlockTimeout(
+                    f"no peer sent block {index} of {feed.hex} within {timeout:g} s (is a "
+                    "peer that has it connected? see --peer, or turn discovery on)") from None
+        result: list[bytes | None] = []
+        async with trio.open_nursery() as nursery:
+            async def fetch() -> None:
+                result.append(await feed.get(index))
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(fetch)
+            await self.discovery.wait_round(feed.id)
+            await trio.sleep(timeout)
+            nursery.cancel_scope.cancel()
+        if result:
+            return result[0]
+        raise BlockTimeout(f"block {index} of {feed.hex}: {self.discovery.explain(feed.id)} "
+                           f"within {timeout:g} s after one discovery round")
+
     def status(self) -> dict[str, object]:
         status = self.swarm.status()
         status["listening"] = f"{self.address[0]}:{self.address[1]}" if self.address else None
         status["dialing"] = [f"{host}:{port}" for host, port in sorted(self._dialing)]
+        status["discovery"] = self.discovery.status() if self.discovery is not None else None
         return status
 
 
 @asynccontextmanager
 async def open_node(core: Core, *, listen: str | None = None, peers: Sequence[str] = (),
-                    request_timeout: float = 10.0) -> AsyncIterator[Node]:
-    """Run a node for ``core`` (listening on ``listen``, dialing ``peers``) for the block."""
-    async with trio.open_nursery() as nursery:
+                    request_timeout: float = 10.0,
+                    discovery: DiscoveryConfig | None = None) -> AsyncIterator[Node]:
+    """Run a node for ``core`` (listening on ``listen``, dialing ``peers``, discovering
+    peers as ``discovery`` says) for the block."""
+    async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
         swarm = Swarm(core, nursery, request_timeout=request_timeout)
         node = Node(swarm, nursery)
         try:
-            if listen is not None:
+            if discovery is not None and discovery.enabled:
+                if listen is None:
+                    listen = f"{_discovery_host(discovery) or '0.0.0.0'}:0"
+                await node.listen(listen)
+                assert node.address is not None
+                host, port = node.address
+                node.discovery = await stack.enter_async_context(open_node_discovery(
+                    core, swarm, discovery, port=port, host=host,
+                    connect=partial(node.connect, redial=False)))
+            elif listen is not None:
                 await node.listen(listen)
             for address in peers:
                 node.connect(address)
@@ -111,3 +168,13 @@ async def open_node(core: Core, *, listen: str | None = None, peers: Sequence[st
         finally:
             swarm.close()
             nursery.cancel_scope.cancel()
+
+
+def _discovery_host(config: DiscoveryConfig) -> str | None:
+    """The address a listener must have for what discovery announces to reach it: the
+    DHT's (peers see our DHT packets' source), else mDNS's single interface, else any."""
+    if config.dht is not None:
+        return None if config.dht.bind in ("0.0.0.0", "::") else config.dht.bind
+    if config.mdns is not None and len(config.mdns.interfaces) == 1:
+        return config.mdns.interfaces[0]
+    return None
