@@ -11,7 +11,7 @@ import trio
 from tqdm import tqdm
 
 from . import fsck, mount
-from .cliopts import DEFAULT_PORT, add_network_options, node_from_args
+from .cliopts import DEFAULT_PORT, add_network_options, add_status_command, node_from_args
 from .core import open_core, parse_id
 from .feed import Feed
 
@@ -32,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     cat.add_argument("id", help="feed id (64 hex characters)")
     cat.add_argument("index", nargs="?", type=_index, help="only this block")
     cat.add_argument("--timeout", type=float, default=60.0,
-                     help="seconds to wait for a missing block (0 = forever; default 60)")
+                     help="seconds to wait for a missing block, after one discovery round "
+                          "when discovery is on (0 = forever; default 60)")
     add_network_options(cat, listen=None)
     cat.set_defaults(run=cmd_cat)
 
@@ -40,6 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_network_options(serve, listen=f"0.0.0.0:{DEFAULT_PORT}")
     serve.set_defaults(run=cmd_serve)
 
+    add_status_command(sub)
     fsck.add_parser(sub)
     mount.register(sub)  # mount, id: the filesystem (hyperfs.mount)
 
@@ -84,10 +86,10 @@ async def cmd_cat(args: argparse.Namespace) -> int:
     feed_id = parse_id(args.id)
     timeout = args.timeout or None
     out = sys.stdout.buffer
-    async with open_core(args.db) as core, node_from_args(core, args):
+    async with open_core(args.db) as core, node_from_args(core, args) as node:
         with core.get(feed_id) as feed:
             if args.index is not None:
-                block = await _fetch(feed, args.index, timeout)
+                block = await node.get(feed, args.index, timeout)
                 if block is None:
                     print(f"hyperfs: feed has only {feed.blocks} blocks", file=sys.stderr)
                     return 1
@@ -97,21 +99,12 @@ async def cmd_cat(args: argparse.Namespace) -> int:
             feed.prefetch(0, None)
             with _progress(feed) as progress:
                 index = 0
-                while (block := await _fetch(feed, index, timeout)) is not None:
+                while (block := await node.get(feed, index, timeout)) is not None:
                     out.write(block)
                     index += 1
                     progress(len(block))
     out.flush()
     return 0
-
-
-async def _fetch(feed: Feed, index: int, timeout: float | None) -> bytes | None:
-    try:
-        return await feed.get(index, timeout=timeout)
-    except TimeoutError:
-        raise TimeoutError(
-            f"no peer sent block {index} of {feed.hex} within {timeout:g} s"
-            " (is a peer that has it connected? see --peer)") from None
 
 
 @contextmanager
