@@ -17,8 +17,9 @@ Measures, as medians over ``--runs`` fresh info-hashes/keys:
 * mdns cold: the holder is up; a new instance starts (register + browse) and wants the
   key -> first peer reported (includes zeroconf start-up).
 
-``bench_first_byte`` is the slot for the end-to-end figure ("cat of an unknown id ->
-first byte"), to be filled in once the network layer exists.
+* first byte: a reader that knows only a feed id, through a node with discovery (what
+  `hyperfs cat ID` does) -> block 0 verified, with the holder on the 20-node DHT or on
+  loopback mDNS; also as a real `hyperfs cat` process (start-up included).
 """
 
 from __future__ import annotations
@@ -28,16 +29,25 @@ import json
 import os
 import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import trio
 
+from hyperfs.core import open_core
+from hyperfs.discovering import DiscoveryConfig
 from hyperfs.discovery.dht import DhtNode, DhtOptions, open_dht, session_settings
+from hyperfs.discovery.keys import discovery_key
 from hyperfs.discovery.mdns import MdnsNode, MdnsOptions, open_mdns
+from hyperfs.network import open_node
 
 FAST = {"initial_retry": 0.25, "stats_interval": 0.5}
+HYPERFS = str(Path(sys.executable).with_name("hyperfs"))
 
 
 def _waiter(node: DhtNode | MdnsNode, key: bytes) -> tuple[trio.Event, Callable[[], None]]:
@@ -166,25 +176,112 @@ async def bench_mdns(runs: int) -> dict[str, object]:
     }
 
 
-async def bench_first_byte(runs: int) -> dict[str, object]:
-    """End-to-end: a reader that knows only a feed id -> first verified byte.
+async def _first_byte(reader_db: Path, feed_id: bytes, config: DiscoveryConfig) -> float:
+    """Seconds from opening a node that knows only ``feed_id`` to block 0 verified."""
+    start = time.monotonic()
+    async with open_core(reader_db) as core, open_node(core, discovery=config) as node:
+        with core.get(feed_id) as feed:
+            block = await node.get(feed, 0, 10.0)
+    assert block is not None
+    return time.monotonic() - start
 
-    To implement once the network layer exists: start a holder (core with a finalized
-    feed, TCP listener, ``open_discovery(port, dht=DhtOptions.private(...))`` and
-    ``hold(id)``) on the private DHT from :func:`private_dht`, then time a reader that
-    opens discovery, ``want(id)``, connects to the first peer reported and reads block 0.
+
+async def _cat_first_byte(db: Path, feed_id: bytes, args: list[str]) -> float:
+    """Seconds from starting a `hyperfs cat` process to the first byte on its stdout."""
+    start = time.monotonic()
+    proc = await trio.lowlevel.open_process(
+        [HYPERFS, "--db", str(db), "cat", feed_id.hex(), "--timeout", "10", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        env={**os.environ, "HYPERFS_LOCAL_ONLY": "1"})
+    try:
+        assert proc.stdout is not None
+        with trio.fail_after(30):
+            assert await proc.stdout.receive_some(), "cat wrote nothing"
+        return time.monotonic() - start
+    finally:
+        if proc.returncode is None:
+            proc.kill()  # the process started here, by its handle
+        await proc.wait()
+
+
+async def _holder_core(db: Path, runs: int) -> list[bytes]:
+    ids = []
+    async with open_core(db) as core:
+        for run in range(runs):
+            feed = core.add()
+            await feed.append([os.urandom(4096) for _ in range(4)] + [b"run %d" % run])
+            ids.append(await feed.finalize())
+    return ids
+
+
+async def bench_first_byte(count: int, runs: int) -> dict[str, object]:
+    """End to end: a reader that knows only a feed id -> first verified byte.
+
+    A holder (core with ``runs`` finalized feeds, TCP listener, discovery) announces on a
+    private DHT of ``count`` nodes; each run a fresh reader (new core, new DHT node that
+    knows two DHT nodes) opens a node, wants one feed and reads block 0 - the in-process
+    work of `hyperfs cat ID`. ``cat_process`` adds a real `hyperfs cat` process (Python
+    and library start-up included). Over mDNS the same with two loopback instances.
     """
-    raise NotImplementedError("needs the network layer (hyperfs.network)")
+    dht_times: list[float] = []
+    cat_times: list[float] = []
+    mdns_times: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-discovery-") as tmp:
+        base = Path(tmp)
+        ids = await _holder_core(base / "holder", runs)
+        async with private_dht(count) as nodes:
+            with trio.fail_after(30):
+                for node in nodes:
+                    await node.wait_for_nodes(min(2, count - 1))
+            seeds = [(n.address, n.port) for n in nodes[:2]]
+            holder_dht = DhtOptions.private(bind="127.0.1.200", bootstrap_nodes=seeds, **FAST)
+            async with open_core(base / "holder") as core, open_node(
+                    core, discovery=DiscoveryConfig(dht=holder_dht)) as holder:
+                probe = nodes[count // 2]
+                for feed_id in ids:  # wait until every announce is stored in the DHT
+                    key = discovery_key(feed_id)
+                    stored, remove = _waiter(probe, key)
+                    probe.lookup(key)
+                    with trio.fail_after(30):
+                        await stored.wait()
+                    probe.stop_lookup(key)
+                    remove()
+                assert holder.discovery is not None
+                for run, feed_id in enumerate(ids):
+                    far = [(n.address, n.port) for n in nodes[-2:]]
+                    dht = DhtOptions.private(bind=f"127.0.2.{run + 2}", bootstrap_nodes=far,
+                                             **FAST)
+                    dht_times.append(await _first_byte(
+                        base / f"reader{run}", feed_id, DiscoveryConfig(dht=dht)))
+                    boot = [a for h, p in far for a in ("--bootstrap", f"{h}:{p}")]
+                    cat_times.append(await _cat_first_byte(
+                        base / f"cat{run}", feed_id,
+                        ["--no-mdns", "--dht-listen", f"127.0.3.{run + 2}:0", *boot]))
+        mdns = MdnsOptions(interfaces=("127.0.0.1",), port=_free_udp_port())
+        async with open_core(base / "holder") as core, open_node(
+                core, discovery=DiscoveryConfig(mdns=mdns)) as holder:
+            for run, feed_id in enumerate(ids):
+                # An mDNS responder multicasts a record at most once a second (RFC 6762
+                # 6.2): a reader right after another waits for that; space them out.
+                await trio.sleep(1.5)
+                mdns_times.append(await _first_byte(
+                    base / f"mreader{run}", feed_id, DiscoveryConfig(mdns=mdns)))
+    return {
+        "dht_nodes": count,
+        "dht_median_s": round(statistics.median(dht_times), 4),
+        "dht_max_s": round(max(dht_times), 4),
+        "dht_cat_process_median_s": round(statistics.median(cat_times), 4),
+        "dht_cat_process_max_s": round(max(cat_times), 4),
+        "mdns_median_s": round(statistics.median(mdns_times), 4),
+        "mdns_max_s": round(max(mdns_times), 4),
+    }
 
 
 async def main(args: argparse.Namespace) -> None:
     results: dict[str, object] = {"runs": args.runs}
     results["dht"] = await bench_dht(args.nodes, args.runs)
     results["mdns"] = await bench_mdns(args.runs)
-    try:
-        results["first_byte"] = await bench_first_byte(args.runs)
-    except NotImplementedError as exc:
-        results["first_byte"] = f"not yet: {exc}"
+    results["first_byte"] = await bench_first_byte(args.nodes, args.runs)
     if args.json:
         print(json.dumps(results, indent=2))
         return
