@@ -72,6 +72,12 @@ def add_network_options(parser: argparse.ArgumentParser, *, listen: str | None) 
                         default=[], help="connect to this peer (repeatable)")
     parser.add_argument("--request-timeout", type=float, default=10.0, metavar="S",
                         help="drop a peer that leaves requests unanswered this long")
+    parser.add_argument("--handshake-timeout", type=float, default=10.0, metavar="S",
+                        help="drop a peer that has not sent its handshake this long after "
+                             "connecting (default 10)")
+    parser.add_argument("--message-timeout", type=float, default=60.0, metavar="S",
+                        help="drop a peer whose message takes longer than this to arrive, "
+                             "or that does not read what we send this long (default 60)")
     group = parser.add_argument_group(
         "discovery", "Find peers of the feeds held or wanted on the BitTorrent mainline DHT "
         "and on the local network (mDNS). What is announced is a one-way key of each id.")
@@ -230,6 +236,8 @@ async def _publish_status(path: Path, node: Node) -> None:
 async def node_from_args(core: Core, args: argparse.Namespace) -> AsyncIterator[Node]:
     async with open_node(core, listen=args.listen, peers=args.peer,
                          request_timeout=args.request_timeout,
+                         handshake_timeout=args.handshake_timeout,
+                         message_timeout=args.message_timeout,
                          discovery=discovery_config(args)) as node:
         status = _status_path(args)
         async with trio.open_nursery() as nursery:

@@ -162,6 +162,11 @@ class Connection:
         """Whether the remote's handshake has arrived."""
         return self.remote_id is not None
 
+    @property
+    def receiving(self) -> bool:
+        """Whether a message from the remote has begun to arrive but is not complete."""
+        return self._frames.partial
+
     def remote_supports(self, name: str) -> bool:
         """Whether both sides listed extension `name` (False before the handshake)."""
         return name in self._remote_extension_names.values()

@@ -46,6 +46,12 @@ class FrameDecoder:
         self._parts: list[memoryview] = []  # received pieces of the current payload
         self._error: ProtocolError | None = None
 
+    @property
+    def partial(self) -> bool:
+        """Whether part of a frame (prefix or payload) has arrived but not all of it: a
+        peer's watchdog times how long a message takes, against slowloris senders."""
+        return bool(self._missing or self._shift)
+
     def feed(self, data: Buffer) -> list[bytes]:
         """Consume a chunk; return the payloads it completed, in order."""
         if self._error is not None:

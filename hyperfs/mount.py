@@ -151,11 +151,13 @@ def mount_options(*, allow_other: bool) -> set[str]:
 async def run_mount(core: Core, mountpoint: Path, *, block_size: int = DEFAULT_BLOCK_SIZE,
                     timeout: float | None = 60.0, allow_other: bool = False,
                     listen: str | None = None, peers: list[str] | None = None,
-                    request_timeout: float = 10.0) -> None:
+                    request_timeout: float = 10.0, handshake_timeout: float = 10.0,
+                    message_timeout: float = 60.0) -> None:
     """Mount ``core`` at ``mountpoint`` until unmounted or SIGINT/SIGTERM, serving and
     fetching feeds through a network node in the same event loop."""
     async with open_node(core, listen=listen, peers=list(peers or ()),
-                         request_timeout=request_timeout) as node:
+                         request_timeout=request_timeout, handshake_timeout=handshake_timeout,
+                         message_timeout=message_timeout) as node:
         if node.address is not None:
             print(f"hyperfs: listening on {node.address[0]}:{node.address[1]}", flush=True)
         ops = HyperFS(core, mountpoint=str(mountpoint), block_size=block_size,
@@ -195,7 +197,9 @@ async def cmd_mount(args: argparse.Namespace) -> int:
         await run_mount(core, mountpoint, block_size=args.block_size,
                         timeout=args.timeout or None, allow_other=args.allow_other,
                         listen=args.listen, peers=args.peer,
-                        request_timeout=args.request_timeout)
+                        request_timeout=args.request_timeout,
+                        handshake_timeout=args.handshake_timeout,
+                        message_timeout=args.message_timeout)
     return 0
 
 

@@ -29,6 +29,10 @@ from .swarm import Swarm
 log = logging.getLogger("hyperfs.network")
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 30.0
+MAX_PEERS = 512
+"""Connections at once; more are closed as they are accepted. With the handshake
+timeout, this bounds what a flood of connections can hold (each peer may keep about
+``peer.HIGH_WATER`` of replies queued: ~0.5 GiB at worst, ~10 MB when idle)."""
 
 
 class BlockTimeout(TimeoutError):
@@ -60,6 +64,8 @@ class Node:
         self.address: tuple[str, int] | None = None
         self._dialing: set[tuple[str, int]] = set()
         self.discovery: NodeDiscovery | None = None
+        self.max_peers = MAX_PEERS
+        self.refused = 0
 
     async def listen(self, address: str) -> tuple[str, int]:
         host, port = parse_address(address)
@@ -70,7 +76,18 @@ class Node:
         return self.address
 
     async def _accept(self, stream: trio.SocketStream) -> None:
-        host, port = stream.socket.getpeername()[:2]
+        try:
+            host, port = stream.socket.getpeername()[:2]
+        except OSError:  # reset before we got to it
+            await trio.aclose_forcefully(stream)
+            return
+        if len(self.swarm.peers) >= self.max_peers:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 1000 == 0:
+                log.warning("refusing %s:%d: %d peers connected already (%d refused)",
+                            host, port, len(self.swarm.peers), self.refused)
+            await trio.aclose_forcefully(stream)
+            return
         await self.swarm.replicate(stream, f"{host}:{port}")
 
     def connect(self, address: str | tuple[str, int], *, redial: bool = True) -> None:
@@ -111,13 +128,15 @@ class Node:
         """
         if timeout is None or feed.id is None or feed.has(index):
             return await feed.get(index, timeout=timeout)
-        if self.discovery is None:
+        discovery = self.discovery
+        if discovery is None or discovery.round_over(feed.id):
             try:
                 return await feed.get(index, timeout=timeout)
             except TimeoutError:
-                raise BlockTimeout(
-                    f"no peer sent block {index} of {feed.hex} within {timeout:g} s (is a "
-                    "peer that has it connected? see --peer, or turn discovery on)") from None
+                why = ("(is a peer that has it connected? see --peer, or turn discovery on)"
+                       if discovery is None else f"({discovery.explain(feed.id)})")
+                raise BlockTimeout(f"no peer sent block {index} of {feed.hex} within "
+                                   f"{timeout:g} s {why}") from None
         result: list[bytes | None] = []
         async with trio.open_nursery() as nursery:
             async def fetch() -> None:
@@ -125,12 +144,12 @@ class Node:
                 nursery.cancel_scope.cancel()
 
             nursery.start_soon(fetch)
-            await self.discovery.wait_round(feed.id)
+            await discovery.wait_round(feed.id)
             await trio.sleep(timeout)
             nursery.cancel_scope.cancel()
         if result:
             return result[0]
-        raise BlockTimeout(f"block {index} of {feed.hex}: {self.discovery.explain(feed.id)} "
+        raise BlockTimeout(f"block {index} of {feed.hex}: {discovery.explain(feed.id)} "
                            f"within {timeout:g} s after one discovery round")
 
     def status(self) -> dict[str, object]:
@@ -143,12 +162,14 @@ class Node:
 
 @asynccontextmanager
 async def open_node(core: Core, *, listen: str | None = None, peers: Sequence[str] = (),
-                    request_timeout: float = 10.0,
+                    request_timeout: float = 10.0, handshake_timeout: float = 10.0,
+                    message_timeout: float = 60.0,
                     discovery: DiscoveryConfig | None = None) -> AsyncIterator[Node]:
     """Run a node for ``core`` (listening on ``listen``, dialing ``peers``, discovering
-    peers as ``discovery`` says) for the block."""
+    peers as ``discovery`` says) for the block. The timeouts are the swarm's."""
     async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
-        swarm = Swarm(core, nursery, request_timeout=request_timeout)
+        swarm = Swarm(core, nursery, request_timeout=request_timeout,
+                      handshake_timeout=handshake_timeout, message_timeout=message_timeout)
         node = Node(swarm, nursery)
         try:
             if discovery is not None and discovery.enabled:

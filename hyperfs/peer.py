@@ -4,6 +4,23 @@ The peer only moves bytes and translates protocol events into calls on the swarm
 decides what to request. Every way a remote can misbehave ends here, in :meth:`Peer.drop`,
 with the reason logged: the connection closes, its pending requests go back to the swarm,
 and nothing it sent is stored unless it verified.
+
+Caps, so that no remote can grow our state or stall us without bound (each breach drops
+the peer, with the reason logged, unless said otherwise):
+
+- per connection: frames of at most 5 MiB (checked on the length prefix, before buffering),
+  at most 1024 channels the remote has open (``Connection(max_channels=)``), Have
+  bitfields of at most 2 MiB and not past a known feed end (+ ``BITFIELD_SLACK``);
+  replies queued for sending up to ``HIGH_WATER`` (then we stop reading the remote, so
+  its requests wait in its own socket buffer: it stalls only itself); our requests in
+  flight up to ``MAX_WINDOW`` blocks / ``WINDOW_BYTES``; reads of ``RECEIVE_SIZE``;
+- time: the remote's handshake within ``Swarm.handshake_timeout`` (10 s), every message
+  complete within ``Swarm.message_timeout`` (60 s) of its first byte, every send to it
+  done within the same (a peer that does not read), and some answer to our requests
+  within ``Swarm.request_timeout`` (10 s): slowloris, silent and stalled peers go;
+- per channel: what the remote has is one bitfield, bounded as above; requests in flight
+  are the connection's; a Response we did not ask for (or cancel) drops the peer;
+- per node: at most ``network.MAX_PEERS`` connections (more are closed at accept).
 """
 
 from __future__ import annotations
@@ -86,7 +103,9 @@ class Peer:
         self.starved: dict[Channel, None] = {}  # channels that found the window full
         self.bytes_in = self.bytes_out = 0
         self.blocks_in = self.blocks_out = 0
-        self.last_progress = trio.current_time()
+        self.last_progress = self.started = trio.current_time()
+        self._partial_since: float | None = None  # when the message in progress began
+        self._sending_since: float | None = None  # when the send in progress began
         self._out = bytearray()
         self._out_ready = trio.Event()
         self._drained = trio.Event()
@@ -175,6 +194,10 @@ class Peer:
             except ProtocolError as exc:
                 self.drop(f"protocol error: {exc}")
                 return
+            if not self.conn.receiving:
+                self._partial_since = None
+            elif events or self._partial_since is None:
+                self._partial_since = trio.current_time()  # a new message began
             done = 0
             while done < len(events):
                 # Handle events until a good chunk of replies is queued, then let the send
@@ -188,6 +211,8 @@ class Peer:
                 if len(self._out) >= HIGH_WATER:
                     self._drained = trio.Event()
                     await self._drained.wait()
+                    if self._partial_since is not None:  # we were not reading: not its fault
+                        self._partial_since = trio.current_time()
 
     async def _send_loop(self) -> None:
         while True:
@@ -196,16 +221,28 @@ class Peer:
             self._flush_haves()
             while self._out:
                 data, self._out = self._out, bytearray()
+                self._sending_since = trio.current_time()
                 await self.stream.send_all(data)
+                self._sending_since = None
                 self.bytes_out += len(data)
             self._drained.set()
 
     async def _watchdog(self) -> None:
-        timeout = self.swarm.request_timeout
+        """Drop the peer when a deadline of the module docstring's caps passes."""
+        swarm = self.swarm
+        request, handshake, message = (swarm.request_timeout, swarm.handshake_timeout,
+                                       swarm.message_timeout)
         while True:
-            await trio.sleep(timeout / 4)
-            if self.inflight and trio.current_time() - self.last_progress > timeout:
-                self.drop(f"no answer to {self.inflight} requests for {timeout:g} s")
+            await trio.sleep(min(request, handshake, message) / 4)
+            now = trio.current_time()
+            if not self.handshaken.is_set() and now - self.started > handshake:
+                self.drop(f"no handshake within {handshake:g} s")
+            elif self._partial_since is not None and now - self._partial_since > message:
+                self.drop(f"a message took longer than {message:g} s to arrive")
+            elif self._sending_since is not None and now - self._sending_since > message:
+                self.drop(f"not reading: a send was blocked for {message:g} s")
+            elif self.inflight and now - self.last_progress > request:
+                self.drop(f"no answer to {self.inflight} requests for {request:g} s")
 
     def _send(self, data: bytes) -> None:
         if data:

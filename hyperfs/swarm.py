@@ -162,10 +162,15 @@ class Swarm:
     """Every peer of a core, and a :class:`FeedSwarm` for each feed shared with them."""
 
     def __init__(self, core: Core, nursery: trio.Nursery, *, request_timeout: float = 10.0,
+                 handshake_timeout: float = 10.0, message_timeout: float = 60.0,
                  peer_id: bytes | None = None) -> None:
         self.core = core
         self.nursery = nursery
         self.request_timeout = request_timeout
+        self.handshake_timeout = handshake_timeout
+        """A peer that has not sent its handshake this long after connecting is dropped."""
+        self.message_timeout = message_timeout
+        """A peer whose message (or our send to it) takes longer than this is dropped."""
         self.peer_id = peer_id or os.urandom(32)
         self.peers: set[Peer] = set()
         self.feeds: dict[bytes, FeedSwarm] = {}
