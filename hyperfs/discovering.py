@@ -98,6 +98,7 @@ class NodeDiscovery:
         self._mdns_on: set[bytes] = set()
         self._mdns_dirty = trio.Event()
         self._found: dict[bytes, trio.Event] = {}
+        self._rounds_done: set[bytes] = set()
         self._dht_ready_at: float | None = None
         self.held_announces = 0
         self.dialed = 0
@@ -116,6 +117,7 @@ class NodeDiscovery:
         self.disc.forget(feed_id)
         self._mdns_on.discard(discovery_key(feed_id))
         self._found.pop(feed_id, None)
+        self._rounds_done.discard(feed_id)
         self._last_used[feed_id] = trio.current_time()
         num = self.core.store.lookup(feed_id)
         if num is not None and self.core.store.blocks(num) is not None:
@@ -123,9 +125,7 @@ class NodeDiscovery:
         self._mdns_dirty.set()
 
     def _on_peer(self, feed_id: bytes, peer: Address) -> None:
-        event = self._found.get(feed_id)
-        if event is not None:
-            event.set()
+        self._found.setdefault(feed_id, trio.Event()).set()
         self.dialed += 1
         log.info("discovered %s:%d for %s", peer[0], peer[1], feed_id.hex()[:12])
         self._connect(peer)
@@ -242,11 +242,16 @@ class NodeDiscovery:
 
     # -- rounds ----------------------------------------------------------------------------
 
+    def round_over(self, feed_id: bytes) -> bool:
+        """Whether :meth:`wait_round` would return at once (cheap: called per block)."""
+        found = self._found.get(feed_id)
+        return feed_id in self._rounds_done or (found is not None and found.is_set())
+
     async def wait_round(self, feed_id: bytes) -> None:
         """Return when one discovery round for wanted ``feed_id`` is over, or a peer for it
         has been found (whichever is first). See the module doc."""
         found = self._found.setdefault(feed_id, trio.Event())
-        if self.disc.status()["feeds"].get(feed_id.hex(), {}).get("peers_found"):
+        if self.round_over(feed_id):
             return
         start = self.wanted.get(feed_id, trio.current_time())
         async with trio.open_nursery() as nursery:
@@ -264,6 +269,8 @@ class NodeDiscovery:
                 if self._dht_ready_at is not None:
                     await trio.sleep_until(max(start, self._dht_ready_at)
                                            + self.config.dht_round)
+            if feed_id in self.wanted:
+                self._rounds_done.add(feed_id)
             nursery.cancel_scope.cancel()
 
     def explain(self, feed_id: bytes) -> str:
