@@ -1,0 +1,803 @@
+#!/usr/bin/env python3
+"""Reliability and security of hyperfs under load, faults and hostile peers, in figures.
+
+    .venv/bin/python scripts/stress.py            # full run (a few minutes)
+    .venv/bin/python scripts/stress.py --quick    # CI size (tests/test_stress.py), < 1 min
+    .venv/bin/python scripts/stress.py --json     # the same table as JSON
+    .venv/bin/python scripts/stress.py --only hostile,faults
+
+Prints one Markdown table, ``case | tried | held | figure``: what was tried, how many
+times, how many times it held, and the figure that shows how well. Every case stands up
+real things: ``hyperfs serve`` / ``mount`` / ``cat`` / ``fsck`` subprocesses, library
+nodes in this process, raw sockets speaking the wire protocol through the sans-I/O
+:class:`hyperfs.connection.Connection`, on 127.0.0.1 only (``HYPERFS_LOCAL_ONLY=1``,
+discovery off). Waits are bounded waits on conditions (a line, a closed stream, a stored
+block); the only timed pauses are the attacks' own pacing (slowloris) and the random
+moment of a SIGKILL.
+
+What "held" means, per case group:
+
+* hostile peers: the offender is dropped within a bounded time with the reason logged by
+  the victim, honest downloads running meanwhile all finish with correct data, the
+  victim's anonymous memory (RssAnon) stays within a bound, and ``hyperfs fsck`` of every
+  database involved passes (nothing unverified stored);
+* faults: after each SIGKILL the database opens, ``hyperfs fsck`` passes, no partial feed
+  is visible, and the download resumes without fetching again what was stored; a peer
+  that vanishes has its requests moved; a full disk fails ``cp`` with ENOSPC leaving
+  nothing behind; corrupted blocks are never returned and are fetched again;
+* load and security: data correct everywhere, figures reported.
+
+Everything started is ended by PID, every mount (FUSE and tmpfs) is unmounted, even when
+a case fails. Exit status 0 when every case held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import queue
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from hyperfs import open_core  # noqa: E402
+from hyperfs.connection import Connection, ProtocolError  # noqa: E402
+from hyperfs.core import Core  # noqa: E402
+from hyperfs.events import (  # noqa: E402
+    HandshakeReceived,
+    Joined,
+    RequestReceived,
+    ResponseReceived,
+    Unpaused,
+)
+from hyperfs.feed import Feed  # noqa: E402
+from hyperfs.framing import MAX_MESSAGE, frame  # noqa: E402
+from hyperfs.messages import Join, Leave, encode  # noqa: E402
+from hyperfs.network import MAX_PEERS, open_node  # noqa: E402
+from hyperfs.peer import ORDERED_PROOFS, Peer  # noqa: E402
+from hyperfs.protobuf import encode_varint  # noqa: E402
+
+_BIN = Path(sys.executable).with_name("hyperfs")
+HYPERFS = [str(_BIN)] if _BIN.exists() else [sys.executable, "-m", "hyperfs.cli"]
+ENV = {**os.environ, "HYPERFS_LOCAL_ONLY": "1"}
+LOCAL = ("--no-dht", "--no-mdns")
+HOST = "127.0.0.1"
+MiB = 1 << 20
+
+
+# ----------------------------------------------------------------------- results
+
+
+@dataclass
+class Result:
+    """One row of the table."""
+
+    case: str
+    tried: int
+    held: int
+    figure: str
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.tried > 0 and self.held == self.tried
+
+
+@dataclass
+class Config:
+    """Sizes of one run: --quick keeps every case but makes it small."""
+
+    quick: bool
+    attacks: int  # repetitions of each hostile-peer attack
+    kills: int  # SIGKILL rounds
+    fuzz_examples: int
+    load_leechers: int
+    load_bytes: int
+    many_feeds: int
+    readers: int
+    reader_bytes: int
+    handshake_timeout: float = 2.0
+    message_timeout: float = 3.0
+    request_timeout: float = 2.0
+
+    @classmethod
+    def make(cls, quick: bool) -> Config:
+        if quick:
+            return cls(True, attacks=3, kills=6, fuzz_examples=300, load_leechers=10,
+                       load_bytes=8 * MiB, many_feeds=1000, readers=16, reader_bytes=2 * MiB)
+        return cls(False, attacks=20, kills=100, fuzz_examples=5000, load_leechers=50,
+                   load_bytes=256 * MiB, many_feeds=10_000, readers=16,
+                   reader_bytes=32 * MiB)
+
+
+# ----------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A ``hyperfs`` subprocess: stdout lines in a queue, stderr in a log file."""
+
+    live: set[Proc] = set()
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.args = [*HYPERFS, *[str(a) for a in args]]
+        self.log = log
+        with open(log, "ab") as err:
+            self.popen = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, env=ENV,
+                                          stdout=subprocess.PIPE, stderr=err)
+        self.pid = self.popen.pid
+        Proc.live.add(self)
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.put(line.decode(errors="replace").rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_line(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError(f"{self.args}: no {pattern!r} in {timeout} s: "
+                                   f"{self.stderr()[-2000:]}") from None
+            if line is None:
+                self.lines.put(None)
+                raise RuntimeError(f"{self.args} exited ({self.popen.wait()}): "
+                                   f"{self.stderr()[-2000:]}")
+            match = re.search(pattern, line)
+            if match:
+                return match
+
+    async def await_line(self, pattern: str, timeout: float = 30) -> re.Match[str]:
+        return await trio.to_thread.run_sync(self.wait_line, pattern, timeout)
+
+    def stderr(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def memory(self) -> dict[str, int]:
+        """VmRSS, RssAnon, VmHWM (kB) of the process now."""
+        return proc_memory(self.pid)
+
+    def send_signal(self, sig: int) -> None:
+        if self.popen.poll() is None:
+            os.kill(self.pid, sig)
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10) -> int:
+        """End it (``sig``, then SIGKILL) and wait; returns its exit status."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGCONT)
+            self.send_signal(sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.send_signal(signal.SIGKILL)
+                self.popen.wait(10)
+        Proc.live.discard(self)
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
+        return self.popen.returncode
+
+    async def astop(self, sig: int = signal.SIGINT) -> int:
+        return await trio.to_thread.run_sync(self.stop, sig)
+
+
+def proc_memory(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return out
+
+
+class Sampler:
+    """Peak RssAnon of a process, sampled every 50 ms while ``run`` runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = proc_memory(pid).get("RssAnon", 0)
+
+    async def run(self) -> None:
+        while True:
+            self.peak = max(self.peak, proc_memory(self.pid).get("RssAnon", 0))
+            await trio.sleep(0.05)
+
+
+def run(*args: object, timeout: float = 120, check: bool = False,
+        stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
+    """A ``hyperfs`` command (or any command if the first word is a path) to its end."""
+    words = [str(a) for a in args]
+    cmd = words if words[0].startswith("/") or shutil.which(words[0]) and words[0] in (
+        "cp", "cat", "ls", "setpriv", "mount", "umount", "fusermount3", "cmp") else [
+        *HYPERFS, *words]
+    result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=subprocess.PIPE, timeout=timeout, env=ENV, check=False)
+    if check and result.returncode != 0:
+        raise RuntimeError(f"{cmd}: exit {result.returncode}: {result.stderr[-2000:]!r}")
+    return result
+
+
+async def arun(*args: object, timeout: float = 120, check: bool = False,
+               stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
+    return await trio.to_thread.run_sync(
+        lambda: run(*args, timeout=timeout, check=check, stdout=stdout))
+
+
+def fsck(db: Path) -> tuple[bool, str]:
+    """``hyperfs fsck`` of a (closed) database: (passed, its last line)."""
+    result = run("--db", db, "fsck", timeout=300)
+    lines = result.stdout.decode(errors="replace").strip().splitlines()
+    return result.returncode == 0, (lines[-1] if lines else result.stderr.decode()[-300:])
+
+
+async def afsck(db: Path) -> tuple[bool, str]:
+    return await trio.to_thread.run_sync(fsck, db)
+
+
+def ls_feeds(db: Path) -> list[tuple[str, int | None, int]]:
+    """``hyperfs ls``: (id, blocks or None, local) per stored feed."""
+    result = run("--db", db, "ls", check=True)
+    feeds = []
+    for line in result.stdout.decode().splitlines():
+        words = line.split()
+        feeds.append((words[0], None if words[1] == "?" else int(words[1]), int(words[3])))
+    return feeds
+
+
+class Mounts:
+    """FUSE and tmpfs mounts of this run, unmounted at the end whatever happened."""
+
+    fuse: set[Path] = set()
+    tmpfs: set[Path] = set()
+
+    @staticmethod
+    def mounted(path: Path) -> bool:
+        target = os.fsencode(path)
+        with open("/proc/self/mountinfo", "rb") as info:
+            return any(line.split()[4] == target for line in info)
+
+    @classmethod
+    def cleanup(cls) -> None:
+        for path in list(cls.fuse):
+            if cls.mounted(path) and run("fusermount3", "-u", path).returncode != 0:
+                run("fusermount3", "-uz", path)
+        for path in list(cls.tmpfs):
+            if cls.mounted(path) and run("umount", path).returncode != 0:
+                run("umount", "-l", path)
+
+
+def start_mount(db: Path, mnt: Path, log: Path, *extra: object) -> Proc:
+    """``hyperfs mount`` once it says it is mounted."""
+    if not Mounts.mounted(mnt):
+        mnt.mkdir(parents=True, exist_ok=True)
+    Mounts.fuse.add(mnt)
+    proc = Proc(["--db", db, "mount", mnt, *LOCAL, *extra], log)
+    try:
+        proc.wait_line(r"^hyperfs: mounted", 30)
+    except BaseException:
+        proc.stop(signal.SIGKILL)
+        raise
+    return proc
+
+
+def start_serve(db: Path, log: Path, *extra: object) -> tuple[Proc, int]:
+    """``hyperfs serve`` on an ephemeral loopback port, once it listens."""
+    proc = Proc(["--db", db, "serve", "--listen", f"{HOST}:0", *LOCAL, *extra], log)
+    try:
+        port = int(proc.wait_line(r"^listening on [\d.]+:(\d+)$", 30).group(1))
+    except BaseException:
+        proc.stop(signal.SIGKILL)
+        raise
+    return proc, port
+
+
+# ----------------------------------------------------------------------- data
+
+
+def make_data(size: int, seed: int) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(4 * MiB):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def store(db: Path | Core, data: bytes, block_size: int = 64 * 1024) -> bytes:
+    """``data`` as a new feed of ``block_size`` blocks; returns its id."""
+    if isinstance(db, Core):
+        async with db.create_write_stream(block_size=block_size) as stream:
+            await stream.write(data)
+        assert stream.id is not None
+        return stream.id
+    async with open_core(db) as core:
+        return await store(core, data, block_size)
+
+
+def blocks_of(data: bytes, block_size: int = 64 * 1024) -> list[bytes]:
+    return [data[i:i + block_size] for i in range(0, len(data), block_size)]
+
+
+def have_all(blocks: int) -> bytes:
+    field_ = bytearray(b"\xff" * (blocks // 8))
+    if blocks % 8:
+        field_.append((0xFF00 >> (blocks % 8)) & 0xFF)
+    return bytes(field_)
+
+
+class PeerLog:
+    """Peers a core's swarm reports, to wait for one and read its close reason."""
+
+    def __init__(self, core: Core) -> None:
+        self.peers: list[Peer] = []
+        self.changed = trio.Event()
+        core.on("peer", self._on_peer)
+
+    def _on_peer(self, peer: Peer) -> None:
+        self.peers.append(peer)
+        self.changed.set()
+        self.changed = trio.Event()
+
+    def by_port(self, port: int) -> list[Peer]:
+        return [p for p in self.peers if p.address and p.address.endswith(f":{port}")]
+
+
+class Stored:
+    """Calls ``callback(feed, block)`` as each block of ``feed`` is stored."""
+
+    def __init__(self, feed: Feed, callback: Callable[[Feed, int], None]) -> None:
+        self.feed_stored = callback
+        self.unlisten = feed.listen(self)
+
+
+# ----------------------------------------------------------------------- raw peers
+
+
+async def read_until_closed(stream: trio.SocketStream, conn: Connection | None = None,
+                            events: list[Any] | None = None) -> None:
+    """Read (and decode, if ``conn``) until the remote closes or resets the stream."""
+    while True:
+        try:
+            data = await stream.receive_some(1 << 16)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        if not data:
+            return
+        if conn is not None:
+            with contextlib.suppress(ProtocolError):
+                found = conn.receive_data(data)
+                if events is not None:
+                    events.extend(found)
+
+
+async def attack(port: int, send: Callable[[trio.SocketStream, Connection], Awaitable[None]],
+                 bound: float, *, read: bool = True) -> float | None:
+    """Connect, run ``send`` while reading (unless not ``read``: then the victim's close
+    shows as a failed send); seconds until the victim closed (None: not within ``bound``)."""
+    stream = await trio.open_tcp_stream(HOST, port)
+    conn = Connection(os.urandom(32))
+    started = trio.current_time()
+    closed_after: list[float] = []
+    async with trio.open_nursery() as nursery:
+        async def sender() -> None:
+            try:
+                await send(stream, conn)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                if not read:
+                    closed_after.append(trio.current_time() - started)
+                    nursery.cancel_scope.cancel()
+            await trio.sleep_forever()
+
+        async def reader() -> None:
+            await read_until_closed(stream)
+            closed_after.append(trio.current_time() - started)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(sender)
+        if read:
+            nursery.start_soon(reader)
+        with trio.move_on_after(bound):
+            await trio.sleep_forever()
+        nursery.cancel_scope.cancel()
+    await trio.aclose_forcefully(stream)
+    return closed_after[0] if closed_after else None
+
+
+# ----------------------------------------------------------------------- hostile clients
+
+
+async def _slow(stream: trio.SocketStream, data: bytes) -> None:
+    """Slowloris: one byte a second."""
+    for i in range(len(data)):
+        await stream.send_all(data[i:i + 1])
+        await trio.sleep(1)
+
+
+def _garbage(rng: random.Random) -> bytes:
+    """Random frames (some may even parse), then one that cannot: a field whose length
+    runs past the frame's end."""
+    frames = [frame(bytes([rng.randrange(0, 8)]) + rng.randbytes(rng.randrange(1, 200)))
+              for _ in range(rng.randrange(1, 20))]
+    return b"".join(frames) + frame(b"\x01\x12\xff\xff\x03\x00")
+
+
+def _channel_abuse(variant: int, fid: bytes) -> tuple[bytes, str]:
+    """A message that misuses channel numbers, and the reason the victim must give."""
+    other = os.urandom(32)
+    cases = [
+        (frame(b"\x02\x08\x07\x10\x01"), "never opened"),  # Have-like on channel 7
+        (frame(encode(Join(1 << 62, other))), "skipping ahead"),
+        (frame(encode(Join(0, other))) + frame(encode(Join(0, os.urandom(32)))),
+         "reused live channel"),
+        (frame(encode(Join(0, other))) + frame(encode(Join(1, other))), "already has open"),
+        (frame(encode(Leave(9))), "never opened"),
+        (frame(encode(Join(0, fid))) + frame(b"\x06\x08\x05\x10\x00"), "never opened"),
+    ]
+    return cases[variant % len(cases)]
+
+
+def hostile_client_attacks(cfg: Config, fid: bytes, blocks: int
+                           ) -> dict[str, tuple[Callable[[int], Callable], str, float]]:
+    """name -> (make the sender for repetition i, reason the victim logs, bound in s)."""
+    hs, mt = cfg.handshake_timeout, cfg.message_timeout
+
+    def nothing(_i: int) -> Callable:
+        async def send(stream: trio.SocketStream, conn: Connection) -> None:
+            pass
+        return send
+
+    def slow_handshake(_i: int) -> Callable:
+        async def send(stream: trio.SocketStream, conn: Connection) -> None:
+            await _slow(stream, conn.start())
+        return send
+
+    def slow_message(_i: int) -> Callable:
+        async def send(stream: trio.SocketStream, conn: Connection) -> None:
+            await stream.send_all(conn.start())
+            await _slow(stream, conn.join(fid))
+        return send
+
+    def raw_after_handshake(make: Callable[[int, Connection], bytes]) -> Callable:
+        def sender(i: int) -> Callable:
+            async def send(stream: trio.SocketStream, conn: Connection) -> None:
+                await stream.send_all(conn.start() + make(i, conn))
+            return send
+        return sender
+
+    def many_joins(_i: int) -> Callable:
+        async def send(stream: trio.SocketStream, conn: Connection) -> None:
+            await stream.send_all(conn.start())
+            joins = b"".join(frame(encode(Join(n, os.urandom(32)))) for n in range(5000))
+            await stream.send_all(joins)
+        return send
+
+    def big_bitfield(_i: int) -> Callable:
+        async def send(stream: trio.SocketStream, conn: Connection) -> None:
+            await stream.send_all(conn.start() + conn.join(fid))
+            await stream.send_all(conn.have(fid, bitfield=b"\xff" * (100 * 1000 * 1000)))
+        return send
+
+    def never_reads(_i: int) -> Callable:
+        async def send(stream: trio.SocketStream, conn: Connection) -> None:
+            await stream.send_all(conn.start() + conn.join(fid))
+            requests = b"".join(conn.request(fid, b) for b in range(blocks))
+            while True:  # asks for everything again and again, reads nothing
+                await stream.send_all(requests)
+        return send
+
+    rng = random.Random(7)
+    return {
+        "connects, never sends a handshake": (nothing, "no handshake", hs + 5),
+        "slowloris handshake (1 byte/s)": (slow_handshake, "no handshake", hs + 5),
+        "slowloris message after handshake (1 byte/s)": (slow_message, "took longer",
+                                                          mt + 5),
+        "message over the 5 MiB limit": (raw_after_handshake(
+            lambda i, c: encode_varint(MAX_MESSAGE + 1) + b"\0" * 4096), "message larger", 5),
+        "varint length that never ends": (raw_after_handshake(
+            lambda i, c: b"\xff" * 64), "message larger", 5),
+        "garbage protobuf": (raw_after_handshake(lambda i, c: _garbage(rng)),
+                             "protocol error", 5),
+        "channel-number abuse (6 kinds)": (raw_after_handshake(
+            lambda i, c: _channel_abuse(i, fid)[0]), "protocol error", 5),
+        "5,000 Joins for random ids": (many_joins, "more than 1024 channels", 15),
+        "Have with a 100 MB bitfield": (big_bitfield, "message larger", 15),
+        NEVER_READS: (never_reads, "not reading", mt + 15),
+    }
+
+
+NEVER_READS = "requests everything, never reads"
+
+
+def drop_reasons(log_text: str, port: int) -> list[str]:
+    """Reasons the victim logged for dropping the peer on our local ``port``."""
+    return re.findall(rf"dropping peer {HOST}:{port}: (.*)", log_text)
+
+
+async def honest_loop(port: int, fid: bytes, expected: str, work: Path, done: trio.Event,
+                      tally: dict[str, int], *, at_least: int = 1) -> None:
+    """Download the feed again and again (fresh database each time) until ``done``."""
+    n = 0
+    while not done.is_set() or n < at_least:
+        db, out = work / f"honest{n}", work / f"honest{n}.out"
+        with open(out, "wb") as f:
+            result = await arun("--db", db, "cat", fid.hex(), "--peer", f"{HOST}:{port}",
+                                *LOCAL, "--timeout", 60, stdout=f, timeout=120)
+        ok = result.returncode == 0 and file_sha(out) == expected
+        ok = ok and (await afsck(db))[0]
+        tally["tried"] += 1
+        tally["held"] += ok
+        if not ok:
+            tally.setdefault("errors", []).append(result.stderr.decode()[-300:])  # type: ignore
+        out.unlink()
+        shutil.rmtree(db, ignore_errors=True)
+        n += 1
+
+
+async def case_hostile_clients(cfg: Config, work: Path) -> list[Result]:
+    """Attacks on a `hyperfs serve`, while honest `hyperfs cat`s download from it."""
+    work.mkdir()
+    data = make_data(8 * MiB, 1)
+    expected = sha(data)
+    db = work / "victim"
+    fid = await store(db, data)
+    blocks = len(blocks_of(data))
+    log = work / "serve.log"
+    proc, port = await trio.to_thread.run_sync(lambda: start_serve(
+        db, log, "--handshake-timeout", cfg.handshake_timeout,
+        "--message-timeout", cfg.message_timeout))
+    results: list[Result] = []
+    try:
+        sampler = Sampler(proc.pid)
+        before = proc.memory().get("RssAnon", 0)
+        attacks = hostile_client_attacks(cfg, fid, blocks)
+        outcome: dict[str, list[tuple[int, float | None]]] = {name: [] for name in attacks}
+        honest: dict[str, Any] = {"tried": 0, "held": 0}
+        done = trio.Event()
+
+        async def one(name: str, i: int) -> None:
+            make, _reason, bound = attacks[name]
+            stream_port: list[int] = []
+
+            async def send(stream: trio.SocketStream, conn: Connection) -> None:
+                stream_port.append(stream.socket.getsockname()[1])
+                await make(i)(stream, conn)
+
+            closed = await attack(port, send, bound, read=name != NEVER_READS)
+            outcome[name].append((i, stream_port[0] if stream_port else 0, closed))
+
+        async with trio.open_nursery() as outer:
+            outer.start_soon(sampler.run)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(honest_loop, port, fid, expected, work, done, honest)
+                async with trio.open_nursery() as attackers:
+                    for name in attacks:
+                        for i in range(cfg.attacks):
+                            attackers.start_soon(one, name, i)
+                results.append(await at_limit(cfg, port, fid))
+                results.append(await join_churn(cfg, port, fid, db))
+                flood = await connection_flood(cfg, port)
+                done.set()  # the honest loop ends after its current download
+            outer.cancel_scope.cancel()
+        after = proc.memory().get("RssAnon", 0)
+        text = proc.stderr()
+        for name, (_make, reason, bound) in attacks.items():
+            held, times, notes = 0, [], []
+            for i, lport, closed in sorted(outcome[name]):
+                reasons = drop_reasons(text, lport)
+                want = _channel_abuse(i, fid)[1] if name.startswith("channel") else reason
+                good = closed is not None and any(want in r for r in reasons)
+                held += good
+                if closed is not None:
+                    times.append(closed)
+                if not good:
+                    notes.append(f"#{i}: closed={closed} reasons={reasons}")
+            worst = max(times) if times else float("nan")
+            results.append(Result(f"hostile client: {name}", len(outcome[name]), held,
+                                  f"dropped in <= {worst:.2f} s (bound {bound:g} s); "
+                                  f"reason: '{reason}'", notes))
+        results.append(flood)
+        ok_fsck, line = await afsck_after(proc, db)
+        mem_ok = sampler.peak - before < 128 * 1024
+        results.append(Result(
+            "hostile clients: honest downloads meanwhile, victim memory, fsck",
+            honest["tried"], honest["held"] if (mem_ok and ok_fsck) else 0,
+            f"{honest['held']}/{honest['tried']} correct; serve RssAnon {before // 1024} -> "
+            f"peak {sampler.peak // 1024} -> {after // 1024} MiB; fsck: {line}",
+            honest.get("errors", [])))
+    finally:
+        await proc.astop()
+    return results
+
+
+async def afsck_after(proc: Proc, db: Path) -> tuple[bool, str]:
+    """Stop the serving process, then fsck its database."""
+    await proc.astop()
+    return await afsck(db)
+
+
+async def at_limit(cfg: Config, port: int, fid: bytes) -> Result:
+    """Messages of exactly 5 MiB (a reserved type: legal, ignored) are read and dropped
+    from memory; the connection stays up and answers a Join afterwards."""
+    held, times = 0, []
+    for _ in range(cfg.attacks):
+        stream = await trio.open_tcp_stream(HOST, port)
+        conn = Connection(os.urandom(32))
+        payload = frame(b"\x0f" + b"\0" * (MAX_MESSAGE - 1))
+        started = trio.current_time()
+        events: list[Any] = []
+        with trio.move_on_after(30):
+            await stream.send_all(conn.start())
+            for _ in range(4):
+                await stream.send_all(payload)
+            await stream.send_all(conn.join(fid))
+            while not any(isinstance(e, Joined) for e in events):
+                data = await stream.receive_some(1 << 16)
+                if not data:
+                    break
+                events.extend(conn.receive_data(data))
+        if any(isinstance(e, Joined) for e in events):
+            held += 1
+            times.append(trio.current_time() - started)
+        await trio.aclose_forcefully(stream)
+    return Result("hostile client: messages at the 5 MiB limit (legal)", cfg.attacks, held,
+                  f"4 x 5 MiB absorbed, then answered, in {max(times or [0]):.2f} s; "
+                  "not dropped")
+
+
+async def join_churn(cfg: Config, port: int, fid: bytes, db: Path) -> Result:
+    """Join/Leave of random ids, 20,000 times on one connection: legal, so not dropped,
+    and nothing about those ids is stored or answered."""
+    held = 0
+    count = 20_000 if not cfg.quick else 5_000
+    for _ in range(max(1, cfg.attacks // 3)):
+        stream = await trio.open_tcp_stream(HOST, port)
+        conn = Connection(os.urandom(32))
+        churn = b"".join(frame(encode(Join(0, os.urandom(32)))) + frame(encode(Leave(0)))
+                         for _ in range(count))
+        events: list[Any] = []
+        with trio.move_on_after(30):
+            await stream.send_all(conn.start() + churn + conn.join(fid))
+            while not any(isinstance(e, Joined) for e in events):
+                data = await stream.receive_some(1 << 16)
+                if not data:
+                    break
+                events.extend(conn.receive_data(data))
+        named = {getattr(e, "feed_id", fid) for e in events}
+        held += any(isinstance(e, Joined) for e in events) and named == {fid}
+        await trio.aclose_forcefully(stream)
+    return Result(f"hostile client: {count:,} Join+Leave of random ids", max(1, cfg.attacks // 3),
+                  held, "legal, not dropped; only the stored feed ever answered")
+
+
+async def connection_flood(cfg: Config, port: int) -> Result:
+    """1,000 connections at once that never say anything."""
+    count = 1000
+    streams: list[trio.SocketStream] = []
+    started = trio.current_time()
+    closed: list[float] = []
+
+    async def hold(stream: trio.SocketStream) -> None:
+        await read_until_closed(stream)
+        closed.append(trio.current_time() - started)
+
+    bound = cfg.handshake_timeout + 15
+    with trio.move_on_after(bound + 10):
+        async with trio.open_nursery() as nursery:
+            for _ in range(count):
+                try:
+                    stream = await trio.open_tcp_stream(HOST, port)
+                except OSError:
+                    closed.append(0.0)
+                    continue
+                streams.append(stream)
+                nursery.start_soon(hold, stream)
+    for stream in streams:
+        await trio.aclose_forcefully(stream)
+    worst = max(closed) if closed else float("nan")
+    held = sum(1 for t in closed if t <= bound)
+    return Result(f"hostile client: connection flood ({count:,} idle connects)", count, held,
+                  f"all closed within {worst:.1f} s (cap {MAX_PEERS} peers, the rest "
+                  f"refused at accept; handshake timeout {cfg.handshake_timeout:g} s)")
+
+
+# ----------------------------------------------------------------------- main
+
+GROUPS: dict[str, Callable[[Config, Path], Awaitable[list[Result]]]] = {
+    "hostile": case_hostile_clients,
+}
+
+
+def table(results: list[Result]) -> str:
+    lines = ["| case | tried | held | figure |", "|---|---:|---:|---|"]
+    for r in results:
+        mark = "" if r.ok else " **FAILED**"
+        lines.append(f"| {r.case} | {r.tried:,} | {r.held:,}{mark} | {r.figure} |")
+    return "\n".join(lines)
+
+
+async def main_async(cfg: Config, work: Path, only: list[str]) -> list[Result]:
+    results: list[Result] = []
+    for name, group in GROUPS.items():
+        if only and name not in only:
+            continue
+        started = time.monotonic()
+        try:
+            found = await group(cfg, work / name)
+        except Exception as exc:  # a case that crashes did not hold; go on with the rest
+            traceback.print_exc()
+            found = [Result(f"{name}: crashed", 1, 0, f"{type(exc).__name__}: {exc}"[:300])]
+        print(f"stress: {name}: {time.monotonic() - started:.1f} s", file=sys.stderr,
+              flush=True)
+        results.extend(found)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (CI)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    parser.add_argument("--only", default="", help=f"comma-separated groups: {', '.join(GROUPS)}")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    cfg = Config.make(args.quick)
+    only = [w for w in args.only.split(",") if w]
+    work = Path(tempfile.mkdtemp(prefix="hyperfs-stress-"))
+    started = time.monotonic()
+    try:
+        results = trio.run(main_async, cfg, work, only)
+    finally:
+        for proc in list(Proc.live):
+            proc.stop(signal.SIGKILL)
+        Mounts.cleanup()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    if args.json:
+        print(json.dumps({"quick": cfg.quick, "seconds": round(elapsed, 1),
+                          "all_held": all(r.ok for r in results),
+                          "cases": [{**asdict(r), "ok": r.ok} for r in results]}, indent=1))
+    else:
+        print(table(results))
+        for r in results:
+            if not r.ok:
+                for note in r.notes[:10]:
+                    print(f"stress: {r.case}: {note}", file=sys.stderr)
+        print(f"\n{sum(r.ok for r in results)}/{len(results)} cases held in {elapsed:.0f} s "
+              f"({'--quick' if cfg.quick else 'full run'})")
+    return 0 if results and all(r.ok for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
