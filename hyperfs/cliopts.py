@@ -220,9 +220,21 @@ def _write_status(path: Path, node: Node) -> None:
     os.replace(tmp, path)  # readers see the old file or the new, never half of one
 
 
+def _prune_dead(directory: Path) -> None:
+    """Remove status files of nodes that were killed (a killed node cannot remove its own)."""
+    for stale in directory.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            pid = int(json.loads(stale.read_text())["pid"])
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                stale.unlink()
+
+
 async def _publish_status(path: Path, node: Node) -> None:
     """Keep ``path`` current while the node runs (a small JSON file every few seconds)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _prune_dead(path.parent)
     try:
         while True:
             _write_status(path, node)
