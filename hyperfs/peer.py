@@ -17,7 +17,8 @@ the peer, with the reason logged, unless said otherwise):
 - time: the remote's handshake within ``Swarm.handshake_timeout`` (10 s), every message
   complete within ``Swarm.message_timeout`` (60 s) of its first byte, every send to it
   done within the same (a peer that does not read), and some answer to our requests
-  within ``Swarm.request_timeout`` (10 s): slowloris, silent and stalled peers go;
+  within ``Swarm.request_timeout`` (10 s): slowloris, silent and stalled peers go; a
+  request passed over that long (later ones answered) is moved to another peer;
 - per channel: what the remote has is one bitfield, bounded as above; requests in flight
   are the connection's; a Response we did not ask for (or cancel) drops the peer;
 - per node: at most ``network.MAX_PEERS`` connections (more are closed at accept).
@@ -243,6 +244,32 @@ class Peer:
                 self.drop(f"not reading: a send was blocked for {message:g} s")
             elif self.inflight and now - self.last_progress > request:
                 self.drop(f"no answer to {self.inflight} requests for {request:g} s")
+            elif self.inflight:
+                self._expire_passed_over(now - request)
+
+    def _expire_passed_over(self, deadline: float) -> None:
+        """Move requests the remote has passed over to other peers.
+
+        A request older than ``deadline`` while the remote answered later ones will not
+        be answered: the remote does not have the block (after all, or any more: a peer
+        answers what it lacks with silence, as we do). We cancel it, forget that the
+        remote claimed the block, and let the swarm ask someone else; a peer lying in its
+        Haves thus loses its claims one by one instead of holding requests forever.
+        """
+        if self.last_progress <= deadline:
+            return
+        for channel in list(self.channels.values()):
+            passed = [block for block, asked in channel.requested.items() if asked < deadline]
+            if not passed:
+                continue
+            log.warning("peer %s passed over %d requests of %s; asking elsewhere",
+                     self.address or self.remote_id, len(passed),
+                     channel.feed_swarm.feed.hex)
+            for block in passed:
+                self.cancel(channel, block)
+                channel.remote_has.discard(block)
+                channel.feed_swarm.request_failed(self, block)
+            channel.feed_swarm.fill_all()
 
     def _send(self, data: bytes) -> None:
         if data:

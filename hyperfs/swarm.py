@@ -146,6 +146,14 @@ class FeedSwarm:
         if block not in self.feed.bitfield:
             self.requeued.add(block)
 
+    def request_failed(self, peer: Peer, block: int) -> None:
+        """``peer`` will not answer its request for ``block``: ask someone else."""
+        askers = self.inflight.get(block)
+        if askers is not None:
+            askers.discard(peer)
+            if not askers:
+                self.requeue(block)
+
     def channel_closed(self, peer: Peer, channel: Channel) -> None:
         self.channels.pop(peer, None)
         for block in channel.requested:
