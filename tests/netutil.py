@@ -31,6 +31,19 @@ from hyperfs.peer import Peer
 _SCRIPT = Path(sys.executable).parent / "hyperfs"
 HYPERFS = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "hyperfs.cli"]
 """The `hyperfs` command of this environment."""
+LOCAL_ONLY = ("--no-dht", "--no-mdns")
+"""Network commands get these: peers come from --peer only, nothing leaves loopback."""
+ENV = {**os.environ, "HYPERFS_LOCAL_ONLY": "1"}
+"""Environment of every `hyperfs` we start: a configuration that could leave loopback is
+an error in it, not traffic."""
+
+
+def _command(args: Sequence[object]) -> list[str]:
+    """The full command line; `cat` and `serve` get discovery turned off."""
+    words = [str(arg) for arg in args]
+    if {"cat", "serve"} & set(words):
+        words += LOCAL_ONLY
+    return [*HYPERFS, *words]
 
 _live: set[HyperfsProcess] = set()
 _live_lock = threading.Lock()
@@ -86,8 +99,8 @@ class HyperfsProcess:
     """A running ``hyperfs`` command whose stdout lines we can wait for."""
 
     def __init__(self, args: Sequence[str]) -> None:
-        self.args = [*HYPERFS, *map(str, args)]
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL,
+        self.args = _command(args)
+        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, env=ENV,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.pid = self.proc.pid
         with _live_lock:
@@ -180,16 +193,16 @@ async def astart_serve(db: Path, *extra: str, timeout: float = 30) -> tuple[Hype
 
 def run_hyperfs(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     """Run a ``hyperfs`` command to its end (bounded), capturing its output."""
-    return subprocess.run([*HYPERFS, *map(str, args)], capture_output=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, check=False)
+    return subprocess.run(_command(args), capture_output=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, check=False, env=ENV)
 
 
 async def arun_hyperfs(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     """`run_hyperfs` for trio tests whose peers run in the same event loop."""
     with trio.fail_after(timeout):
-        return await trio.run_process([*HYPERFS, *map(str, args)], capture_stdout=True,
+        return await trio.run_process(_command(args), capture_stdout=True,
                                       capture_stderr=True, check=False,
-                                      stdin=subprocess.DEVNULL)
+                                      stdin=subprocess.DEVNULL, env=ENV)
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[bytes], *words: str) -> str:
@@ -239,6 +252,7 @@ class RawPeer:
         self.stream = stream
         self.conn = Connection(os.urandom(32), extensions)
         self.events: list[Event] = []
+        self.bytes_in = 0
         self.eof = False
 
     @classmethod
@@ -261,6 +275,7 @@ class RawPeer:
         if not data:
             self.eof = True
             return []
+        self.bytes_in += len(data)
         events = self.conn.receive_data(data)
         self.events.extend(events)
         return events
