@@ -45,7 +45,6 @@ import errno
 import functools
 import json
 import logging
-import math
 import os
 import re
 import signal
@@ -275,12 +274,17 @@ class HyperFS(pyfuse3.Operations):
 
     def __init__(self, core: Core, *, mountpoint: str, block_size: int = 64 * 1024,
                  timeout: float | None = 60.0,
-                 status: Callable[[], object] | None = None) -> None:
+                 status: Callable[[], object] | None = None,
+                 fetch: Callable[[Feed, int], Awaitable[bytes | None]] | None = None) -> None:
+        """``fetch(feed, index)`` waits for a block that is not local and raises
+        TimeoutError when it gives up (default: ``feed.get`` with ``timeout``; the mount
+        passes the network node's, which first waits out a discovery round)."""
         super().__init__()
         self.core = core
         self.mountpoint = mountpoint
         self.block_size = block_size
         self.timeout = timeout or None
+        self.fetch = fetch or (lambda feed, index: feed.get(index, timeout=self.timeout))
         self.status_extra = status
         self.nursery: trio.Nursery | None = None
         self.uid, self.gid = os.getuid(), os.getgid()
@@ -647,39 +651,37 @@ class HyperFS(pyfuse3.Operations):
         return await self._wait(feed, index, pid)
 
     async def _wait(self, feed: Feed, index: int, pid: int) -> bytes | None:
-        """Await ``feed.get(index)`` until it comes, the timeout passes or the reader
-        gives up; cancelling the get withdraws the want from the network."""
+        """Await the block until it comes, ``fetch`` gives up or the reader does;
+        cancelling the wait withdraws the want from the network."""
         result: list[bytes | None] = []
         failure: list[BaseException] = []
         gave_up = False
 
         async def fetch(scope: trio.CancelScope) -> None:
             try:
-                result.append(await feed.get(index))
+                result.append(await self.fetch(feed, index))
             except Exception as exc:  # reported below, not as an ExceptionGroup
                 failure.append(exc)
             scope.cancel()
 
-        with trio.move_on_after(self.timeout if self.timeout else math.inf):
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(fetch, nursery.cancel_scope)
-                if pid > 0:
-                    while True:
-                        await trio.sleep(POLL_INTERVAL)
-                        if reader_gave_up(pid):
-                            gave_up = True
-                            nursery.cancel_scope.cancel()
-                            break
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch, nursery.cancel_scope)
+            if pid > 0:
+                while True:
+                    await trio.sleep(POLL_INTERVAL)
+                    if reader_gave_up(pid):
+                        gave_up = True
+                        nursery.cancel_scope.cancel()
+                        break
         if result:
             return result[0]
-        if failure:
-            raise failure[0]
         if gave_up:
             log.debug("reader %d gave up waiting for block %d", pid, index)
             raise _fail(errno.EINTR)
-        log.info("block %d of %s did not arrive within %s s", index,
-                 feed.hex and feed.hex[:16], self.timeout)
-        raise _fail(errno.ETIMEDOUT)
+        if failure and isinstance(failure[0], TimeoutError):
+            log.info("feed %s: %s", feed.hex and feed.hex[:16], failure[0])
+            raise _fail(errno.ETIMEDOUT)
+        raise failure[0]
 
     def _prefetch_blocks(self, state: FeedSlot, index: int) -> None:
         """Block files read one after another: fetch ahead like the whole-feed file."""

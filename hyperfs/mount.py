@@ -22,11 +22,11 @@ from pathlib import Path
 import pyfuse3
 import trio
 
-from .cliopts import add_network_options
+from .cliopts import add_network_options, node_from_args
 from .core import Core, open_core
 from .errors import HyperfsError
 from .fs import XATTR_ID, HyperFS
-from .network import open_node
+from .network import Node
 
 log = logging.getLogger("hyperfs.mount")
 
@@ -148,39 +148,35 @@ def mount_options(*, allow_other: bool) -> set[str]:
 # -- running ---------------------------------------------------------------------------
 
 
-async def run_mount(core: Core, mountpoint: Path, *, block_size: int = DEFAULT_BLOCK_SIZE,
-                    timeout: float | None = 60.0, allow_other: bool = False,
-                    listen: str | None = None, peers: list[str] | None = None,
-                    request_timeout: float = 10.0, handshake_timeout: float = 10.0,
-                    message_timeout: float = 60.0) -> None:
+async def run_mount(core: Core, mountpoint: Path, node: Node, *,
+                    block_size: int = DEFAULT_BLOCK_SIZE, timeout: float | None = 60.0,
+                    allow_other: bool = False) -> None:
     """Mount ``core`` at ``mountpoint`` until unmounted or SIGINT/SIGTERM, serving and
-    fetching feeds through a network node in the same event loop."""
-    async with open_node(core, listen=listen, peers=list(peers or ()),
-                         request_timeout=request_timeout, handshake_timeout=handshake_timeout,
-                         message_timeout=message_timeout) as node:
-        if node.address is not None:
-            print(f"hyperfs: listening on {node.address[0]}:{node.address[1]}", flush=True)
-        ops = HyperFS(core, mountpoint=str(mountpoint), block_size=block_size,
-                      timeout=timeout, status=node.status)
+    fetching feeds through ``node``, in the same event loop."""
+    if node.address is not None:
+        print(f"hyperfs: listening on {node.address[0]}:{node.address[1]}", flush=True)
+    ops = HyperFS(core, mountpoint=str(mountpoint), block_size=block_size,
+                  timeout=timeout, status=node.status,
+                  fetch=lambda feed, index: node.get(feed, index, timeout))
+    try:
+        pyfuse3.init(ops, str(mountpoint), mount_options(allow_other=allow_other))
+    except RuntimeError as exc:
+        raise MountError(f"cannot mount at {mountpoint}: {exc} (is FUSE usable here? "
+                         "see dmesg; --allow-other needs user_allow_other)") from None
+    try:
+        async with trio.open_nursery() as nursery:
+            ops.nursery = nursery
+            nursery.start_soon(_on_signal, nursery.cancel_scope)
+            print(f"hyperfs: mounted {core.store.path} at {mountpoint}", flush=True)
+            await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS)
+            log.info("unmounted from outside")
+            nursery.cancel_scope.cancel()
+    finally:
+        pyfuse3.close(unmount=True)
         try:
-            pyfuse3.init(ops, str(mountpoint), mount_options(allow_other=allow_other))
-        except RuntimeError as exc:
-            raise MountError(f"cannot mount at {mountpoint}: {exc} (is FUSE usable here? "
-                             "see dmesg; --allow-other needs user_allow_other)") from None
-        try:
-            async with trio.open_nursery() as nursery:
-                ops.nursery = nursery
-                nursery.start_soon(_on_signal, nursery.cancel_scope)
-                print(f"hyperfs: mounted {core.store.path} at {mountpoint}", flush=True)
-                await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS)
-                log.info("unmounted from outside")
-                nursery.cancel_scope.cancel()
+            ops.close()
         finally:
-            pyfuse3.close(unmount=True)
-            try:
-                ops.close()
-            finally:
-                print(f"hyperfs: unmounted {mountpoint}", flush=True)
+            print(f"hyperfs: unmounted {mountpoint}", flush=True)
 
 
 async def _on_signal(scope: trio.CancelScope) -> None:
@@ -193,13 +189,9 @@ async def _on_signal(scope: trio.CancelScope) -> None:
 
 async def cmd_mount(args: argparse.Namespace) -> int:
     mountpoint = prepare_mountpoint(args.mountpoint)
-    async with open_core(args.db) as core:
-        await run_mount(core, mountpoint, block_size=args.block_size,
-                        timeout=args.timeout or None, allow_other=args.allow_other,
-                        listen=args.listen, peers=args.peer,
-                        request_timeout=args.request_timeout,
-                        handshake_timeout=args.handshake_timeout,
-                        message_timeout=args.message_timeout)
+    async with open_core(args.db) as core, node_from_args(core, args) as node:
+        await run_mount(core, mountpoint, node, block_size=args.block_size,
+                        timeout=args.timeout or None, allow_other=args.allow_other)
     return 0
 
 

@@ -6,6 +6,7 @@ peer driver) without tests/ being a package.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# Every hyperfs process a test starts refuses settings that could send packets beyond
+# loopback (public DHT routers, mDNS on real interfaces): tests stay on this machine.
+os.environ["HYPERFS_LOCAL_ONLY"] = "1"
 
 import jsref
 

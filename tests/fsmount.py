@@ -58,7 +58,9 @@ class Mounts:
         log = self.base / f"mount{len(self.started)}.log"
         self.points.add(mnt)
         with open(log, "wb") as err:
-            proc = subprocess.Popen([HYPERFS, "--db", str(db), "mount", str(mnt), *args],
+            # Tests find peers by address only: discovery stays off (no public DHT).
+            proc = subprocess.Popen([HYPERFS, "--db", str(db), "mount", str(mnt),
+                                     "--no-dht", "--no-mdns", *args],
                                     stdout=subprocess.PIPE, stderr=err, bufsize=0,
                                     stdin=subprocess.DEVNULL)
         mounted = Mounted(proc, mnt, db, log)
