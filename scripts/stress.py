@@ -50,10 +50,10 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import trio
 
@@ -65,17 +65,14 @@ from hyperfs.connection import Connection, ProtocolError  # noqa: E402
 from hyperfs.core import Core  # noqa: E402
 from hyperfs.events import (  # noqa: E402
     CancelReceived,
-    HandshakeReceived,
     Joined,
     RequestReceived,
-    ResponseReceived,
-    Unpaused,
 )
 from hyperfs.feed import Feed  # noqa: E402
 from hyperfs.framing import MAX_MESSAGE, frame  # noqa: E402
 from hyperfs.messages import Join, Leave, encode  # noqa: E402
 from hyperfs.network import MAX_PEERS, open_node  # noqa: E402
-from hyperfs.peer import ORDERED_PROOFS, Peer  # noqa: E402
+from hyperfs.peer import Peer  # noqa: E402
 from hyperfs.protobuf import encode_varint  # noqa: E402
 
 _BIN = Path(sys.executable).with_name("hyperfs")
@@ -120,15 +117,17 @@ class Config:
     handshake_timeout: float = 2.0
     message_timeout: float = 3.0
     request_timeout: float = 2.0
+    vanish_timeout: float = 2.0
+    vanish_reps: int = 1
 
     @classmethod
     def make(cls, quick: bool) -> Config:
         if quick:
-            return cls(True, attacks=3, kills=6, fuzz_examples=300, load_leechers=10,
+            return cls(True, attacks=3, kills=6, fuzz_examples=2000, load_leechers=10,
                        load_bytes=8 * MiB, many_feeds=1000, readers=16, reader_bytes=2 * MiB)
-        return cls(False, attacks=20, kills=100, fuzz_examples=5000, load_leechers=50,
+        return cls(False, attacks=20, kills=100, fuzz_examples=30000, load_leechers=50,
                    load_bytes=256 * MiB, many_feeds=10_000, readers=16,
-                   reader_bytes=32 * MiB)
+                   reader_bytes=32 * MiB, vanish_timeout=10.0, vanish_reps=3)
 
 
 # ----------------------------------------------------------------------- processes
@@ -137,7 +136,7 @@ class Config:
 class Proc:
     """A ``hyperfs`` subprocess: stdout lines in a queue, stderr in a log file."""
 
-    live: set[Proc] = set()
+    live: ClassVar[set[Proc]] = set()
 
     def __init__(self, args: list[str], log: Path) -> None:
         self.args = [*HYPERFS, *[str(a) for a in args]]
@@ -233,8 +232,8 @@ def run(*args: object, timeout: float = 120, check: bool = False,
         stdout: Any = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
     """A ``hyperfs`` command (or any command if the first word is a path) to its end."""
     words = [str(a) for a in args]
-    cmd = words if words[0].startswith("/") or shutil.which(words[0]) and words[0] in (
-        "cp", "cat", "ls", "setpriv", "mount", "umount", "fusermount3", "cmp") else [
+    cmd = words if words[0].startswith("/") or (shutil.which(words[0]) and words[0] in (
+        "cp", "cat", "ls", "setpriv", "mount", "umount", "fusermount3", "cmp")) else [
         *HYPERFS, *words]
     result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=stdout,
                             stderr=subprocess.PIPE, timeout=timeout, env=ENV, check=False)
@@ -273,8 +272,8 @@ def ls_feeds(db: Path) -> list[tuple[str, int | None, int]]:
 class Mounts:
     """FUSE and tmpfs mounts of this run, unmounted at the end whatever happened."""
 
-    fuse: set[Path] = set()
-    tmpfs: set[Path] = set()
+    fuse: ClassVar[set[Path]] = set()
+    tmpfs: ClassVar[set[Path]] = set()
 
     @staticmethod
     def mounted(path: Path) -> bool:
@@ -744,7 +743,7 @@ class Liar:
     """A seeder that claims the whole feed and misbehaves as ``kind`` says. It records,
     per connection, when it first misbehaved and when the victim closed on it."""
 
-    KINDS = {
+    KINDS: ClassVar[dict[str, str]] = {
         "wrong data with an honest proof": "fails verification",
         "forged proof": "fails verification",
         "roots that do not hash to the id": "fails verification",
@@ -908,10 +907,9 @@ async def relay(client: trio.SocketStream, port: int, gate: trio.Event) -> None:
                 await b.send_all(data)
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await b.send_eof()
-    async with server:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(pipe, client, server)
-            nursery.start_soon(pipe, server, client)
+    async with server, trio.open_nursery() as nursery:
+        nursery.start_soon(pipe, client, server)
+        nursery.start_soon(pipe, server, client)
 
 
 def partial_serve(handler: Callable[[trio.SocketStream], Awaitable[None]]) -> Callable:
@@ -921,11 +919,466 @@ def partial_serve(handler: Callable[[trio.SocketStream], Awaitable[None]]) -> Ca
     return serve
 
 
+# ----------------------------------------------------------------------- fuzzing
+
+
+def fuzz(cfg: Config) -> list[Result]:
+    """Hypothesis (property-based; ``target`` steers it to inputs that get further)
+    over the frame decoder and the channel state machine of :class:`Connection`."""
+    from hypothesis import HealthCheck, given, settings, target
+    from hypothesis import strategies as st
+
+    from hyperfs.framing import FrameDecoder
+    from hyperfs.messages import Cancel, Have, Pause, Request, Response, Unpause
+
+    budget = settings(max_examples=cfg.fuzz_examples, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+    counts = {"decoder": 0, "machine": 0}
+    failures: dict[str, list[str]] = {"decoder": [], "machine": []}
+
+    def check_state(conn: Connection) -> None:
+        remote = conn._remote
+        assert len(remote) <= 16
+        assert {v: k for k, v in remote.items()} == conn._remote_feeds
+        assert all(ch < conn._remote_opened for ch in remote)
+
+    @budget
+    @given(st.binary(max_size=2048), st.lists(st.integers(1, 64), max_size=20))
+    def decoder(data: bytes, cuts: list[int]) -> None:
+        counts["decoder"] += 1
+        # Same payloads whatever the chunking; only ProtocolError ever escapes.
+        def split(decoder: FrameDecoder, chunks: list[bytes]) -> tuple[list[bytes], bool]:
+            out: list[bytes] = []
+            try:
+                for chunk in chunks:
+                    out.extend(decoder.feed(chunk))
+            except ProtocolError:
+                return out, True
+            return out, False
+        chunks, pos = [], 0
+        for cut in cuts:
+            chunks.append(data[pos:pos + cut])
+            pos += cut
+        chunks.append(data[pos:])
+        whole = split(FrameDecoder(1024), [data])
+        assert split(FrameDecoder(1024), chunks) == whole
+        target(float(len(whole[0])), label="frames decoded")
+        conn = Connection(os.urandom(32), max_channels=16)
+        events = 0
+        with contextlib.suppress(ProtocolError):
+            events = len(conn.receive_data(Connection(os.urandom(32)).start() + data))
+        target(float(events), label="events")
+        check_state(conn)
+
+    ids = [bytes([n]) * 32 for n in range(4)]
+    channel = st.integers(0, 20)
+    message = st.one_of(
+        st.builds(Join, channel, st.sampled_from(ids)),
+        st.builds(Leave, channel),
+        st.builds(Have, channel, st.lists(st.integers(0, 1 << 20), max_size=3).map(tuple),
+                  st.one_of(st.none(), st.binary(max_size=64))),
+        st.builds(Pause, channel), st.builds(Unpause, channel),
+        st.builds(Request, channel, st.integers(0, 1 << 40)),
+        st.builds(Cancel, channel, st.integers(0, 100)),
+        st.builds(Response, channel, st.integers(0, 100), st.binary(max_size=64),
+                  st.just(())),
+    )
+    local_op = st.tuples(st.sampled_from(["join", "leave"]), st.sampled_from(ids))
+
+    @budget
+    @given(st.lists(st.one_of(message, local_op), max_size=60))
+    def machine(steps: list[Any]) -> None:
+        counts["machine"] += 1
+        conn = Connection(os.urandom(32), max_channels=16)
+        conn.start()
+        conn.receive_data(Connection(os.urandom(32)).start())
+        delivered = 0
+        for step in steps:
+            if isinstance(step, tuple):
+                op, fid = step
+                conn.join(fid) if op == "join" else conn.leave(fid)
+                continue
+            try:
+                delivered += len(conn.receive_data(frame(encode(step))))
+            except ProtocolError:
+                try:  # dead for good after an error
+                    conn.receive_data(b"")
+                except ProtocolError:
+                    break
+                raise AssertionError("a connection that failed accepted more") from None
+            check_state(conn)
+        target(float(delivered), label="events delivered")
+
+    started = time.monotonic()
+    results = []
+    for name, prop in (("decoder", decoder), ("machine", machine)):
+        t0 = time.monotonic()
+        try:
+            prop()
+        except Exception as exc:  # a counterexample: the case did not hold
+            failures[name].append(f"{type(exc).__name__}: {exc}"[:500])
+        seconds = time.monotonic() - t0
+        what = ("frame decoder + Connection.receive_data on arbitrary bytes in arbitrary "
+                "chunks" if name == "decoder" else
+                "channel state machine: random Join/Leave/Have/Request/... and local "
+                "join/leave")
+        results.append(Result(f"fuzz (hypothesis): {what}", counts[name],
+                               counts[name] if not failures[name] else 0,
+                               f"{counts[name]:,} inputs in {seconds:.1f} s: only "
+                               "ProtocolError, chunking-independent, state bounded",
+                               failures[name]))
+    del started
+    return results
+
+
+async def case_fuzz(cfg: Config, work: Path) -> list[Result]:
+    return await trio.to_thread.run_sync(fuzz, cfg)
+
+
+# ----------------------------------------------------------------------- faults
+
+
+async def mount_round(cfg: Config, work: Path, rng: random.Random, kind: str, k: int,
+                      state: dict[str, Any]) -> tuple[bool, str]:
+    """SIGKILL the mount during a cp into it (``kind`` cp-in: any moment; finalize: near
+    the end of the copy), then check the database and what the next mount shows."""
+    db, mnt, src = work / "mdb", work / "mnt", work / "src.bin"
+    proc: Proc | None = state.get("mount")
+    if proc is None:
+        proc = await trio.to_thread.run_sync(start_mount, db, mnt, work / "mount.log")
+    t_cp = state["t_cp"]
+    delay = rng.uniform(0, t_cp) if kind == "cp-in" else rng.uniform(0.8 * t_cp, 1.1 * t_cp)
+    name = f"f{k}"
+    cp = subprocess.Popen(["cp", str(src), str(mnt / name)], stderr=subprocess.DEVNULL)
+    await trio.sleep(delay)  # the random moment of the kill
+    proc.send_signal(signal.SIGKILL)
+    await trio.to_thread.run_sync(proc.stop, signal.SIGKILL)
+    await trio.to_thread.run_sync(cp.wait, 30)
+    run("fusermount3", "-uz", mnt)
+    ok, line = await afsck(db)
+    if not ok:
+        state["mount"] = None
+        return False, f"fsck after kill at {delay:.2f} s: {line}"
+    proc = await trio.to_thread.run_sync(start_mount, db, mnt, work / "mount.log")
+    state["mount"] = proc
+    names = [n for n in os.listdir(mnt) if not re.fullmatch(r"[0-9a-f]{64}", n)
+             and n != ".status"]
+    feeds = [n for n in os.listdir(mnt) if re.fullmatch(r"[0-9a-f]{64}", n)]
+    bad = [n for n in names if file_sha(mnt / n) != state["src_sha"]]
+    if len(feeds) != 1 or bad:  # every cp is of the same content: one feed
+        return False, f"after kill at {delay:.2f} s: names {names}, feeds {feeds}, bad {bad}"
+    state["completed"] += name in names
+    return True, ""
+
+
+async def replicate_round(cfg: Config, work: Path, rng: random.Random, k: int,
+                          state: dict[str, Any]) -> tuple[bool, str]:
+    """SIGKILL a `hyperfs cat` mid-download, then check and resume it: the resumed
+    download fetches exactly the blocks that were not stored."""
+    log: PeerLog = state["log"]
+    fid, blocks, port = state["fid"], state["blocks"], state["port"]
+    db, out = work / f"fetch{k}", work / f"fetch{k}.out"
+    delay = rng.uniform(0.4, 1.0) * state["t_fetch"]
+    with open(out, "wb") as f:
+        proc = await trio.lowlevel.open_process(
+            [*HYPERFS, "--db", str(db), "cat", fid.hex(), "--peer", f"{HOST}:{port}", *LOCAL],
+            stdout=f, stderr=subprocess.DEVNULL, env=ENV)
+    await trio.sleep(delay)  # the random moment of the kill
+    proc.send_signal(signal.SIGKILL)
+    await proc.wait()
+    with trio.fail_after(10):  # the seeder notices the reset
+        while any(not p.closed.is_set() for p in log.peers):
+            await trio.sleep(0.02)
+    ok, line = await afsck(db)
+    if not ok:
+        return False, f"fsck after kill at {delay:.2f} s: {line}"
+    feeds = await trio.to_thread.run_sync(ls_feeds, db)
+    local = feeds[0][2] if feeds else 0
+    sent_before = sum(p.blocks_out for p in log.peers)
+    with open(out, "wb") as f:
+        result = await arun("--db", db, "cat", fid.hex(), "--peer", f"{HOST}:{port}", *LOCAL,
+                            stdout=f)
+    with trio.fail_after(10):
+        while any(not p.closed.is_set() for p in log.peers):
+            await trio.sleep(0.02)
+    sent = sum(p.blocks_out for p in log.peers) - sent_before
+    good = result.returncode == 0 and file_sha(out) == state["sha"] and sent == blocks - local
+    state["resumed_local"].append(local)
+    out.unlink()
+    shutil.rmtree(db, ignore_errors=True)
+    return good, "" if good else (f"kill at {delay:.2f} s: local {local}, resent {sent} "
+                                  f"of {blocks}, rc {result.returncode}")
+
+
+async def case_kills(cfg: Config, work: Path) -> list[Result]:
+    """SIGKILL at random moments: mount during cp in and during finalize, cat during
+    replication; 2 lanes at once (mount lane, replication lane)."""
+    work.mkdir()
+    rng = random.Random(11)
+    src = make_data(32 * MiB, 4)
+    (work / "src.bin").write_bytes(src)
+    rep = make_data(48 * MiB, 5)
+    mstate: dict[str, Any] = {"src_sha": sha(src), "completed": 0}
+    # calibrate: how long a whole cp takes through the mount
+    proc = await trio.to_thread.run_sync(start_mount, work / "mdb", work / "mnt",
+                                         work / "mount.log")
+    t0 = time.monotonic()
+    await arun("cp", work / "src.bin", work / "mnt" / "calibration", check=True)
+    mstate["t_cp"] = time.monotonic() - t0
+    mstate["mount"] = proc
+    outcome: dict[str, list[tuple[bool, str]]] = {"cp-in": [], "finalize": [],
+                                                  "replicate": []}
+    async with open_core(work / "seed") as core:
+        fid = await store(core, rep, block_size=16 * 1024)
+        log = PeerLog(core)
+        async with open_node(core, listen=f"{HOST}:0") as node:
+            assert node.address is not None
+            rstate: dict[str, Any] = {"log": log, "fid": fid, "blocks": len(rep) // 16384,
+                                      "port": node.address[1], "sha": sha(rep),
+                                      "resumed_local": []}
+            t0 = time.monotonic()
+            await arun("--db", work / "calib", "cat", fid.hex(), "--peer",
+                       f"{HOST}:{node.address[1]}", *LOCAL, check=True)
+            rstate["t_fetch"] = time.monotonic() - t0
+
+            async def mount_lane() -> None:
+                kinds = ["cp-in", "finalize"]
+                for k in range(cfg.kills - cfg.kills // 3):
+                    kind = kinds[k % 2]
+                    outcome[kind].append(await mount_round(cfg, work, rng, kind, k, mstate))
+
+            async def replicate_lane() -> None:
+                for k in range(cfg.kills // 3):
+                    outcome["replicate"].append(await replicate_round(cfg, work, rng, k,
+                                                                      rstate))
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(mount_lane)
+                nursery.start_soon(replicate_lane)
+    if mstate.get("mount") is not None:
+        await mstate["mount"].astop()
+    ok, line = await afsck(work / "mdb")
+    results = []
+    for kind, rows in outcome.items():
+        held = sum(good for good, _ in rows)
+        if kind == "replicate":
+            locals_ = rstate["resumed_local"]
+            figure = (f"fsck ok after every kill; resumed with {min(locals_, default=0)}-"
+                      f"{max(locals_, default=0)} of {rstate['blocks']} blocks already "
+                      "stored, and exactly the missing ones fetched")
+            what = "SIGKILL of `hyperfs cat` during replication"
+        else:
+            figure = (f"fsck ok, no partial feed visible after every kill; "
+                      f"{mstate['completed']} copies had completed before a kill "
+                      f"(cp takes {mstate['t_cp']:.2f} s); final fsck: {line}")
+            what = ("SIGKILL of `hyperfs mount` during cp in" if kind == "cp-in" else
+                    "SIGKILL of `hyperfs mount` around finalize (end of cp)")
+        results.append(Result(what, len(rows), held if ok else 0, figure,
+                              [note for good, note in rows if not good]))
+    return results
+
+
+async def case_vanish(cfg: Config, work: Path) -> list[Result]:
+    """A seeder vanishes mid-transfer (SIGSTOP: silent; SIGKILL: connection reset):
+    its requests move to the other seeder. Also fsck of the killed seeder's database."""
+    work.mkdir()
+    data = make_data(32 * MiB, 6)
+    fid = await store(work / "a", data, block_size=16 * 1024)
+    shutil.copytree(work / "a", work / "b")
+    timeout = cfg.vanish_timeout
+    results = []
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        rows, dones = [], []
+        for rep in range(cfg.vanish_reps):
+            a, pa = await trio.to_thread.run_sync(start_serve, work / "a",
+                                                  work / f"a{sig}.log")
+            b, pb = await trio.to_thread.run_sync(start_serve, work / "b",
+                                                  work / f"b{sig}.log")
+            try:
+                async with open_core(work / f"f{sig}-{rep}") as core:
+                    log = PeerLog(core)
+                    when: list[float] = []
+
+                    def vanish(feed: Feed, _block: int, a: Proc = a, pa: int = pa,
+                               log: PeerLog = log, when: list[float] = when,
+                               sig: int = sig) -> None:
+                        if not when and feed.local > (feed.blocks or 1) // 4 and any(
+                                p.blocks_in >= 20 for p in log.by_port(pa)):
+                            a.send_signal(sig)
+                            when.append(trio.current_time())
+
+                    with core.get(fid) as feed:
+                        Stored(feed, vanish)
+                        async with open_node(core, request_timeout=timeout,
+                                             peers=[f"{HOST}:{pa}", f"{HOST}:{pb}"]):
+                            with trio.fail_after(timeout + 60):
+                                await feed.download()
+                                done = trio.current_time()
+                                victim = log.by_port(pa)[0]
+                                await victim.closed.wait()
+                            correct = b"".join(feed.read_local(i) or b""
+                                               for i in range(feed.blocks or 0)) == data
+                            reason = victim.close_reason or ""
+                    dones.append(done - when[0])
+                    expect = "no answer" if sig == signal.SIGSTOP else "connection lost"
+                    good = correct and bool(when) and (expect in reason or
+                                                       "closed" in reason)
+                    rows.append((good, f"reason {reason!r}, done {done - when[0]:.2f} s"))
+                ok, line = await afsck(work / f"f{sig}-{rep}")
+                if not ok:
+                    rows[-1] = (False, f"fetcher fsck: {line}")
+            finally:
+                await a.astop()
+                await b.astop()
+            if sig == signal.SIGKILL:
+                ok, line = await afsck(work / "a")  # the killed seeder's database
+                if not ok:
+                    rows[-1] = (False, f"killed seeder's fsck: {line}")
+        name = ("seeder stopped mid-transfer (SIGSTOP)" if sig == signal.SIGSTOP else
+                "seeder killed mid-transfer (SIGKILL: connection reset)")
+        results.append(Result(
+            name, len(rows), sum(g for g, _ in rows),
+            f"download done {max(dones):.2f} s after the signal at worst (request timeout "
+            f"{timeout:g} s); data correct, fsck ok"
+            + ("; killed seeder's db fsck ok" if sig == signal.SIGKILL else ""),
+            [n for g, n in rows if not g]))
+    return results
+
+
+async def case_disk_full(cfg: Config, work: Path) -> list[Result]:
+    """The database on a 20 MiB tmpfs; cp of 40 MiB into the mount must fail with ENOSPC,
+    leave nothing behind, and the mount must go on working."""
+    work.mkdir()
+    space, db, mnt = work / "space", work / "space" / "db", work / "mnt"
+    space.mkdir()
+    Mounts.tmpfs.add(space)
+    run("mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", space, check=True)
+    notes: list[str] = []
+    checks: dict[str, bool] = {}
+    try:
+        small, big = make_data(MiB, 7), make_data(40 * MiB, 8)
+        (work / "small").write_bytes(small)
+        (work / "big").write_bytes(big)
+        (work / "after").write_bytes(small[: 64 * 1024])
+        proc = await trio.to_thread.run_sync(start_mount, db, mnt, work / "mount.log")
+        try:
+            await arun("cp", work / "small", mnt / "small", check=True)
+            result = await arun("cp", work / "big", mnt / "big")
+            err = result.stderr.decode(errors="replace")
+            checks["cp fails with ENOSPC"] = (result.returncode != 0
+                                              and os.strerror(errno.ENOSPC) in err)
+            notes.append(f"cp: {err.strip()[-200:]}")
+            listing = sorted(n for n in os.listdir(mnt) if n != ".status")
+            checks["nothing partial listed"] = ("big" not in listing
+                                                and len(listing) == 2)  # small + its feed
+            notes.append(f"listing after: {listing}")
+            checks["earlier file still reads"] = file_sha(mnt / "small") == sha(small)
+            again = await arun("cp", work / "after", mnt / "after")
+            if again.returncode != 0:
+                notes.append(f"64 KiB cp on the full disk: {again.stderr.decode().strip()}")
+                run("mount", "-o", "remount,size=64m", space, check=True)  # space freed
+                again = await arun("cp", work / "after", mnt / "after")
+            checks["mount alive"] = proc.popen.poll() is None and os.path.ismount(mnt)
+            after_ok = again.returncode == 0 and file_sha(mnt / "after") == sha(
+                small[: 64 * 1024])
+            notes.append(f"a 64 KiB cp once space is freed, same mount: "
+                         f"{'works' if after_ok else again.stderr.decode().strip()}")
+            checks["same mount takes a cp again once space is freed"] = after_ok
+        finally:
+            await proc.astop()
+        run("mount", "-o", "remount,size=64m", space, check=True)  # space freed
+        ok, line = await afsck(db)
+        checks["fsck once space is freed"] = ok
+        feeds = await trio.to_thread.run_sync(ls_feeds, db)
+        checks["no partial feed stored"] = all(b == loc for _, b, loc in feeds)
+        notes.append(f"fsck: {line}; {len(feeds)} feeds stored")
+    finally:
+        run("umount", space)
+        Mounts.tmpfs.discard(space)
+    failed = [k for k, v in checks.items() if not v]
+    return [Result("disk full during cp into the mount (20 MiB tmpfs, 40 MiB file)",
+                   len(checks), len(checks) - len(failed),
+                   "; ".join(k for k in checks if checks[k]) + (
+                       f"; FAILED: {', '.join(failed)}" if failed else ""), notes)]
+
+
+def corrupt_blocks(db: Path, fid: bytes, indexes: list[int]) -> None:
+    """Flip a byte of the stored data of some blocks, behind hyperfs's back."""
+    import plyvel
+
+    from hyperfs.storage import _KEY, _U64, _num
+
+    store = plyvel.DB(str(db))
+    try:
+        num = _U64.unpack(store.get(b"i" + fid))[0]
+        for index in indexes:
+            key = _KEY.pack(_num(b"d", num), index)
+            value = bytearray(store.get(key))
+            value[len(value) // 2] ^= 0x40
+            store.put(key, bytes(value), sync=True)
+    finally:
+        store.close()
+
+
+async def case_corruption(cfg: Config, work: Path) -> list[Result]:
+    """Blocks corrupted on disk: a read never returns them (without a peer it waits and
+    times out), and with a peer they are fetched again and read correctly."""
+    work.mkdir()
+    data = make_data(4 * MiB, 9)
+    parts = blocks_of(data)
+    fid = await store(work / "seed", data)
+    shutil.copytree(work / "seed", work / "local")
+    bad = sorted(random.Random(3).sample(range(len(parts)), 8))
+    corrupt_blocks(work / "local", fid, bad)
+    checks: dict[str, bool] = {}
+    notes: list[str] = []
+    mnt = work / "mnt"
+    proc = await trio.to_thread.run_sync(start_mount, work / "local", mnt, work / "m1.log",
+                                         "--timeout", 1)
+    try:
+        result = await arun("cat", mnt / fid.hex() / str(bad[0]))
+        checks["alone: a corrupted block is not returned"] = (
+            result.returncode != 0 and result.stdout != data[bad[0] * 65536:][:65536])
+        notes.append(f"alone: {result.stderr.decode().strip()}")
+    finally:
+        await proc.astop()
+    seed, port = await trio.to_thread.run_sync(start_serve, work / "seed", work / "seed.log")
+    try:
+        proc = await trio.to_thread.run_sync(start_mount, work / "local", mnt,
+                                             work / "m2.log", "--peer", f"{HOST}:{port}")
+        try:
+            got = [(await arun("cat", mnt / fid.hex() / str(i))).stdout for i in bad]
+            checks["with a peer: every corrupted block read correctly"] = got == [
+                parts[i] for i in bad]
+            whole = await arun("cat", mnt / fid.hex() / ".feed")
+            checks["whole feed reads correctly"] = whole.stdout == data
+        finally:
+            await proc.astop()
+    finally:
+        await seed.astop()
+    ok, line = await afsck(work / "local")
+    checks["fsck"] = ok
+    feeds = await trio.to_thread.run_sync(ls_feeds, work / "local")
+    checks["all blocks local again"] = feeds[0][2] == len(parts)
+    notes.append(f"fsck: {line}")
+    failed = [k for k, v in checks.items() if not v]
+    return [Result(f"{len(bad)} blocks corrupted on disk behind our back", len(checks),
+                   len(checks) - len(failed),
+                   "detected on read (leaf hash), never returned, re-fetched from the "
+                   "peer; fsck ok" + (f"; FAILED: {', '.join(failed)}" if failed else ""),
+                   notes)]
+
+
 # ----------------------------------------------------------------------- main
 
 GROUPS: dict[str, Callable[[Config, Path], Awaitable[list[Result]]]] = {
     "hostile": case_hostile_clients,
     "liars": case_hostile_servers,
+    "fuzz": case_fuzz,
+    "kills": case_kills,
+    "vanish": case_vanish,
+    "diskfull": case_disk_full,
+    "corruption": case_corruption,
 }
 
 
