@@ -173,6 +173,26 @@ async def test_chain_js_hyperfs_js(tmp_path: Path) -> None:
     assert whole["block_list"] == BLOCKS
 
 
+async def test_chain_js_leecher_joins_before_hyperfs_has_anything(tmp_path: Path) -> None:
+    """hyperfs passes blocks on as they arrive (Have per stored block), not only at the end."""
+    blocks = make_blocks(1000, seed=4)
+    _seeder, feed_id, seed_port = await trio.to_thread.run_sync(
+        lambda: start_js_seeder(blocks=blocks))
+    async with open_core(tmp_path / "db") as core:
+        with core.get(feed_id) as feed:
+            async with open_node(core, listen="127.0.0.1:0",
+                                 peers=[f"127.0.0.1:{seed_port}"]) as node:
+                assert node.address is not None
+                leecher = start_js_fetcher(f"127.0.0.1:{node.address[1]}", feed_id)
+                with trio.fail_after(60):
+                    await leecher.anext_event("handshake", 30)
+                    assert feed.local == 0  # nothing asked for yet
+                    await feed.download()
+                    await leecher.await_exit(30)
+    (data,) = [e["blocks"] for e in leecher.events if e.get("event") == "data"]
+    assert [bytes.fromhex(h) for h in data] == blocks
+
+
 async def test_chain_through_cli(tmp_path: Path) -> None:
     """The same chain through `hyperfs cat` (fetch into a database) and `hyperfs serve`."""
     seeder, feed_id, seed_port = await trio.to_thread.run_sync(

@@ -92,6 +92,23 @@ async def test_twenty_feeds_between_two_nodes(tmp_path: Path) -> None:
         assert fetcher.check().ok
 
 
+async def test_twenty_feeds_from_a_serve_process(tmp_path: Path) -> None:
+    feeds = [make_blocks(10 + 3 * n, seed=200 + n, max_size=1500) for n in range(20)]
+    async with open_core(tmp_path / "served") as served:
+        ids = [await store_feed(served, blocks) for blocks in feeds]
+    _serve, port = await astart_serve(tmp_path / "served")
+    async with open_core(tmp_path / "fetcher") as fetcher:
+        opened = [fetcher.get(feed_id) for feed_id in ids]
+        async with open_node(fetcher, peers=[f"127.0.0.1:{port}"]):
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    for feed in opened:
+                        nursery.start_soon(feed.download)
+        for feed, blocks in zip(opened, feeds, strict=True):
+            assert local_blocks(feed) == blocks
+            feed.close()
+
+
 async def test_fourth_peer_collects_parts_from_three(tmp_path: Path) -> None:
     parts = [range(0, 120), range(100, 210), [5, 50, *range(190, 300)]]
     async with open_core(tmp_path / "full") as full, open_core(tmp_path / "p0") as c0, \
@@ -370,6 +387,7 @@ BAD_BEFORE_JOIN: dict[str, tuple[Callable[[RawPeer, bytes], bytes], str]] = {
                          "protocol error"),
     "join-skips-channel": (_bad_join_skip, "skipping ahead"),
     "unopened-channel": (lambda raw, fid: frame(b"\x05\x08\x07\x10\x01"), "never opened"),
+    "unlisted-extension": (lambda raw, fid: frame(b"\x40ping"), "not in the remote's list"),
 }
 BAD_AFTER_JOIN: dict[str, tuple[Callable[[RawPeer, bytes], bytes], str]] = {
     "request-past-end": (lambda raw, fid: raw.conn.request(fid, len(BLOCKS) + 5),
@@ -379,6 +397,8 @@ BAD_AFTER_JOIN: dict[str, tuple[Callable[[RawPeer, bytes], bytes], str]] = {
     "bitfield-over-limit": (lambda raw, fid: raw.conn.have(fid, bitfield=b"\x01" * (3 << 20)),
                             "protocol error: bitfield of"),
     "have-past-end": (lambda raw, fid: raw.conn.have(fid, blocks=[10_000]), "past the end"),
+    "unrequested-response": (lambda raw, fid: raw.conn.response(fid, 0, BLOCKS[0], []),
+                             "never requested"),
 }
 
 
