@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hyperfs.peer")
 
+REMOTE_CLOSED = "the remote closed the connection"
 RECEIVE_SIZE = 256 * 1024
 HIGH_WATER = 1 << 20
 """Bytes queued for sending above which we stop handling the peer's messages until they
@@ -157,6 +158,8 @@ class Peer:
                     nursery.start_soon(self._send_loop)
                     nursery.start_soon(self._watchdog)
                     await self._receive_loop()
+                    if self.close_reason == REMOTE_CLOSED:
+                        await self._flush()  # it half-closed: it still reads our answers
                     nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
             reason = f"connection lost ({group.exceptions[0]})"
@@ -187,7 +190,7 @@ class Peer:
         while True:
             data = await self.stream.receive_some(RECEIVE_SIZE)
             if not data:
-                self.close_reason = self.close_reason or "the remote closed the connection"
+                self.close_reason = self.close_reason or REMOTE_CLOSED
                 return
             self.bytes_in += len(data)
             try:
@@ -214,6 +217,14 @@ class Peer:
                     await self._drained.wait()
                     if self._partial_since is not None:  # we were not reading: not its fault
                         self._partial_since = trio.current_time()
+
+    async def _flush(self) -> None:
+        """Wait (at most the message timeout) until what is queued has been sent."""
+        with trio.move_on_after(self.swarm.message_timeout):
+            while self._out or self._sending_since is not None:
+                self._drained = trio.Event()
+                self._out_ready.set()
+                await self._drained.wait()
 
     async def _send_loop(self) -> None:
         while True:
@@ -414,7 +425,6 @@ class Peer:
         if channel.requested.pop(block, None) is not None:
             self.inflight -= 1
             self.last_progress = trio.current_time()
-            self.blocks_in += 1
             size = max(len(event.data), 256)
             self.window = max(MIN_WINDOW, min(MAX_WINDOW, WINDOW_BYTES // size))
         elif block in channel.cancelled:
@@ -429,6 +439,7 @@ class Peer:
             feed_swarm.requeue(block)
             self.drop(f"sent block {block} that fails verification: {exc}")
             return
+        self.blocks_in += 1  # verified only: a liar must not look useful (network redials)
         feed_swarm.fill(self, channel)
         if self.starved and self.inflight < self.window:
             self._fill_starved()
