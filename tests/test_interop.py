@@ -69,6 +69,9 @@ def test_cli_cat_whole_feed_and_middle_block_from_js(tmp_path: Path) -> None:
     empty = run_hyperfs("--db", tmp_path / "b", "cat", feed_id, 3, "--peer", peer,
                         "--timeout", 20)
     assert (empty.returncode, empty.stdout) == (0, b"")
+    past = run_hyperfs("--db", tmp_path / "b", "cat", feed_id, len(BLOCKS), "--timeout", 20)
+    assert (past.returncode, past.stdout) == (1, b"")  # the length is known by now
+    assert past.stderr.decode() == f"hyperfs: feed has only {len(BLOCKS)} blocks\n"
 
 
 # ------------------------------------------------------------------ hyperfs seeds, JS fetches

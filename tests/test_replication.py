@@ -184,6 +184,7 @@ async def test_peer_learns_only_the_feeds_it_names(tmp_path: Path) -> None:
                 # the second shows the first was read, and left unanswered.
                 await raw.send(raw.conn.join(unknown) + raw.conn.join(ids[1]))
                 await raw.until(lambda e: isinstance(e, Unpaused))
+            assert not core.stored(unknown)  # nor did naming it leave a record here
             named = {e.feed_id for e in raw.events if hasattr(e, "feed_id")}
             assert named == {ids[1]}
             assert [type(e) for e in raw.events] == [HandshakeReceived, Joined, HaveReceived,
