@@ -65,14 +65,17 @@ from hyperfs.connection import Connection, ProtocolError  # noqa: E402
 from hyperfs.core import Core  # noqa: E402
 from hyperfs.events import (  # noqa: E402
     CancelReceived,
+    HandshakeReceived,
     Joined,
     RequestReceived,
+    ResponseReceived,
+    Unpaused,
 )
 from hyperfs.feed import Feed  # noqa: E402
 from hyperfs.framing import MAX_MESSAGE, frame  # noqa: E402
 from hyperfs.messages import Join, Leave, encode  # noqa: E402
 from hyperfs.network import MAX_PEERS, open_node  # noqa: E402
-from hyperfs.peer import Peer  # noqa: E402
+from hyperfs.peer import ORDERED_PROOFS, Peer  # noqa: E402
 from hyperfs.protobuf import encode_varint  # noqa: E402
 
 _BIN = Path(sys.executable).with_name("hyperfs")
@@ -1369,6 +1372,271 @@ async def case_corruption(cfg: Config, work: Path) -> list[Result]:
                    notes)]
 
 
+# ----------------------------------------------------------------------- load
+
+
+async def raw_leecher(port: int, fid: bytes, parts: list[bytes], window: int = 32) -> bool:
+    """A downloader of the whole feed over one connection, checking every block
+    against the source (the seeder's proofs are its own business here)."""
+    stream = await trio.open_tcp_stream(HOST, port)
+    conn = Connection(os.urandom(32), [ORDERED_PROOFS])
+    await stream.send_all(conn.start() + conn.join(fid))
+    total, asked, got, inflight, ok, unpaused = len(parts), 0, 0, 0, True, False
+    async with stream:
+        while got < total:
+            data = await stream.receive_some(1 << 18)
+            if not data:
+                return False
+            for event in conn.receive_data(data):
+                if isinstance(event, Unpaused):
+                    unpaused = True
+                elif isinstance(event, ResponseReceived):
+                    ok = ok and event.data == parts[event.block]
+                    got += 1
+                    inflight -= 1
+            out = bytearray()
+            while unpaused and inflight < window and asked < total:
+                out += conn.request(fid, asked)
+                asked += 1
+                inflight += 1
+            if out:
+                await stream.send_all(bytes(out))
+    return ok
+
+
+async def case_leechers(cfg: Config, work: Path) -> list[Result]:
+    """One `hyperfs serve`, N downloads of the same feed at once (raw protocol
+    leechers in this process, plus one real `hyperfs cat`)."""
+    work.mkdir()
+    data = make_data(cfg.load_bytes, 10)
+    parts = blocks_of(data)
+    fid = await store(work / "seed", data)
+    proc, port = await trio.to_thread.run_sync(start_serve, work / "seed", work / "seed.log")
+    try:
+        sampler = Sampler(proc.pid)
+        oks: list[bool] = []
+        started = time.monotonic()
+        cat_ok: list[bool] = []
+
+        async def real_cat() -> None:
+            with open(work / "cat.out", "wb") as f:
+                result = await arun("--db", work / "cat", "cat", fid.hex(), "--peer",
+                                    f"{HOST}:{port}", *LOCAL, stdout=f, timeout=900)
+            cat_ok.append(result.returncode == 0 and file_sha(work / "cat.out") == sha(data))
+
+        async def one() -> None:
+            oks.append(await raw_leecher(port, fid, parts))
+
+        async with trio.open_nursery() as outer:
+            outer.start_soon(sampler.run)
+            with trio.fail_after(900):
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(real_cat)
+                    for _ in range(cfg.load_leechers - 1):
+                        nursery.start_soon(one)
+            outer.cancel_scope.cancel()
+        elapsed = time.monotonic() - started
+        hwm = proc.memory().get("VmHWM", 0)
+    finally:
+        await proc.astop()
+    held = sum(oks) + sum(cat_ok)
+    total = cfg.load_leechers * len(data)
+    return [Result(
+        f"load: 1 seeder, {cfg.load_leechers} leechers of one {len(data) // MiB} MiB feed",
+        cfg.load_leechers, held,
+        f"all correct in {elapsed:.1f} s: aggregate {total / elapsed / 1e6:.0f} MB/s; "
+        f"seeder peak RssAnon {sampler.peak / 1024:.0f} MiB (VmHWM {hwm / 1024:.0f} MiB, "
+        "LevelDB pages included)")]
+
+
+async def case_many_feeds(cfg: Config, work: Path) -> list[Result]:
+    """Many feeds in one database: `hyperfs ls`, mount start-up and `ls` of the mount."""
+    work.mkdir()
+    db = work / "db"
+    t0 = time.monotonic()
+    async with open_core(db) as core:
+        for n in range(cfg.many_feeds):
+            feed = core.add()
+            await feed.append(n.to_bytes(4, "big") * 16)
+            await feed.finalize()
+    build = time.monotonic() - t0
+    t0 = time.monotonic()
+    feeds = await trio.to_thread.run_sync(ls_feeds, db)
+    t_ls = time.monotonic() - t0
+    t0 = time.monotonic()
+    proc = await trio.to_thread.run_sync(start_mount, db, work / "mnt", work / "mount.log")
+    t_mount = time.monotonic() - t0
+    try:
+        t0 = time.monotonic()
+        listing = (await arun("ls", work / "mnt", check=True)).stdout.split()
+        t_dir = time.monotonic() - t0
+        t0 = time.monotonic()
+        await arun("ls", "-l", work / "mnt", check=True)
+        t_dirl = time.monotonic() - t0
+    finally:
+        await proc.astop()
+    n = cfg.many_feeds
+    good = len(feeds) == n and len(listing) == n
+    return [Result(f"{n:,} feeds in one database", 1, int(good),
+                   f"`hyperfs ls` {t_ls:.2f} s, mount start-up {t_mount:.2f} s, `ls` of the "
+                   f"mount {t_dir:.2f} s, `ls -l` {t_dirl:.2f} s (built in {build:.0f} s)")]
+
+
+async def case_readers(cfg: Config, work: Path) -> list[Result]:
+    """16 concurrent readers through one mount, against one reader alone."""
+    work.mkdir()
+    n, size = cfg.readers, cfg.reader_bytes
+    datas = [make_data(size, 100 + k) for k in range(n)]
+    async with open_core(work / "db") as core:
+        ids = []
+        for k, data in enumerate(datas):
+            async with core.create_write_stream(block_size=64 * 1024) as stream:
+                await stream.write(data)
+            assert stream.id is not None
+            ids.append(stream.id)
+            with core.store.batch() as batch:
+                core.store.put_name(batch, f"r{k}".encode(), stream.id)
+    mnt = work / "mnt"
+    proc = await trio.to_thread.run_sync(start_mount, work / "db", mnt, work / "mount.log")
+    try:
+        t0 = time.monotonic()
+        single = (await arun("cat", mnt / "r0")).stdout == datas[0]
+        t_single = time.monotonic() - t0
+        oks: list[bool] = []
+
+        async def reader(k: int) -> None:
+            path = mnt / (f"r{k}" if k % 2 else f"{ids[k].hex()}/.feed")
+            oks.append((await arun("cat", path)).stdout == datas[k])
+
+        async def blocks(k: int) -> None:
+            rng = random.Random(k)
+            picks = rng.sample(range(size // 65536), 16)
+            for i in picks:
+                got = (await arun("cat", mnt / ids[k].hex() / str(i))).stdout
+                oks.append(got == datas[k][i * 65536:(i + 1) * 65536])
+
+        t0 = time.monotonic()
+        async with trio.open_nursery() as nursery:
+            for k in range(n):
+                nursery.start_soon(reader, k)
+        t_many = time.monotonic() - t0
+        async with trio.open_nursery() as nursery:
+            for k in range(n):
+                nursery.start_soon(blocks, k)
+    finally:
+        await proc.astop()
+    good = single and all(oks)
+    return [Result(f"load: {n} concurrent readers through one mount ({size // MiB} MiB feeds)",
+                   len(oks) + 1, (sum(oks) + single) if good else 0,
+                   f"aggregate {n * size / t_many / 1e6:.0f} MB/s vs one reader "
+                   f"{size / t_single / 1e6:.0f} MB/s; plus {n * 16} block files read "
+                   "concurrently; all correct")]
+
+
+# ----------------------------------------------------------------------- local security
+
+
+async def case_security(cfg: Config, work: Path) -> list[Result]:
+    work.mkdir()
+    for path in (work.parent, work):
+        path.chmod(0o755)  # so that only FUSE can be what denies another user
+    results = []
+    db, mnt = work / "db", work / "mnt"
+    data = make_data(200_000, 12)
+    await store(db, data)
+
+    def as_nobody(*cmd: object) -> subprocess.CompletedProcess[bytes]:
+        return run("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                   *cmd)
+
+    outcomes = {}
+    for allow in (False, True):
+        proc = await trio.to_thread.run_sync(start_mount, db, mnt, work / "mount.log",
+                                             *(["--allow-other"] if allow else []))
+        try:
+            listing = as_nobody("/usr/bin/ls", mnt)
+            stat = as_nobody("/usr/bin/stat", mnt / ".status")
+            outcomes[allow] = (listing.returncode, listing.stderr.decode().strip(),
+                               stat.returncode)
+        finally:
+            await proc.astop()
+    denied = outcomes[False][0] != 0 and "Permission denied" in outcomes[False][1] \
+        and outcomes[False][2] != 0
+    control = outcomes[True][0] == 0
+    results.append(Result("security: mount private by default (user nobody via setpriv)",
+                          2, int(denied) + int(control),
+                          "nobody: `ls`/`stat` denied (EACCES) without --allow-other; "
+                          "with --allow-other (control) nobody can list",
+                          [repr(outcomes)]))
+
+    # the listening port: only feeds named by id, the stored ids never listed
+    ids = [await store(db, make_data(5000, 20 + k)) for k in range(5)]
+    proc, port = await trio.to_thread.run_sync(start_serve, db, work / "serve.log")
+    try:
+        clean = 0
+        peers = 20
+        for k in range(peers):
+            stream = await trio.open_tcp_stream(HOST, port)
+            conn = Connection(os.urandom(32))
+            named = ids[k % 5] if k % 2 else None
+            msg = conn.start() + b"".join(conn.join(os.urandom(32)) for _ in range(50))
+            if named:
+                msg += conn.join(named)
+            events: list[Any] = []
+            with trio.fail_after(10):
+                await stream.send_all(msg)
+                await stream.send_eof()
+                await read_until_closed(stream, conn, events)
+            await trio.aclose_forcefully(stream)
+            told = {getattr(e, "feed_id", None) for e in events} - {None}
+            kinds = {type(e) for e in events}
+            clean += told == ({named} if named else set()) and HandshakeReceived in kinds
+        results.append(Result(
+            "security: the port serves only feeds a peer names; stored ids never listed",
+            peers, clean, "50 random ids + (every other peer) one stored id each: only "
+            "that id is ever mentioned back; a peer naming none hears only the handshake"))
+    finally:
+        await proc.astop()
+
+    # odd names through the mount
+    names = [b"..", b".", b"...", b"a\nb", b"\xff\xfe", b" ", b"-rf", b"a" * 255, b"a" * 256,
+             b".status", b".feed", b"ab" * 32, b"0" * 64, b"\x01\x02", "\u00fc".encode(),
+             b"..\\..", b"%s%n%x", b"name with spaces", b"\x7f"]
+    proc = await trio.to_thread.run_sync(start_mount, db, mnt, work / "mount2.log")
+    before = sorted(os.listdir(work))
+    held, notes = 0, []
+    try:
+        mntb = os.fsencode(mnt)
+        for name in names:
+            path = mntb + b"/" + name
+            payload = b"content of " + name
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o644)
+                try:
+                    os.write(fd, payload)
+                finally:
+                    os.close(fd)
+                outcome = "created"
+            except OSError as exc:
+                outcome = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+            alive = proc.popen.poll() is None and os.path.ismount(mnt)
+            ok = alive
+            if outcome == "created":
+                with open(path, "rb") as f:
+                    ok = ok and f.read() == payload and name in os.listdir(mntb)
+            held += ok
+            notes.append(f"{name[:20]!r}{'...' if len(name) > 20 else ''}: {outcome}")
+    finally:
+        await proc.astop()
+    escaped = sorted(os.listdir(work)) != before
+    ok, line = await afsck(db)
+    results.append(Result(
+        "security: odd file names (.., ., \\n, \\xff, 255/256 bytes, .status, id-like, ...)",
+        len(names), held if ok and not escaped else 0,
+        "no crash, no escape, created ones read back: " + ", ".join(notes), [line]))
+    return results
+
+
 # ----------------------------------------------------------------------- main
 
 GROUPS: dict[str, Callable[[Config, Path], Awaitable[list[Result]]]] = {
@@ -1379,6 +1647,10 @@ GROUPS: dict[str, Callable[[Config, Path], Awaitable[list[Result]]]] = {
     "vanish": case_vanish,
     "diskfull": case_disk_full,
     "corruption": case_corruption,
+    "leechers": case_leechers,
+    "manyfeeds": case_many_feeds,
+    "readers": case_readers,
+    "security": case_security,
 }
 
 
