@@ -50,7 +50,9 @@ class Mounts:
         self.points: set[Path] = set()
 
     def start(self, db: Path | None = None, mnt: Path | None = None, *args: str,
-              expect_ready: bool = True) -> Mounted:
+              expect_ready: bool = True, discovery: bool = False) -> Mounted:
+        """Mount; peers come from ``--peer`` only unless ``discovery`` (then ``args``
+        must point the DHT at private nodes: HYPERFS_LOCAL_ONLY refuses anything else)."""
         db = db or self.base / f"db{len(self.started)}"
         mnt = mnt or self.base / f"mnt{len(self.started)}"
         if mnt not in self.points:  # a stale mount point cannot even be stat'ed
@@ -58,9 +60,9 @@ class Mounts:
         log = self.base / f"mount{len(self.started)}.log"
         self.points.add(mnt)
         with open(log, "wb") as err:
-            # Tests find peers by address only: discovery stays off (no public DHT).
+            local = () if discovery else ("--no-dht", "--no-mdns")
             proc = subprocess.Popen([HYPERFS, "--db", str(db), "mount", str(mnt),
-                                     "--no-dht", "--no-mdns", *args],
+                                     *local, *args],
                                     stdout=subprocess.PIPE, stderr=err, bufsize=0,
                                     stdin=subprocess.DEVNULL)
         mounted = Mounted(proc, mnt, db, log)

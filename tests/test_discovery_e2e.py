@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import trio
+from fsmount import Mounts
 from test_dht import assert_private
 from test_mdns import netns_pair  # noqa: F401  (the two-namespace fixture)
 
@@ -179,6 +180,29 @@ async def test_serve_and_cat_over_private_dht(tmp_path: Path) -> None:
             assert "1 held" in text and "DHT 127.0.0.64:" in text, text
         # B stored the feed: it is served from B now, with A gone.
         assert run("--db", tmp_path / "b", "ls").stdout.split()[0].decode() == feed
+
+
+async def test_mount_reads_a_feed_found_on_the_dht(tmp_path: Path) -> None:
+    """B's mount knows only the id and the private DHT: reading the feed's file finds A."""
+    data = os.urandom(50_000)
+    feed = add_feed(tmp_path / "a", data, tmp_path)
+    mounts = Mounts(tmp_path)
+    try:
+        async with AsyncExitStack() as stack:
+            boot = await stack.enter_async_context(
+                private_dht(["127.0.0.91", "127.0.0.92", "127.0.0.93"]))
+            await stack.enter_async_context(serving(
+                tmp_path / "a", "--listen", "127.0.0.94:0", "--no-mdns", *boot_args(boot[:1])))
+            args = ("--no-mdns", "--dht-listen", "127.0.0.95:0", *boot_args(boot[2:]),
+                    "--timeout", "10")
+            mounted = await trio.to_thread.run_sync(
+                lambda: mounts.start(tmp_path / "b", None, *args, discovery=True))
+            whole = mounted.mnt / feed / ".feed"
+            with trio.fail_after(20):
+                got = await trio.to_thread.run_sync(whole.read_bytes)
+            assert got == data
+    finally:
+        await trio.to_thread.run_sync(mounts.cleanup)
 
 
 async def test_cat_of_unknown_id_gives_up_after_a_round(tmp_path: Path) -> None:
