@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from dataclasses import dataclass
 import trio
 
 from . import fsck, merkle
+from .callbacks import Callbacks
 from .errors import FeedFinalized, InvalidId, NameTaken
 from .feed import BytesLike, Feed, check_index
 from .hashes import tree_id
@@ -53,7 +53,7 @@ class Core:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.store = Store(path)
         self._feeds: dict[bytes, Feed] = {}
-        self._handlers: dict[str, list[Callable[..., None]]] = defaultdict(list)
+        self._handlers: dict[str, Callbacks[...]] = {event: Callbacks() for event in EVENTS}
         self.extensions: list[str] = []
         for num in self.store.pending():
             log.info("discarding writable feed #%d left unfinished by an earlier run", num)
@@ -69,12 +69,10 @@ class Core:
         'peer' with a peer); returns the function that unsubscribes."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; choose from {', '.join(EVENTS)}")
-        self._handlers[event].append(handler)
-        return lambda: self._handlers[event].remove(handler)
+        return self._handlers[event].add(handler)
 
     def emit(self, event: str, *args: object) -> None:
-        for handler in list(self._handlers[event]):
-            handler(*args)
+        self._handlers[event](*args)
 
     def use(self, extension: str) -> None:
         """Support a protocol extension on peer streams created from now on."""

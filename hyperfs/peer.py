@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .bitfield import Bitfield
+from .callbacks import Callbacks
 from .connection import Connection, ProtocolError
 from .errors import BadProof
 from .events import (
@@ -112,7 +113,7 @@ class Peer:
         self._out_ready = trio.Event()
         self._drained = trio.Event()
         self._haves: dict[bytes, list[int]] = {}
-        self._handlers: dict[str, list[Callable[[bytes], None]]] = {}
+        self._handlers: dict[str, Callbacks[[bytes]]] = {}
         self._scope = trio.CancelScope()
         self._dispatch: dict[type, Callable] = {
             HandshakeReceived: self._on_handshake, Joined: self._on_joined,
@@ -144,8 +145,7 @@ class Peer:
 
     def on(self, name: str, handler: Callable[[bytes], None]) -> Callable[[], None]:
         """Call ``handler(payload)`` for each message of extension ``name``."""
-        self._handlers.setdefault(name, []).append(handler)
-        return lambda: self._handlers[name].remove(handler)
+        return self._handlers.setdefault(name, Callbacks()).add(handler)
 
     # -- running -------------------------------------------------------------------------
 
@@ -457,8 +457,9 @@ class Peer:
         """We answer requests as they come, so there is never anything left to cancel."""
 
     def _on_extension(self, event: ExtensionReceived) -> None:
-        for handler in list(self._handlers.get(event.name, ())):
-            handler(event.payload)
+        handlers = self._handlers.get(event.name)
+        if handlers is not None:
+            handlers(event.payload)
 
     def status(self) -> dict[str, object]:
         return {

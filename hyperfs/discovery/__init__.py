@@ -28,6 +28,8 @@ from typing import Any, Literal
 
 import trio
 
+from hyperfs.callbacks import Callbacks
+
 from .dht import DhtNode, DhtOptions, open_dht
 from .keys import as_feed_id, discovery_key, seed_info_hash
 from .mdns import MdnsNode, MdnsOptions, _local_ipv4_addresses, open_mdns
@@ -81,7 +83,7 @@ class Discovery:
         self._by_key: dict[bytes, bytes] = {}
         self._last_report: dict[tuple[bytes, Peer], float] = {}
         self._subscribers: list[trio.MemorySendChannel[tuple[bytes, Peer]]] = []
-        self._callbacks: list[FeedPeerCallback] = []
+        self._callbacks: Callbacks[[bytes, Peer]] = Callbacks()
         self._own_hosts = self._compute_own_hosts(host)
         self._ignored_self = 0
         self._suppressed = 0
@@ -126,13 +128,7 @@ class Discovery:
 
     def add_listener(self, callback: FeedPeerCallback) -> Callable[[], None]:
         """Call ``callback(feed_id, (host, port))`` for each report; returns a remover."""
-        self._callbacks.append(callback)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._callbacks.remove(callback)
-
-        return remove
+        return self._callbacks.add(callback)
 
     def status(self) -> dict[str, Any]:
         """Snapshot for diagnostics (``hyperfs status`` and tests)."""
@@ -224,8 +220,7 @@ class Discovery:
                 self._dropped += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers.remove(send)
-        for callback in list(self._callbacks):
-            callback(feed_id, peer)
+        self._callbacks(feed_id, peer)
 
     def _close(self) -> None:
         for send in self._subscribers:

@@ -40,6 +40,8 @@ from typing import Any
 import libtorrent as lt
 import trio
 
+from hyperfs.callbacks import Callbacks
+
 __all__ = [
     "PUBLIC_ROUTERS",
     "DhtNode",
@@ -179,7 +181,7 @@ class DhtNode:
         self.options = options
         self._ses = session
         self._alert_fd = alert_fd
-        self._listeners: list[PeerCallback] = []
+        self._listeners: Callbacks[[bytes, tuple[str, int]]] = Callbacks()
         self._nursery: trio.Nursery | None = None
         self._listening = trio.Event()
         self._listen_error: str | None = None
@@ -208,13 +210,7 @@ class DhtNode:
 
     def add_listener(self, callback: PeerCallback) -> Callable[[], None]:
         """Register ``callback(info_hash, (host, port))``; returns a function removing it."""
-        self._listeners.append(callback)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(callback)
-
-        return remove
+        return self._listeners.add(callback)
 
     def add_node(self, host: str, port: int) -> None:
         """Add a known DHT node: it is pinged and enters the routing table if it answers."""
@@ -365,8 +361,7 @@ class DhtNode:
                 peer = (str(host), int(port))
                 state.peers.add(peer)
                 state.last_peer_at = time.monotonic()
-                for callback in list(self._listeners):
-                    callback(info_hash, peer)
+                self._listeners(info_hash, peer)
         elif isinstance(alert, lt.dht_stats_alert):
             self._nodes = sum(b["num_nodes"] for b in alert.routing_table)
             if self._nodes:

@@ -48,6 +48,8 @@ import zeroconf._utils.net as _zc_net
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from hyperfs.callbacks import Callbacks
+
 __all__ = [
     "MAX_TXT_KEYS",
     "MDNS_PORT",
@@ -215,7 +217,7 @@ class MdnsNode:
         self._advertised: dict[bytes, None] = {}  # insertion-ordered set
         self._wanted: set[bytes] = set()
         self._services: dict[str, _Service] = {}
-        self._listeners: list[PeerCallback] = []
+        self._listeners: Callbacks[[bytes, tuple[str, int]]] = Callbacks()
         self._stats = _Stats()
         self._dirty = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
@@ -236,13 +238,7 @@ class MdnsNode:
 
     def add_listener(self, callback: PeerCallback) -> Callable[[], None]:
         """Register ``callback(key, (host, port))``; returns a function removing it."""
-        self._listeners.append(callback)
-
-        def remove() -> None:
-            with contextlib.suppress(ValueError):
-                self._listeners.remove(callback)
-
-        return remove
+        return self._listeners.add(callback)
 
     def advertise(self, key: bytes) -> None:
         """List ``key`` in our TXT record (published asynchronously)."""
@@ -296,8 +292,7 @@ class MdnsNode:
         for key in keys:
             for address in service.addresses:
                 self._stats.reports += 1
-                for callback in list(self._listeners):
-                    callback(key, (address, service.port))
+                self._listeners(key, (address, service.port))
 
     def _service_resolved(self, name: str, service: _Service) -> None:
         self._stats.services_seen += 1
