@@ -20,13 +20,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ["HYPERFS_LOCAL_ONLY"] = "1"
 
 import jsref
+import procs
 
 
 @pytest.fixture(autouse=True)
 def _js_peers_cleanup() -> Iterator[None]:
-    """End every JS reference peer a test started (by PID), even when the test failed."""
+    """End every process a test started through tests/procs.py (JS peers, hyperfs
+    commands), by PID, even when the test failed."""
     yield
-    jsref.terminate_all()
+    procs.terminate_all()
 
 
 @pytest.fixture

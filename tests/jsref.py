@@ -12,8 +12,6 @@ thread), or the JS side waits forever for a peer whose loop we are blocking.
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import json
 import os
 import queue
@@ -21,13 +19,13 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import trio
+from procs import Watched
 
 JS_DIR = Path(__file__).resolve().parent / "js"
 REF_JS = JS_DIR / "ref.js"
@@ -37,70 +35,23 @@ JS_AVAILABLE = NODE is not None and (JS_DIR / "node_modules" / "hypercore").is_d
 DEFAULT_TIMEOUT = 120.0
 _MISSING = "node or tests/js/node_modules/hypercore missing: run scripts/setup.sh"
 
-_live: set[JsPeer] = set()
-_live_lock = threading.Lock()
-
 
 class JsRefError(RuntimeError):
     """A JS peer failed, exited early, or did not say what we waited for in time."""
 
 
-class JsPeer:
-    """One running ``node tests/js/ref.js ...`` process and the JSON events it printed.
-
-    A reader thread moves stdout lines into a queue (and stderr into a buffer) so the
-    child never blocks on a full pipe, whatever the test is doing meanwhile.
-    """
+class JsPeer(Watched):
+    """One running ``node tests/js/ref.js ...`` process and the JSON events it printed."""
 
     def __init__(self, args: Sequence[str], stdin: bytes | None = None) -> None:
         if not JS_AVAILABLE:
             raise JsRefError(_MISSING)
-        self.args = [str(NODE), str(REF_JS), *args]
-        self.proc = subprocess.Popen(
-            self.args,
-            cwd=JS_DIR,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        with _live_lock:
-            _live.add(self)
-        self.pid = self.proc.pid
         self.events: list[dict[str, Any]] = []  # every event, in order, once consumed or not
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        self._stderr: list[bytes] = []
-        self._threads = [
-            threading.Thread(target=self._read_stdout, daemon=True),
-            threading.Thread(target=self._read_stderr, daemon=True),
-        ]
-        for t in self._threads:
-            t.start()
-        if stdin is not None:
-            assert self.proc.stdin is not None
-            with contextlib.suppress(BrokenPipeError):
-                self.proc.stdin.write(stdin)
-            self.proc.stdin.close()
+        super().__init__([str(NODE), str(REF_JS), *args], cwd=JS_DIR, stdin=stdin)
 
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            try:
-                event = json.loads(line)
-            except ValueError:
-                event = {"event": "raw", "line": line.decode(errors="replace")}
-            self.events.append(event)
-            self._queue.put(event)
-        self._queue.put(None)  # EOF marker
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
-
-    @property
-    def stderr(self) -> str:
-        """What the child wrote to stderr so far (diagnostics for failure messages)."""
-        return b"".join(self._stderr).decode(errors="replace")
+    def _line(self, line: bytes) -> None:
+        self.events.append(_parse(line))
+        super()._line(line)
 
     def _fail(self, why: str) -> JsRefError:
         return JsRefError(f"{why}\n  cmd: {' '.join(self.args)}\n  stderr: {self.stderr[-4000:]}")
@@ -112,15 +63,13 @@ class JsPeer:
         """
         deadline = time.monotonic() + timeout
         while True:
-            left = deadline - time.monotonic()
             try:
-                event = self._queue.get(timeout=max(left, 0))
+                line = self.next_line(deadline - time.monotonic())
             except queue.Empty:
                 raise self._fail(f"no {name or 'event'!r} within {timeout}s") from None
-            if event is None:
-                self._queue.put(None)  # keep EOF visible to later calls
-                self.proc.wait()
+            if line is None:
                 raise self._fail(f"exited ({self.proc.returncode}) before {name or 'an event'!r}")
+            event = _parse(line)
             if name is None or event.get("event") == name:
                 return event
 
@@ -134,9 +83,8 @@ class JsPeer:
             rc = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             raise self._fail(f"still running after {timeout}s") from None
-        for t in self._threads:
-            t.join(5)
-        self._forget()
+        self.join_readers()
+        self.terminate()  # only forgets it: it has ended
         if rc != 0:
             raise self._fail(f"exit status {rc}")
         return rc
@@ -145,37 +93,13 @@ class JsPeer:
         """`wait` without blocking the trio loop."""
         return await trio.to_thread.run_sync(self.wait, timeout)
 
-    def terminate(self) -> None:
-        """End this process (by its PID only) and reap it; harmless if it already ended."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._forget()
 
-    def _forget(self) -> None:
-        with _live_lock:
-            _live.discard(self)
-
-    def __enter__(self) -> JsPeer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.terminate()
-
-
-def terminate_all() -> None:
-    """End every JS peer this module started that is still running (fixture cleanup)."""
-    with _live_lock:
-        peers = list(_live)
-    for peer in peers:
-        peer.terminate()
-
-
-atexit.register(terminate_all)
+def _parse(line: bytes) -> dict[str, Any]:
+    """A JSON event line; anything else is kept as a 'raw' event."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        return {"event": "raw", "line": line.decode(errors="replace")}
 
 
 def _ext_args(ext: Iterable[str]) -> list[str]:

@@ -12,14 +12,14 @@ import queue
 import random
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import trio
+from procs import Watched
 
 from hyperfs import open_core
 from hyperfs.connection import Connection
@@ -45,8 +45,6 @@ def _command(args: Sequence[object]) -> list[str]:
         words += LOCAL_ONLY
     return [*HYPERFS, *words]
 
-_live: set[HyperfsProcess] = set()
-_live_lock = threading.Lock()
 
 
 def make_blocks(count: int, seed: int = 0, max_size: int = 3000) -> list[bytes]:
@@ -95,84 +93,27 @@ def local_blocks(feed: Feed) -> list[bytes | None]:
 # -------------------------------------------------------------------- hyperfs subprocesses
 
 
-class HyperfsProcess:
+class HyperfsProcess(Watched):
     """A running ``hyperfs`` command whose stdout lines we can wait for."""
 
     def __init__(self, args: Sequence[str]) -> None:
-        self.args = _command(args)
-        self.proc = subprocess.Popen(self.args, stdin=subprocess.DEVNULL, env=ENV,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.pid = self.proc.pid
-        with _live_lock:
-            _live.add(self)
-        self._lines: queue.Queue[str | None] = queue.Queue()
-        self._stderr: list[bytes] = []
-        self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
-                         threading.Thread(target=self._read_stderr, daemon=True)]
-        for thread in self._threads:
-            thread.start()
-
-    def _read_stdout(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.decode(errors="replace").rstrip("\n"))
-        self._lines.put(None)
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._stderr.append(line)
-
-    @property
-    def stderr(self) -> str:
-        return b"".join(self._stderr).decode(errors="replace")
+        super().__init__(_command(args), env=ENV)
 
     def wait_line(self, pattern: str, timeout: float = 30) -> re.Match[str]:
         """The next stdout line matching ``pattern`` (regex), waiting at most ``timeout``."""
+        deadline = time.monotonic() + timeout
         try:
             while True:
-                line = self._lines.get(timeout=timeout)
+                line = self.next_line(deadline - time.monotonic())
                 if line is None:
-                    self._lines.put(None)
-                    self.proc.wait(5)
                     raise AssertionError(f"{self.args} exited ({self.proc.returncode}) "
                                          f"before printing {pattern!r}:\n{self.stderr}")
-                match = re.search(pattern, line)
+                match = re.search(pattern, line.decode(errors="replace").rstrip("\n"))
                 if match:
                     return match
         except queue.Empty:
             raise AssertionError(f"{self.args} printed no {pattern!r} within {timeout} s:\n"
                                  f"{self.stderr}") from None
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Send ``sig`` to this process (by its PID) unless it already ended."""
-        if self.proc.poll() is None:
-            os.kill(self.pid, sig)
-
-    def terminate(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        with _live_lock:
-            _live.discard(self)
-
-    def __enter__(self) -> HyperfsProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.terminate()
-
-
-def terminate_all() -> None:
-    """End every `hyperfs` process started here that still runs (fixture cleanup)."""
-    with _live_lock:
-        procs = list(_live)
-    for proc in procs:
-        proc.terminate()
 
 
 def start_serve(db: Path, *extra: str, timeout: float = 30) -> tuple[HyperfsProcess, int]:

@@ -7,7 +7,7 @@ have a few hundred blocks of odd sizes and an empty block.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -21,7 +21,6 @@ from netutil import (
     run_hyperfs,
     start_serve,
     store_feed,
-    terminate_all,
 )
 
 from hyperfs import Core, open_core
@@ -33,12 +32,6 @@ pytestmark = pytest.mark.usefixtures("requires_js")
 BLOCKS = make_blocks(300, seed=1)
 DATA = b"".join(BLOCKS)
 MIDDLE = 7
-
-
-@pytest.fixture(autouse=True)
-def _hyperfs_cleanup() -> Iterator[None]:
-    yield
-    terminate_all()
 
 
 # ------------------------------------------------------------------ JS seeds, hyperfs fetches

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -30,7 +30,6 @@ from netutil import (
     run_hyperfs,
     store_feed,
     store_partial,
-    terminate_all,
 )
 
 from hyperfs import open_core
@@ -43,12 +42,6 @@ from hyperfs.network import Node, open_node
 from hyperfs.protobuf import encode_varint
 
 BLOCKS = make_blocks(300, seed=2)
-
-
-@pytest.fixture(autouse=True)
-def _hyperfs_cleanup() -> Iterator[None]:
-    yield
-    terminate_all()
 
 
 def _port(node: Node) -> int:

@@ -1,0 +1,116 @@
+"""Subprocesses the tests start: output read by threads, and an end that is guaranteed.
+
+Threads read a child's stdout (line by line, into a queue) and stderr (kept for failure
+messages), so the child never blocks on a full pipe whatever the test is doing meanwhile.
+Every child is registered: :func:`terminate_all` ends exactly the processes tests started,
+by PID, and the conftest fixture calls it after every test.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import queue
+import signal
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+
+_live: set[Watched] = set()
+_live_lock = threading.Lock()
+
+
+class Watched:
+    """A running child process whose stdout lines can be waited for."""
+
+    def __init__(self, args: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
+                 env: Mapping[str, str] | None = None, stdin: bytes | None = None) -> None:
+        self.args = [str(arg) for arg in args]
+        self.proc = subprocess.Popen(
+            self.args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
+        self.pid = self.proc.pid
+        with _live_lock:
+            _live.add(self)
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
+        self._stderr: list[bytes] = []
+        self._threads = [threading.Thread(target=self._read_stdout, daemon=True),
+                         threading.Thread(target=self._read_stderr, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+        if stdin is not None:
+            assert self.proc.stdin is not None
+            with contextlib.suppress(BrokenPipeError):
+                self.proc.stdin.write(stdin)
+            self.proc.stdin.close()
+
+    def _read_stdout(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._line(line)
+        self._lines.put(None)  # end of output
+
+    def _line(self, line: bytes) -> None:
+        """Called in the reader thread for each stdout line (subclasses parse here)."""
+        self._lines.put(line)
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._stderr.append(line)
+
+    @property
+    def stderr(self) -> str:
+        """What the child wrote to stderr so far."""
+        return b"".join(self._stderr).decode(errors="replace")
+
+    def next_line(self, timeout: float) -> bytes | None:
+        """The next stdout line, or None once the output ended (the child exited).
+
+        Raises queue.Empty when nothing came within ``timeout`` seconds.
+        """
+        line = self._lines.get(timeout=max(timeout, 0))
+        if line is None:
+            self._lines.put(None)  # keep the end visible to later calls
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(5)
+        return line
+
+    def join_readers(self) -> None:
+        for thread in self._threads:
+            thread.join(5)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to this process (by its PID) unless it already ended."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, sig)
+
+    def terminate(self) -> None:
+        """End this process and reap it; harmless if it already ended."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        with _live_lock:
+            _live.discard(self)
+
+    def __enter__(self) -> Watched:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+
+def terminate_all() -> None:
+    """End every process started through :class:`Watched` that still runs."""
+    with _live_lock:
+        procs = list(_live)
+    for proc in procs:
+        proc.terminate()
+
+
+atexit.register(terminate_all)
