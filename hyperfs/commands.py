@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -127,5 +128,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         if node.address is not None:
             host, port = node.address
             print(f"listening on {host}:{port}", flush=True)
-        await trio.sleep_forever()
+        # Also when started in the background, where the shell makes SIGINT ignored.
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+            async for signum in signals:
+                print(f"{signal.Signals(signum).name}: stopping", file=sys.stderr)
+                break
     return 0
