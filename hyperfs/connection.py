@@ -80,6 +80,7 @@ from hyperfs.messages import (
     decode,
     decode_handshake,
     encode,
+    encode_response,
 )
 from hyperfs.protobuf import ProtocolError
 
@@ -239,7 +240,7 @@ class Connection:
         self, feed_id: bytes, block: int, data: bytes, proof: Sequence[tuple[int, bytes]]
     ) -> bytes:
         """Send a block with the proof nodes (index, hash) that verify it."""
-        return frame(encode(Response(self._channel(feed_id), block, data, tuple(proof))))
+        return encode_response(self._channel(feed_id), block, data, proof, framed=True)
 
     def cancel(self, feed_id: bytes, block: int) -> bytes:
         """Withdraw a request."""

@@ -27,7 +27,7 @@ the peer, with the reason logged, unless said otherwise):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import trio
@@ -109,7 +109,8 @@ class Peer:
         self.last_progress = self.started = trio.current_time()
         self._partial_since: float | None = None  # when the message in progress began
         self._sending_since: float | None = None  # when the send in progress began
-        self._out = bytearray()
+        self._out: list[bytes] = []  # messages queued for the send loop
+        self._queued = 0  # their bytes
         self._out_ready = trio.Event()
         self._drained = trio.Event()
         self._haves: dict[bytes, list[int]] = {}
@@ -207,12 +208,12 @@ class Peer:
                 # Handle events until a good chunk of replies is queued, then let the send
                 # loop move it: sender and receiver then work at the same time.
                 with group():  # one LevelDB write for the blocks of this round
-                    while done < len(events) and len(self._out) < HIGH_WATER:
+                    while done < len(events) and self._queued < HIGH_WATER:
                         dispatch[type(events[done])](events[done])
                         done += 1
                         if self.close_reason is not None:
                             return
-                if len(self._out) >= HIGH_WATER:
+                if self._queued >= HIGH_WATER:
                     self._drained = trio.Event()
                     await self._drained.wait()
                     if self._partial_since is not None:  # we were not reading: not its fault
@@ -232,11 +233,12 @@ class Peer:
             self._out_ready = trio.Event()
             self._flush_haves()
             while self._out:
-                data, self._out = self._out, bytearray()
+                messages, self._out, self._queued = self._out, [], 0
                 self._sending_since = trio.current_time()
-                await self.stream.send_all(data)
+                for data in _coalesce(messages):
+                    await self.stream.send_all(data)
+                    self.bytes_out += len(data)
                 self._sending_since = None
-                self.bytes_out += len(data)
             self._drained.set()
 
     async def _watchdog(self) -> None:
@@ -284,7 +286,8 @@ class Peer:
 
     def _send(self, data: bytes) -> None:
         if data:
-            self._out += data
+            self._out.append(data)
+            self._queued += len(data)
             self._out_ready.set()
 
     def _flush_haves(self) -> None:
@@ -473,3 +476,18 @@ class Peer:
             "blocks_out": self.blocks_out,
         }
 
+
+def _coalesce(messages: list[bytes], small: int = 16 * 1024) -> Iterator[bytes]:
+    """The queued messages as few writes: small ones joined, large ones (blocks) as they
+    are, so a 64 KiB block is not copied once more on its way to the socket."""
+    pending: list[bytes] = []
+    for data in messages:
+        if len(data) < small:
+            pending.append(data)
+            continue
+        if pending:
+            yield b"".join(pending)
+            pending = []
+        yield data
+    if pending:
+        yield b"".join(pending)
