@@ -155,6 +155,8 @@ class Core:
         with store.batch(sync=True) as batch:
             store.put_feed(batch, feed.num, feed_id, blocks)
             store.put_pending(batch, feed.num, False)
+            if previous is not None and previous != feed.num:
+                store.retire_feed(batch, previous)  # atomically with the new copy's id
             if name is not None:
                 store.put_name(batch, name, feed_id)
         feed._sealed(feed_id, roots, blocks)

@@ -170,6 +170,13 @@ class Store:
         batch.put(b"i" + feed_id, _U64.pack(num))
         batch.put(_num(b"m", num), feed_id + _U64.pack(UNKNOWN if blocks is None else blocks))
 
+    def retire_feed(self, batch: plyvel.WriteBatch, num: int) -> None:
+        """Unlist feed ``num`` and mark what it holds as leftovers (deleted by
+        :meth:`delete_feed` now, or on the next open after a crash), inside ``batch``:
+        for a change that replaces one feed by another atomically."""
+        batch.delete(_num(b"m", num))
+        batch.put(_num(b"p", num), b"")
+
     def put_pending(self, batch: plyvel.WriteBatch, num: int, pending: bool) -> None:
         if pending:
             batch.put(_num(b"p", num), b"")
