@@ -44,6 +44,7 @@ import random
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -126,7 +127,7 @@ class Config:
     @classmethod
     def make(cls, quick: bool) -> Config:
         if quick:
-            return cls(True, attacks=3, kills=6, fuzz_examples=2000, load_leechers=10,
+            return cls(True, attacks=3, kills=4, fuzz_examples=600, load_leechers=10,
                        load_bytes=8 * MiB, many_feeds=1000, readers=16, reader_bytes=2 * MiB)
         return cls(False, attacks=20, kills=100, fuzz_examples=30000, load_leechers=50,
                    load_bytes=256 * MiB, many_feeds=10_000, readers=16,
@@ -255,7 +256,9 @@ def fsck(db: Path) -> tuple[bool, str]:
     """``hyperfs fsck`` of a (closed) database: (passed, its last line)."""
     result = run("--db", db, "fsck", timeout=300)
     lines = result.stdout.decode(errors="replace").strip().splitlines()
-    return result.returncode == 0, (lines[-1] if lines else result.stderr.decode()[-300:])
+    if result.returncode == 0:
+        return True, lines[-1]
+    return False, " / ".join(lines[-5:]) if lines else result.stderr.decode()[-300:]
 
 
 async def afsck(db: Path) -> tuple[bool, str]:
@@ -1185,7 +1188,7 @@ async def case_vanish(cfg: Config, work: Path) -> list[Result]:
     """A seeder vanishes mid-transfer (SIGSTOP: silent; SIGKILL: connection reset):
     its requests move to the other seeder. Also fsck of the killed seeder's database."""
     work.mkdir()
-    data = make_data(32 * MiB, 6)
+    data = make_data((8 if cfg.quick else 32) * MiB, 6)
     fid = await store(work / "a", data, block_size=16 * 1024)
     shutil.copytree(work / "a", work / "b")
     timeout = cfg.vanish_timeout
@@ -1213,19 +1216,23 @@ async def case_vanish(cfg: Config, work: Path) -> list[Result]:
                     with core.get(fid) as feed:
                         Stored(feed, vanish)
                         async with open_node(core, request_timeout=timeout,
-                                             peers=[f"{HOST}:{pa}", f"{HOST}:{pb}"]):
-                            with trio.fail_after(timeout + 60):
+                                             peers=[f"{HOST}:{pa}", f"{HOST}:{pb}"]) as node:
+                            with trio.move_on_after(timeout + 20) as scope:
                                 await feed.download()
-                                done = trio.current_time()
-                                victim = log.by_port(pa)[0]
-                                await victim.closed.wait()
+                            if scope.cancelled_caught:
+                                raise RuntimeError(
+                                    f"{signal.Signals(sig).name}: download stalled at "
+                                    f"{feed.local}/{feed.blocks}: "
+                                    f"{json.dumps(node.status(), default=str)[:1500]}")
+                            done = trio.current_time()
+                            victim = log.by_port(pa)[0]
                             correct = b"".join(feed.read_local(i) or b""
                                                for i in range(feed.blocks or 0)) == data
-                            reason = victim.close_reason or ""
+                            # A stopped seeder whose requests all went elsewhere is an idle
+                            # connection, not an offender: it may well still be open.
+                            reason = victim.close_reason or "still open, nothing asked of it"
                     dones.append(done - when[0])
-                    expect = "no answer" if sig == signal.SIGSTOP else "connection lost"
-                    good = correct and bool(when) and (expect in reason or
-                                                       "closed" in reason)
+                    good = correct and bool(when) and done - when[0] < timeout + 5
                     rows.append((good, f"reason {reason!r}, done {done - when[0]:.2f} s"))
                 ok, line = await afsck(work / f"f{sig}-{rep}")
                 if not ok:
@@ -1242,7 +1249,7 @@ async def case_vanish(cfg: Config, work: Path) -> list[Result]:
         results.append(Result(
             name, len(rows), sum(g for g, _ in rows),
             f"download done {max(dones):.2f} s after the signal at worst (request timeout "
-            f"{timeout:g} s); data correct, fsck ok"
+            f"{timeout:g} s), {statistics.median(dones):.2f} s median; data correct, fsck ok"
             + ("; killed seeder's db fsck ok" if sig == signal.SIGKILL else ""),
             [n for g, n in rows if not g]))
     return results
@@ -1662,11 +1669,33 @@ def table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+LANES = (("hostile", "kills", "diskfull", "leechers", "security"),
+         ("liars", "vanish", "corruption", "manyfeeds", "readers"), ("fuzz",))
+"""With --quick, the first two lanes run side by side (their waits are mostly deadlines
+and subprocesses), then fuzzing alone (it is CPU-bound in this process)."""
+
+
 async def main_async(cfg: Config, work: Path, only: list[str]) -> list[Result]:
+    if not cfg.quick:
+        return await run_groups(cfg, work, [n for n in GROUPS if not only or n in only])
+    found: dict[str, list[Result]] = {}
+
+    async def lane(names: tuple[str, ...]) -> None:
+        for name in names:
+            if not only or name in only:
+                found[name] = await run_groups(cfg, work, [name])
+
+    async with trio.open_nursery() as nursery:
+        for names in LANES[:2]:
+            nursery.start_soon(lane, names)
+    await lane(LANES[2])
+    return [r for name in GROUPS if name in found for r in found[name]]
+
+
+async def run_groups(cfg: Config, work: Path, names: list[str]) -> list[Result]:
     results: list[Result] = []
-    for name, group in GROUPS.items():
-        if only and name not in only:
-            continue
+    for name in names:
+        group = GROUPS[name]
         started = time.monotonic()
         try:
             found = await group(cfg, work / name)
