@@ -74,7 +74,7 @@ from hyperfs.events import (  # noqa: E402
 )
 from hyperfs.feed import Feed  # noqa: E402
 from hyperfs.framing import MAX_MESSAGE, frame  # noqa: E402
-from hyperfs.messages import Join, Leave, encode  # noqa: E402
+from hyperfs.messages import Join, Leave, Request, encode  # noqa: E402
 from hyperfs.network import MAX_PEERS, open_node  # noqa: E402
 from hyperfs.peer import ORDERED_PROOFS, Peer  # noqa: E402
 from hyperfs.protobuf import encode_varint  # noqa: E402
@@ -129,7 +129,7 @@ class Config:
         if quick:
             return cls(True, attacks=3, kills=4, fuzz_examples=600, load_leechers=10,
                        load_bytes=8 * MiB, many_feeds=1000, readers=16, reader_bytes=2 * MiB)
-        return cls(False, attacks=20, kills=100, fuzz_examples=30000, load_leechers=50,
+        return cls(False, attacks=20, kills=100, fuzz_examples=10000, load_leechers=50,
                    load_bytes=256 * MiB, many_feeds=10_000, readers=16,
                    reader_bytes=32 * MiB, vanish_timeout=10.0, vanish_reps=3)
 
@@ -326,7 +326,8 @@ def start_serve(db: Path, log: Path, *extra: object) -> tuple[Proc, int]:
 
 
 def make_data(size: int, seed: int) -> bytes:
-    return random.Random(seed).randbytes(size)
+    rng = random.Random(seed)
+    return b"".join(rng.randbytes(min(16 * MiB, size - at)) for at in range(0, size, 16 * MiB))
 
 
 def sha(data: bytes) -> str:
@@ -469,7 +470,7 @@ def _channel_abuse(variant: int, fid: bytes) -> tuple[bytes, str]:
          "reused live channel"),
         (frame(encode(Join(0, other))) + frame(encode(Join(1, other))), "already has open"),
         (frame(encode(Leave(9))), "never opened"),
-        (frame(encode(Join(0, fid))) + frame(b"\x06\x08\x05\x10\x00"), "never opened"),
+        (frame(encode(Join(0, fid))) + frame(encode(Request(5, 0))), "never opened"),
     ]
     return cases[variant % len(cases)]
 
@@ -502,17 +503,22 @@ def hostile_client_attacks(cfg: Config, fid: bytes, blocks: int
             return send
         return sender
 
+    # built once: building them per connection would make this process the bottleneck
+    joins = b"".join(frame(encode(Join(n, os.urandom(32)))) for n in range(5000))
+    have = Connection(os.urandom(32))
+    have.start()
+    have.join(fid)
+    huge = have.have(fid, bitfield=b"\xff" * (100 * 1000 * 1000))
+
     def many_joins(_i: int) -> Callable:
         async def send(stream: trio.SocketStream, conn: Connection) -> None:
-            await stream.send_all(conn.start())
-            joins = b"".join(frame(encode(Join(n, os.urandom(32)))) for n in range(5000))
-            await stream.send_all(joins)
+            await stream.send_all(conn.start() + joins)
         return send
 
     def big_bitfield(_i: int) -> Callable:
         async def send(stream: trio.SocketStream, conn: Connection) -> None:
             await stream.send_all(conn.start() + conn.join(fid))
-            await stream.send_all(conn.have(fid, bitfield=b"\xff" * (100 * 1000 * 1000)))
+            await stream.send_all(huge)  # its channel is 0, as conn's
         return send
 
     def never_reads(_i: int) -> Callable:
@@ -607,10 +613,11 @@ async def case_hostile_clients(cfg: Config, work: Path) -> list[Result]:
             outer.start_soon(sampler.run)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(honest_loop, port, fid, expected, work, done, honest)
-                async with trio.open_nursery() as attackers:
-                    for name in attacks:
-                        for i in range(cfg.attacks):
-                            attackers.start_soon(one, name, i)
+                for start in range(0, cfg.attacks, 5):  # rounds of 5 of each at once
+                    async with trio.open_nursery() as attackers:
+                        for name in attacks:
+                            for i in range(start, min(start + 5, cfg.attacks)):
+                                attackers.start_soon(one, name, i)
                 results.append(await at_limit(cfg, port, fid))
                 results.append(await join_churn(cfg, port, fid, db))
                 flood = await connection_flood(cfg, port)
@@ -881,7 +888,7 @@ async def case_hostile_servers(cfg: Config, work: Path) -> list[Result]:
                 outcome[kind].append((good and ok_fsck, f"rc={result.returncode} "
                                       f"reasons={reasons[:2]} fsck={line} {err[-300:]}"))
 
-            for i in range(cfg.attacks):
+            for i in range(min(cfg.attacks, 10)):
                 async with trio.open_nursery() as round_:
                     for kind in kinds:
                         round_.start_soon(victim, kind, i)
@@ -967,7 +974,10 @@ def fuzz(cfg: Config) -> list[Result]:
             pos += cut
         chunks.append(data[pos:])
         whole = split(FrameDecoder(1024), [data])
-        assert split(FrameDecoder(1024), chunks) == whole
+        chunked = split(FrameDecoder(1024), chunks)
+        assert chunked[1] == whole[1], "an error depends on the chunking"
+        # a failing feed() loses its own chunk's payloads, so compare only clean runs
+        assert whole[1] or chunked[0] == whole[0], "payloads depend on the chunking"
         target(float(len(whole[0])), label="frames decoded")
         conn = Connection(os.urandom(32), max_channels=16)
         events = 0
