@@ -283,6 +283,7 @@ class Peer:
                 channel.remote_has.discard(block)
                 channel.feed_swarm.request_failed(self, block)
             channel.feed_swarm.fill_all()
+        self._fill_starved()  # the expired requests made room for other feeds too
 
     def _send(self, data: bytes) -> None:
         if data:
