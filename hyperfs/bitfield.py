@@ -22,7 +22,7 @@ class Bitfield:
 
     def __init__(self, data: bytes = b"") -> None:
         self._bits = bytearray(data)
-        self.count = sum(b.bit_count() for b in self._bits)
+        self.count = _ones(self._bits)
 
     def __contains__(self, index: int) -> bool:
         byte = index >> 3
@@ -105,7 +105,7 @@ class Bitfield:
         if len(self._bits) < start + len(data):
             self._bits.extend(bytes(start + len(data) - len(self._bits)))
         old = self._bits[start : start + len(data)]
-        self.count += sum(b.bit_count() for b in data) - sum(b.bit_count() for b in old)
+        self.count += _ones(data) - _ones(old)
         self._bits[start : start + len(data)] = data
 
     def first_missing(self, start: int, end: int) -> int | None:
@@ -134,3 +134,8 @@ class Bitfield:
             if i in self:
                 yield i
             i += 1
+
+
+def _ones(data: bytes | bytearray) -> int:
+    """How many bits are set (one big-integer popcount, not a loop over bytes)."""
+    return int.from_bytes(data).bit_count()
