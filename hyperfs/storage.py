@@ -65,7 +65,9 @@ class Store:
                 # Block data is mostly incompressible (media, archives) and hashes always
                 # are: snappy only costs time (measured: halves 64 KiB append speed).
                 compression=None,
-                write_buffer_size=64 << 20,
+                # Two memtables (one being flushed) of this size are most of a process's
+                # memory while it downloads: 32 MiB keeps a 1 GiB download under 150 MB.
+                write_buffer_size=32 << 20,
                 lru_cache_size=64 << 20,
                 block_size=64 << 10,
                 max_open_files=512,
