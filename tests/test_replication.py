@@ -68,6 +68,20 @@ class StoredListener:
 # ------------------------------------------------------------------ hyperfs <-> hyperfs
 
 
+async def _download_all(feeds: list[Feed], timeout: float = 30) -> None:
+    """Download every feed at once (one task each), within ``timeout`` seconds."""
+    with trio.fail_after(timeout):
+        async with trio.open_nursery() as nursery:
+            for feed in feeds:
+                nursery.start_soon(feed.download)
+
+
+def _check_and_close(opened: list[Feed], feeds: list[list[bytes]]) -> None:
+    for feed, blocks in zip(opened, feeds, strict=True):
+        assert local_blocks(feed) == blocks
+        feed.close()
+
+
 async def test_twenty_feeds_between_two_nodes(tmp_path: Path) -> None:
     feeds = [make_blocks(20 + 7 * n, seed=100 + n, max_size=2000) for n in range(20)]
     async with open_core(tmp_path / "a") as seeder, open_core(tmp_path / "b") as fetcher:
@@ -75,13 +89,8 @@ async def test_twenty_feeds_between_two_nodes(tmp_path: Path) -> None:
         async with open_node(seeder, listen="127.0.0.1:0") as node:
             opened = [fetcher.get(feed_id) for feed_id in ids]
             async with open_node(fetcher, peers=[f"127.0.0.1:{_port(node)}"]):
-                with trio.fail_after(30):
-                    async with trio.open_nursery() as nursery:
-                        for feed in opened:
-                            nursery.start_soon(feed.download)
-            for feed, blocks in zip(opened, feeds, strict=True):
-                assert local_blocks(feed) == blocks
-                feed.close()
+                await _download_all(opened)
+            _check_and_close(opened, feeds)
         assert fetcher.check().ok
 
 
@@ -93,13 +102,8 @@ async def test_twenty_feeds_from_a_serve_process(tmp_path: Path) -> None:
     async with open_core(tmp_path / "fetcher") as fetcher:
         opened = [fetcher.get(feed_id) for feed_id in ids]
         async with open_node(fetcher, peers=[f"127.0.0.1:{port}"]):
-            with trio.fail_after(30):
-                async with trio.open_nursery() as nursery:
-                    for feed in opened:
-                        nursery.start_soon(feed.download)
-        for feed, blocks in zip(opened, feeds, strict=True):
-            assert local_blocks(feed) == blocks
-            feed.close()
+            await _download_all(opened)
+        _check_and_close(opened, feeds)
 
 
 async def test_fourth_peer_collects_parts_from_three(tmp_path: Path) -> None:
