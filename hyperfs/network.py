@@ -70,7 +70,10 @@ class Node:
     async def listen(self, address: str) -> tuple[str, int]:
         host, port = parse_address(address)
         serve = partial(trio.serve_tcp, self._accept, port, host=host)
-        listeners = await self._nursery.start(serve)
+        try:
+            listeners = await self._nursery.start(serve)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
         sockname = listeners[0].socket.getsockname()
         self.address = (sockname[0], sockname[1])
         return self.address
