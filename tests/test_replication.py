@@ -39,6 +39,7 @@ from hyperfs.feed import Feed
 from hyperfs.framing import MAX_MESSAGE, frame
 from hyperfs.messages import Handshake, Join, encode
 from hyperfs.network import Node, open_node
+from hyperfs.peer import Peer
 from hyperfs.protobuf import encode_varint
 
 BLOCKS = make_blocks(300, seed=2)
@@ -282,6 +283,20 @@ def lie_in_proof(feed: Feed, block: int) -> tuple[bytes, list]:
     return data, [(node, _flip(digest)), *proof[1:]]
 
 
+async def _download_past(node: Node, feed: Feed, log: PeerLog, asked: trio.Event,
+                         bad_port: int, good_port: int, timeout: float) -> Peer:
+    """Download ``feed`` from the bad seeder ``node`` dialed; once it has requests in
+    flight, connect the honest one too. Returns the bad seeder's peer, once closed."""
+    with trio.fail_after(timeout):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed.download)
+            await asked.wait()  # the bad seeder holds requests now
+            node.connect(f"127.0.0.1:{good_port}")
+        bad = log.by_port(bad_port)[0]
+        await bad.closed.wait()
+    return bad
+
+
 @pytest.mark.parametrize("lie", [lie_in_data, lie_in_proof])
 async def test_liar_next_to_honest_peer(tmp_path: Path, lie: Answer) -> None:
     async with open_core(tmp_path / "honest") as honest, \
@@ -297,13 +312,8 @@ async def test_liar_next_to_honest_peer(tmp_path: Path, lie: Answer) -> None:
             async with fake_seeder(source, lie, asked=asked, gate=gate) as liar_port:
                 with core.get(feed_id) as feed:
                     async with open_node(core, peers=[f"127.0.0.1:{liar_port}"]) as node:
-                        with trio.fail_after(30):
-                            async with trio.open_nursery() as nursery:
-                                nursery.start_soon(feed.download)
-                                await asked.wait()  # the liar has requests in flight
-                                node.connect(f"127.0.0.1:{good_port}")
-                            liar = log.by_port(liar_port)[0]
-                            await liar.closed.wait()
+                        liar = await _download_past(node, feed, log, asked, liar_port,
+                                                    good_port, timeout=30)
                     assert local_blocks(feed) == BLOCKS
         assert liar.blocks_in == 0  # counts verified blocks only
         assert liar.close_reason is not None and "fails verification" in liar.close_reason
@@ -344,13 +354,8 @@ async def test_silent_peer_is_dropped_and_its_blocks_asked_elsewhere(tmp_path: P
             with core.get(feed_id) as feed:
                 async with open_node(core, request_timeout=1.0,
                                      peers=[f"127.0.0.1:{silent_port}"]) as node:
-                    with trio.fail_after(20):
-                        async with trio.open_nursery() as nursery:
-                            nursery.start_soon(feed.download)
-                            await asked.wait()  # requests the silent peer never answers
-                            node.connect(f"127.0.0.1:{_port(good)}")
-                        silent = log.by_port(silent_port)[0]
-                        await silent.closed.wait()
+                    silent = await _download_past(node, feed, log, asked, silent_port,
+                                                  _port(good), timeout=20)
                 assert local_blocks(feed) == BLOCKS
     assert silent.close_reason is not None and "no answer" in silent.close_reason
 
