@@ -34,6 +34,3 @@ class Callbacks(Generic[P]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> None:
         for callback in list(self._items):
             callback(*args, **kwargs)
-
-    def __len__(self) -> int:
-        return len(self._items)

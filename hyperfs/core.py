@@ -126,9 +126,6 @@ class Core:
         """Whether the database has a record of this feed (without opening it)."""
         return self.store.lookup(parse_id(feed_id)) is not None
 
-    def open_feeds(self) -> list[Feed]:
-        return list(self._feeds.values())
-
     def release(self, feed: Feed, *, interested: bool = True) -> None:
         """Undo one :meth:`get` (with the same ``interested``)."""
         if feed.id is None or self._feeds.get(feed.id) is not feed or feed.opens == 0:

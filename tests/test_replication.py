@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 from netutil import (
     PeerLog,
     RawPeer,
@@ -41,6 +42,7 @@ from hyperfs.messages import Handshake, Join, encode
 from hyperfs.network import Node, open_node
 from hyperfs.peer import Peer
 from hyperfs.protobuf import encode_varint
+from hyperfs.swarm import open_swarm
 
 BLOCKS = make_blocks(300, seed=2)
 
@@ -475,3 +477,17 @@ def test_bad_peer_address(tmp_path: Path) -> None:
     assert result.returncode == 2  # argparse's usage error
     assert "Traceback" not in result.stderr.decode()
     assert "expected HOST:PORT" in result.stderr.decode()
+
+
+async def test_open_swarm_replicates_over_any_stream(tmp_path: Path) -> None:
+    """The seed's createPeerStream piped to another core's: two swarms over an in-memory
+    stream pair, no sockets."""
+    async with open_core(tmp_path / "a") as seeder, open_core(tmp_path / "b") as fetcher:
+        feed_id = await store_feed(seeder, BLOCKS)
+        async with open_swarm(seeder) as one, open_swarm(fetcher) as other:
+            left, right = trio.testing.memory_stream_pair()
+            one.add_peer(left)
+            other.add_peer(right)
+            with fetcher.get(feed_id) as feed, trio.fail_after(20):
+                await feed.download()
+                assert local_blocks(feed) == BLOCKS
