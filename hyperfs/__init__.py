@@ -1,7 +1,6 @@
 """hyperfs: hypercore 1.x feeds, replicated peer to peer, as a FUSE filesystem."""
 
-from .core import Core, FeedInfo, WriteStream, open_core, parse_id
-from .errors import (
+from hyperfs.base.errors import (
     BadProof,
     BlockUnavailable,
     CorruptDatabase,
@@ -13,7 +12,8 @@ from .errors import (
     NameTaken,
     StorageLocked,
 )
-from .feed import Feed
+from hyperfs.feeds.core import Core, FeedInfo, WriteStream, open_core, parse_id
+from hyperfs.feeds.feed import Feed
 
 __all__ = [
     "BadProof", "BlockUnavailable", "Core", "CorruptDatabase", "EmptyFeed", "Feed",

@@ -31,13 +31,11 @@ from pathlib import Path
 
 import trio
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from hyperfs import open_core
+from hyperfs.feeds.core import WriteStream
+from hyperfs.store.store import _KEY, Store
 
-from hyperfs import open_core  # noqa: E402
-from hyperfs.core import WriteStream  # noqa: E402
-from hyperfs.storage import _KEY, Store  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 CASES = [(100_000, 1024), (2_000, 64 * 1024)]
 
@@ -98,7 +96,6 @@ def run_physical(blocks: list[bytes], workdir: Path) -> dict[str, float]:
 
 MEMORY_CHILD = """
 import json, os, resource, sys, tempfile, tracemalloc, trio
-sys.path.insert(0, sys.argv[4])
 from hyperfs import open_core
 blocks, size, workdir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 pool = os.urandom(1 << 22)
@@ -153,7 +150,7 @@ def main() -> None:
     args = parser.parse_args()
     js_bench_core = None
     if not args.no_js:
-        from jsref import JS_AVAILABLE, js_bench_core  # type: ignore[no-redef]
+        from hyperfs.testing.jsref import JS_AVAILABLE, js_bench_core  # type: ignore[no-redef]
 
         if not JS_AVAILABLE:
             print("(JS reference not installed: scripts/setup.sh; running without it)")

@@ -39,12 +39,12 @@ from pathlib import Path
 
 import trio
 
-from hyperfs.core import open_core
-from hyperfs.discovering import DiscoveryConfig
-from hyperfs.discovery.dht import DhtNode, DhtOptions, open_dht, session_settings
-from hyperfs.discovery.keys import discovery_key
-from hyperfs.discovery.mdns import MdnsNode, MdnsOptions, open_mdns
-from hyperfs.network import open_node
+from hyperfs.feeds.core import open_core
+from hyperfs.net.discovery.dht import DhtNode, DhtOptions, open_dht, session_settings
+from hyperfs.net.discovery.keys import discovery_key
+from hyperfs.net.discovery.mdns import MdnsNode, MdnsOptions, open_mdns
+from hyperfs.net.node import open_node
+from hyperfs.net.node_discovery import DiscoveryConfig
 
 FAST = {"initial_retry": 0.25, "stats_interval": 0.5}
 HYPERFS = str(Path(sys.executable).with_name("hyperfs"))

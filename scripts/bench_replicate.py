@@ -31,14 +31,13 @@ from pathlib import Path
 import trio
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
 HYPERFS = [sys.executable, "-m", "hyperfs.cli"]
 
 
 async def child(db: str, feed_id: str, peer: str, block: int | None) -> None:
     """Fetch the feed (or one block) and print timings as JSON."""
     from hyperfs import open_core
-    from hyperfs.network import open_node
+    from hyperfs.net.node import open_node
 
     async with open_core(db) as core:
         feed = core.get(feed_id)
@@ -137,7 +136,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-js", action="store_true", help="skip the JS reference")
     args = parser.parse_args()
-    from jsref import js_replication_run
+    from hyperfs.testing.jsref import js_replication_run
 
     for shape in args.shapes:
         blocks, size = (int(x) for x in shape.lower().split("x"))

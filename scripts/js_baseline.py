@@ -12,12 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from jsref import js_baseline
+from hyperfs.testing.jsref import js_baseline
 
 
 def main() -> None:

@@ -58,13 +58,13 @@ from typing import Any, ClassVar
 
 import trio
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from hyperfs import open_core  # noqa: E402
-from hyperfs.connection import Connection, ProtocolError  # noqa: E402
-from hyperfs.core import Core  # noqa: E402
-from hyperfs.events import (  # noqa: E402
+from hyperfs import open_core
+from hyperfs.feeds.core import Core
+from hyperfs.feeds.feed import Feed
+from hyperfs.net.node import MAX_PEERS, open_node
+from hyperfs.replication.peer import ORDERED_PROOFS, Peer
+from hyperfs.wire.connection import Connection, ProtocolError
+from hyperfs.wire.events import (
     CancelReceived,
     HandshakeReceived,
     Joined,
@@ -72,12 +72,11 @@ from hyperfs.events import (  # noqa: E402
     ResponseReceived,
     Unpaused,
 )
-from hyperfs.feed import Feed  # noqa: E402
-from hyperfs.framing import MAX_MESSAGE, frame  # noqa: E402
-from hyperfs.messages import Join, Leave, Request, encode  # noqa: E402
-from hyperfs.network import MAX_PEERS, open_node  # noqa: E402
-from hyperfs.peer import ORDERED_PROOFS, Peer  # noqa: E402
-from hyperfs.protobuf import encode_varint  # noqa: E402
+from hyperfs.wire.framing import MAX_MESSAGE, frame
+from hyperfs.wire.messages import Join, Leave, Request, encode
+from hyperfs.wire.protobuf import encode_varint
+
+ROOT = Path(__file__).resolve().parent.parent
 
 _BIN = Path(sys.executable).with_name("hyperfs")
 HYPERFS = [str(_BIN)] if _BIN.exists() else [sys.executable, "-m", "hyperfs.cli"]
@@ -944,8 +943,8 @@ def fuzz(cfg: Config) -> list[Result]:
     from hypothesis import HealthCheck, given, settings, target
     from hypothesis import strategies as st
 
-    from hyperfs.framing import FrameDecoder
-    from hyperfs.messages import Cancel, Have, Pause, Request, Response, Unpause
+    from hyperfs.wire.framing import FrameDecoder
+    from hyperfs.wire.messages import Cancel, Have, Pause, Request, Response, Unpause
 
     budget = settings(max_examples=cfg.fuzz_examples, deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
@@ -1329,7 +1328,7 @@ def corrupt_blocks(db: Path, fid: bytes, indexes: list[int]) -> None:
     """Flip a byte of the stored data of some blocks, behind hyperfs's back."""
     import plyvel
 
-    from hyperfs.storage import _KEY, _U64, _num
+    from hyperfs.store.store import _KEY, _U64, _num
 
     store = plyvel.DB(str(db))
     try:

@@ -1,26 +1,17 @@
-"""Shared pytest set-up for hyperfs's tests.
-
-tests/ is put on sys.path so test modules can ``from jsref import ...`` (the JS reference
-peer driver) without tests/ being a package.
-"""
+"""Shared pytest set-up for hyperfs's tests (the helpers themselves are hyperfs.testing)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # Every hyperfs process a test starts refuses settings that could send packets beyond
 # loopback (public DHT routers, mDNS on real interfaces): tests stay on this machine.
 os.environ["HYPERFS_LOCAL_ONLY"] = "1"
 
-import jsref
-import procs
+from hyperfs.testing import jsref, procs
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,7 @@ import sys
 
 import trio
 
-from hyperfs.discovery.mdns import MdnsOptions, open_mdns
+from hyperfs.net.discovery.mdns import MdnsOptions, open_mdns
 
 
 async def main(address: str, port: int, key: bytes) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperfs.bitfield import PAGE_BITS, PAGE_BYTES, Bitfield
+from hyperfs.tree.bitfield import PAGE_BITS, PAGE_BYTES, Bitfield
 
 ops = st.lists(
     st.tuples(st.sampled_from(["add", "discard", "range"]), st.integers(0, 3 * PAGE_BITS),

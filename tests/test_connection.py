@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperfs.connection import Connection, ProtocolError
-from hyperfs.events import (
+from hyperfs.wire.connection import Connection, ProtocolError
+from hyperfs.wire.events import (
     CancelReceived,
     ExtensionReceived,
     HandshakeReceived,
@@ -21,8 +21,8 @@ from hyperfs.events import (
     ResponseReceived,
     Unpaused,
 )
-from hyperfs.framing import frame
-from hyperfs.messages import Extension, Handshake, Have, Join, Leave, Request, encode
+from hyperfs.wire.framing import frame
+from hyperfs.wire.messages import Extension, Handshake, Have, Join, Leave, Request, encode
 
 A_ID, B_ID = b"A" * 32, b"B" * 32
 FEED, OTHER, THIRD = b"f" * 32, b"o" * 32, b"t" * 32

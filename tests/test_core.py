@@ -21,7 +21,7 @@ from hyperfs import (
     open_core,
     parse_id,
 )
-from hyperfs.storage import _KEY, _num
+from hyperfs.store.store import _KEY, _num
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = [bytes([i]) * (i * 37 % 300) for i in range(50)]

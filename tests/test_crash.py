@@ -19,8 +19,9 @@ from pathlib import Path
 
 import trio
 
-from hyperfs import fsck, open_core
-from hyperfs.storage import Store
+from hyperfs import open_core
+from hyperfs.store import fsck
+from hyperfs.store.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 30

@@ -14,9 +14,9 @@ from typing import Any
 
 import trio
 
-from hyperfs.discovery import DhtOptions, open_discovery
-from hyperfs.discovery.dht import PUBLIC_ROUTERS, DhtNode, open_dht, session_settings
-from hyperfs.discovery.keys import discovery_key, seed_info_hash
+from hyperfs.net.discovery import DhtOptions, open_discovery
+from hyperfs.net.discovery.dht import PUBLIC_ROUTERS, DhtNode, open_dht, session_settings
+from hyperfs.net.discovery.keys import discovery_key, seed_info_hash
 
 FAST = {"initial_retry": 0.2, "stats_interval": 0.5}
 

@@ -21,18 +21,18 @@ from pathlib import Path
 
 import pytest
 import trio
-from fsmount import Mounts
 from test_dht import assert_private
 from test_mdns import netns_pair  # noqa: F401  (the two-namespace fixture)
 
-from hyperfs.cli import build_parser
-from hyperfs.cliopts import LOCAL_ONLY_ENV, check_local_only, discovery_config
-from hyperfs.core import open_core
-from hyperfs.discovering import DiscoveryConfig
-from hyperfs.discovery import DhtOptions, MdnsOptions
-from hyperfs.discovery.dht import PUBLIC_ROUTERS, DhtNode, open_dht, session_settings
-from hyperfs.discovery.keys import discovery_key
-from hyperfs.network import BlockTimeout, open_node
+from hyperfs.cli.main import build_parser
+from hyperfs.cli.options import LOCAL_ONLY_ENV, check_local_only, discovery_config
+from hyperfs.feeds.core import open_core
+from hyperfs.net.discovery import DhtOptions, MdnsOptions
+from hyperfs.net.discovery.dht import PUBLIC_ROUTERS, DhtNode, open_dht, session_settings
+from hyperfs.net.discovery.keys import discovery_key
+from hyperfs.net.node import BlockTimeout, open_node
+from hyperfs.net.node_discovery import DiscoveryConfig
+from hyperfs.testing.mounts import Mounts
 
 HYPERFS = str(Path(sys.executable).with_name("hyperfs"))
 ENV = {**os.environ, LOCAL_ONLY_ENV: "1"}

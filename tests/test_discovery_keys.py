@@ -8,7 +8,7 @@ import nacl.encoding
 import nacl.hash
 import pytest
 
-from hyperfs.discovery.keys import DISCOVERY_MESSAGE, discovery_key, seed_info_hash
+from hyperfs.net.discovery.keys import DISCOVERY_MESSAGE, discovery_key, seed_info_hash
 
 # The feed id of blocks "hello", "world" (PROTOCOL.md test vector).
 HELLO_WORLD = bytes.fromhex("e1a31bb8716f0a0487377e22dbc7f0491fb47a712ac21519792a4e32cf56fb6f")

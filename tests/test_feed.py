@@ -25,7 +25,7 @@ from hyperfs import (
     InvalidIndex,
     open_core,
 )
-from hyperfs.feed import Feed
+from hyperfs.feeds.feed import Feed
 
 PROPS = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 feeds = st.lists(st.binary(max_size=48), min_size=1, max_size=40)

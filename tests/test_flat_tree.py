@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from hyperfs import flat_tree
+from hyperfs.tree import flat_tree
 
 HEIGHT = 12  # 4096 leaves, 8191 nodes
 

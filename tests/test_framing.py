@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperfs.framing import MAX_MESSAGE, FrameDecoder, ProtocolError, frame
-from hyperfs.protobuf import encode_varint
+from hyperfs.wire.framing import MAX_MESSAGE, FrameDecoder, ProtocolError, frame
+from hyperfs.wire.protobuf import encode_varint
 
 PAYLOADS = [b"a", b"", b"hello world", bytes(range(200)), b"z"]  # 200: a 2-byte prefix
 STREAM = b"".join(frame(p) for p in PAYLOADS)

@@ -20,7 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fsmount import HYPERFS, Mounts, run
+
+from hyperfs.testing.mounts import HYPERFS, Mounts, run
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
@@ -271,7 +272,7 @@ def test_read_through_a_mount_fetches_from_another_mount(mounts: Mounts,
 
 def test_read_through_a_mount_from_the_js_reference(mounts: Mounts, tmp_path: Path,
                                                     requires_js: None) -> None:
-    import jsref
+    from hyperfs.testing import jsref
 
     source = _data(tmp_path, 10 * 5000 + 11)
     _peer, feed_id, port = jsref.start_js_seeder(source, 5000)

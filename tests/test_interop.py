@@ -12,8 +12,12 @@ from pathlib import Path
 
 import pytest
 import trio
-from jsref import arun_js_fetch, run_js_fetch, start_js_fetcher, start_js_seeder
-from netutil import (
+
+from hyperfs import Core, open_core
+from hyperfs.net.node import open_node
+from hyperfs.replication.peer import Peer
+from hyperfs.testing.jsref import arun_js_fetch, run_js_fetch, start_js_fetcher, start_js_seeder
+from hyperfs.testing.network import (
     arun_hyperfs,
     astart_serve,
     local_blocks,
@@ -22,10 +26,6 @@ from netutil import (
     start_serve,
     store_feed,
 )
-
-from hyperfs import Core, open_core
-from hyperfs.network import open_node
-from hyperfs.peer import Peer
 
 pytestmark = pytest.mark.usefixtures("requires_js")
 

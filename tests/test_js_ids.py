@@ -6,11 +6,11 @@ import os
 import random
 
 import pytest
-from jsref import js_ids
 
 from hyperfs import open_core
-from hyperfs.hashes import tree_id
-from hyperfs.merkle import TreeBuilder
+from hyperfs.testing.jsref import js_ids
+from hyperfs.tree.hashes import tree_id
+from hyperfs.tree.merkle import TreeBuilder
 
 pytestmark = pytest.mark.usefixtures("requires_js")
 

@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 
 import pytest
-from jsref import (
+
+from hyperfs.testing.jsref import (
     JsRefError,
     arun_js_fetch,
     js_bench_core,

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from hyperfs.discovery import DhtOptions, MdnsOptions, open_discovery
-from hyperfs.discovery.keys import discovery_key
-from hyperfs.discovery.mdns import (
+from hyperfs.net.discovery import DhtOptions, MdnsOptions, open_discovery
+from hyperfs.net.discovery.keys import discovery_key
+from hyperfs.net.discovery.mdns import (
     MAX_TXT_KEYS,
     MDNS_PORT,
     _PortPatch,

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperfs import flat_tree, merkle
-from hyperfs.errors import BadProof
-from hyperfs.hashes import leaf_hash, parent_hash, tree_id
+from hyperfs.base.errors import BadProof
+from hyperfs.tree import flat_tree, merkle
+from hyperfs.tree.hashes import leaf_hash, parent_hash, tree_id
 
 HELLO_WORLD = "e1a31bb8716f0a0487377e22dbc7f0491fb47a712ac21519792a4e32cf56fb6f"
 

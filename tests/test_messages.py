@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hyperfs.messages import (
+from hyperfs.wire.messages import (
     Cancel,
     Extension,
     Handshake,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hyperfs.protobuf import (
+from hyperfs.wire.protobuf import (
     BYTES,
     MESSAGE,
     STRING,

@@ -19,7 +19,13 @@ from pathlib import Path
 import pytest
 import trio
 import trio.testing
-from netutil import (
+
+from hyperfs import open_core
+from hyperfs.feeds.feed import Feed
+from hyperfs.net.node import Node, open_node
+from hyperfs.replication.peer import Peer
+from hyperfs.replication.swarm import open_swarm
+from hyperfs.testing.network import (
     PeerLog,
     RawPeer,
     arun_hyperfs,
@@ -32,17 +38,11 @@ from netutil import (
     store_feed,
     store_partial,
 )
-
-from hyperfs import open_core
-from hyperfs.connection import Connection, ProtocolError
-from hyperfs.events import HandshakeReceived, HaveReceived, Joined, RequestReceived, Unpaused
-from hyperfs.feed import Feed
-from hyperfs.framing import MAX_MESSAGE, frame
-from hyperfs.messages import Handshake, Join, encode
-from hyperfs.network import Node, open_node
-from hyperfs.peer import Peer
-from hyperfs.protobuf import encode_varint
-from hyperfs.swarm import open_swarm
+from hyperfs.wire.connection import Connection, ProtocolError
+from hyperfs.wire.events import HandshakeReceived, HaveReceived, Joined, RequestReceived, Unpaused
+from hyperfs.wire.framing import MAX_MESSAGE, frame
+from hyperfs.wire.messages import Handshake, Join, encode
+from hyperfs.wire.protobuf import encode_varint
 
 BLOCKS = make_blocks(300, seed=2)
 

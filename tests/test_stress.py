@@ -18,9 +18,9 @@ from pathlib import Path
 import trio
 
 from hyperfs import open_core
-from hyperfs.connection import Connection
-from hyperfs.network import open_node
-from hyperfs.peer import Peer
+from hyperfs.net.node import open_node
+from hyperfs.replication.peer import Peer
+from hyperfs.wire.connection import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,1 @@
+"""The `hyperfs` command line: argument parsing and the sub-commands."""

@@ -1,0 +1,396 @@
+"""One feed: its blocks, its verified hashes, and the tasks waiting for blocks to arrive.
+
+A feed is either *writable* (made by :meth:`Core.add`, appended to, then finalized, which
+gives it its id) or *known by id* (a finalized feed, held wholly or in part, filled by
+verified :meth:`Feed.put` calls from the network). Readers await :meth:`Feed.get`; the
+replication layer learns what readers wait for through a :class:`FeedListener` and
+answers with ``put``. All state lives in the store; memory holds only the bitfield, the
+roots and the pending roots of a writable feed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Protocol
+
+import trio
+
+from hyperfs.base.errors import BadProof, BlockUnavailable, EmptyFeed, FeedFinalized, InvalidIndex
+from hyperfs.tree import merkle
+from hyperfs.tree.bitfield import PAGE_BITS, Bitfield
+from hyperfs.tree.flat_tree import full_roots, left_span, right_span
+from hyperfs.tree.hashes import LEAF_STATE, leaf_hash
+
+if TYPE_CHECKING:
+    from hyperfs.feeds.core import Core
+
+log = logging.getLogger("hyperfs.feed")
+
+BytesLike = bytes | bytearray | memoryview
+
+
+class FeedListener(Protocol):
+    """What the replication layer hears from a feed (every method is optional)."""
+
+    def feed_wants(self, feed: Feed, block: int) -> None: ...
+    def feed_unwants(self, feed: Feed, block: int) -> None: ...
+    def feed_stored(self, feed: Feed, block: int) -> None: ...
+    def feed_prefetch(self, feed: Feed, block: int) -> None: ...
+
+
+def check_index(index: object) -> int:
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        raise InvalidIndex(f"block index must be a non-negative integer, not {index!r}")
+    return index
+
+
+class Feed:
+    """A feed of blocks stored in a core. Get one from :meth:`Core.add` or :meth:`Core.get`."""
+
+    MAX_PREFETCH = 16
+
+    def __init__(self, core: Core, num: int, feed_id: bytes | None, blocks: int | None) -> None:
+        self._core = core
+        self._store = core.store
+        self.num = num
+        self.id = feed_id
+        self.blocks = blocks
+        self.bitfield = self._store.bitfield(num)
+        self.roots: list[merkle.Node] = self._load_roots()
+        self._builder = merkle.TreeBuilder() if feed_id is None else None
+        self._waiters: dict[int, trio.Event] = {}
+        self._wanted: dict[int, int] = {}
+        self._length_known = trio.Event()
+        if blocks is not None:
+            self._length_known.set()
+        self._listeners: list[FeedListener] = []
+        self._node_cache: dict[int, bytes] = {}  # verified hashes never change
+        self.opens = 0
+        self.interest = 0
+        self.prefetching: list[list[int | None]] = []
+
+    def __repr__(self) -> str:
+        name = self.id.hex()[:16] if self.id else f"writable #{self.num}"
+        return f"<Feed {name} blocks={self.blocks} local={self.local}>"
+
+    @property
+    def hex(self) -> str | None:
+        return None if self.id is None else self.id.hex()
+
+    @property
+    def local(self) -> int:
+        """How many blocks are stored here."""
+        return self.bitfield.count
+
+    @property
+    def writable(self) -> bool:
+        return self._builder is not None
+
+    def has(self, index: int) -> bool:
+        return check_index(index) in self.bitfield
+
+    async def ready(self) -> None:
+        """Wait until the feed's length is known (at once for feeds held or made here)."""
+        await self._length_known.wait()
+
+    def listen(self, listener: FeedListener) -> Callable[[], None]:
+        """Register a listener; returns the function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
+    def prefetch(self, start: int = 0, end: int | None = None) -> None:
+        """Ask for blocks ``start .. end-1`` (to the feed's end if None) ahead of need.
+
+        Lower priority than blocks a task waits for in :meth:`get`. The replication layer
+        keeps the ranges up to date (``[start, end]`` lists, the start advancing as
+        blocks arrive); only the newest few are kept.
+        """
+        check_index(start)
+        if end is not None and end <= start:
+            return
+        self.prefetching.append([start, end])
+        del self.prefetching[:-self.MAX_PREFETCH]
+        self._notify("feed_prefetch", start)
+
+    async def download(self, start: int = 0, end: int | None = None) -> None:
+        """Fetch blocks ``start .. end-1`` (to the feed's end if None) and wait for them."""
+        self.prefetch(start, end)
+        index = start
+        while end is None or index < end:
+            if index not in self.bitfield and await self.get(index) is None:
+                return
+            index += 1
+            if self.blocks is not None and index >= self.blocks:
+                return
+
+    @property
+    def wanted(self) -> list[int]:
+        """Blocks some task is waiting for, in the order first asked."""
+        return list(self._wanted)
+
+    # -- writing -------------------------------------------------------------------
+
+    async def append(self, data: BytesLike | Iterable[BytesLike]) -> None:
+        """Append one block, or a list of blocks in one atomic write."""
+        if self._builder is None:
+            raise FeedFinalized("cannot append to a finalized feed")
+        items = [data] if isinstance(data, BytesLike) else list(data)
+        blocks = [item if isinstance(item, bytes) else _as_bytes(item) for item in items]
+        builder, store, num, bitfield = self._builder, self._store, self.num, self.bitfield
+        start, saved_roots = builder.blocks, list(builder.roots)
+        end = start + len(blocks)
+        try:
+            with store.batch() as batch:
+                store.put_nodes(batch, num, builder.extend(blocks))
+                store.put_blocks(batch, num, start, blocks)
+                bitfield.add_range(start, end)
+                for page in range(start // PAGE_BITS, (end - 1) // PAGE_BITS + 1):
+                    store.put_page(batch, num, page, bitfield.page(page))
+        except BaseException:
+            for index in range(start, end):
+                bitfield.discard(index)
+            builder.roots, builder.blocks = saved_roots, start
+            raise
+        if self._waiters or self._listeners:
+            for index in range(start, end):
+                self._stored(index)
+        await trio.lowlevel.checkpoint()
+
+    async def finalize(self, name: bytes | None = None) -> bytes:
+        """Seal the feed and give it its id; ``name`` is recorded with it, atomically."""
+        if self._builder is None:
+            raise FeedFinalized("feed is already finalized")
+        if self._builder.blocks == 0:
+            raise EmptyFeed("cannot finalize a feed with no blocks")
+        await self._core._finalize(self, self._builder.roots, self._builder.blocks, name)
+        return self.id  # type: ignore[return-value]
+
+    def _sealed(self, feed_id: bytes, roots: list[merkle.Node], blocks: int) -> None:
+        """Called by the core once the finalize batch is written."""
+        self.id, self.roots, self.blocks, self._builder = feed_id, list(roots), blocks, None
+        self._length_known.set()
+
+    def _adopt(self, other: Feed) -> None:
+        """Take over another object's storage for the same id (after a duplicate finalize)."""
+        self.num, self.bitfield, self.roots, self.blocks = (
+            other.num, other.bitfield, other.roots, other.blocks)
+        self._length_known.set()
+        for event in self._waiters.values():
+            event.set()
+        self._waiters.clear()
+
+    # -- reading -------------------------------------------------------------------
+
+    async def get(
+        self, index: int, *, timeout: float | None = None, wait: bool = True
+    ) -> bytes | None:
+        """Block ``index``, waiting for it to arrive if it is not stored here.
+
+        Returns None for an index past the end once the length is known. ``timeout``
+        (seconds) raises TimeoutError; ``wait=False`` raises BlockUnavailable instead of
+        waiting. Cancelling the caller withdraws its interest in the block.
+        """
+        check_index(index)
+        scope = trio.fail_after(timeout) if timeout is not None else nullcontext()
+        try:
+            with scope:
+                while True:
+                    if self.blocks is not None and index >= self.blocks:
+                        return None
+                    if index in self.bitfield:
+                        data = self._read(index)
+                        if data is not None:
+                            return data
+                    if not wait:
+                        raise BlockUnavailable(f"block {index} is not stored locally")
+                    await self._wait_for(index)
+        except trio.TooSlowError:
+            raise TimeoutError(f"block {index} did not arrive within {timeout} s") from None
+
+    def read_local(self, index: int) -> bytes | None:
+        """Block ``index`` if it is stored here (and still verifies), without waiting."""
+        if check_index(index) not in self.bitfield:
+            return None
+        return self._read(index)
+
+    def iter_local(self, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Blocks ``start, start+1, ...`` (before ``end``) while they are stored here.
+
+        Stops at the first block not held (or damaged on disk: that one is dropped, as
+        :meth:`get` does), so a reader can fall back to :meth:`get` there. Whole-feed
+        reads take this path: two LevelDB range scans instead of two lookups per block,
+        every block still checked against its stored leaf hash.
+        """
+        check_index(start)
+        if end is None:  # the feed's end; a writable feed's is what was appended so far
+            end = self.blocks if self.blocks is not None else (
+                self._builder.blocks if self._builder is not None else 0)
+        bitfield, index, leaf_state = self.bitfield, start, LEAF_STATE.copy
+        for data, digest in self._store.iter_blocks(self.num, start, end):
+            if index not in bitfield:
+                return
+            hasher = leaf_state()  # leaf_hash, inlined
+            hasher.update(data)
+            if hasher.digest() != digest:
+                self._damaged(index)
+                return
+            yield data
+            index += 1
+
+    def _read(self, index: int) -> bytes | None:
+        data = self._store.block(self.num, index)
+        expected = self._store.node(self.num, 2 * index)
+        if data is not None and expected is not None and leaf_hash(data) == expected:
+            return data
+        self._damaged(index)
+        return None
+
+    def _damaged(self, index: int) -> None:
+        """A held block is gone or no longer matches its hash: never return it, refetch it."""
+        log.warning("feed %s block %d is damaged on disk; marked missing to fetch again",
+                    self.hex or self.num, index)
+        self.drop(index)
+
+    async def _wait_for(self, index: int) -> None:
+        event = self._waiters.get(index)
+        if event is None:
+            event = self._waiters[index] = trio.Event()
+        first = index not in self._wanted
+        self._wanted[index] = self._wanted.get(index, 0) + 1
+        if first:
+            self._notify("feed_wants", index)
+        try:
+            await event.wait()
+        finally:
+            self._wanted[index] -= 1
+            if not self._wanted[index]:
+                del self._wanted[index]
+                if not event.is_set():
+                    self._waiters.pop(index, None)
+                    self._notify("feed_unwants", index)
+
+    def _stored(self, index: int) -> None:
+        event = self._waiters.pop(index, None)
+        if event is not None:
+            event.set()
+        self._notify("feed_stored", index)
+
+    def _notify(self, method: str, index: int) -> None:
+        for listener in list(self._listeners):
+            handler = getattr(listener, method, None)
+            if handler is not None:
+                handler(self, index)
+
+    # -- replication -----------------------------------------------------------------
+
+    def proof(self, index: int, *known: Bitfield | None) -> list[merkle.Node]:
+        """The nodes a responder sends with block ``index`` (PROTOCOL.md, Proofs).
+
+        ``known`` are bitfields of blocks the receiver holds (or will hold by the time
+        it reads this proof): every peer stores the whole verified path of a block, so
+        nodes above those blocks are left out. That shrinks a proof from ~log2(blocks)
+        nodes to one or two in a download.
+        """
+        if self.blocks is None or check_index(index) not in self.bitfield:
+            raise BlockUnavailable(f"block {index} is not stored locally")
+        fields = [field for field in known if field is not None and field.count]
+        knows = None
+        if fields:
+            def knows(node: int) -> bool:
+                start, end = left_span(node) >> 1, (right_span(node) >> 1) + 1
+                return any(field.any(start, end) for field in fields)
+        cache = self._node_cache
+        if len(cache) > 65536:
+            cache.clear()
+        nodes = []
+        for node in merkle.proof_indexes(index, self.blocks, knows):
+            digest = cache.get(node)
+            if digest is None:
+                digest = cache[node] = self._store.node(self.num, node)
+                if digest is None:
+                    del cache[node]
+                    raise BlockUnavailable(f"node {node} of block {index} is not stored")
+            nodes.append((node, digest))
+        return nodes
+
+    def put(self, index: int, data: bytes, proof: list[merkle.Node]) -> bool:
+        """Verify block ``index`` against the feed id and store it with its proof.
+
+        Returns False if the block was already here. Raises BadProof, storing nothing,
+        when the data or proof does not verify.
+        """
+        check_index(index)
+        if self.id is None:
+            raise BadProof("a writable feed takes blocks by append, not put")
+        if index in self.bitfield:
+            return False
+        store, num = self._store, self.num
+        verified = merkle.verify(self.id, index, data, proof, blocks=self.blocks,
+                                 roots=self.roots, stored=lambda node: store.node(num, node))
+        self.bitfield.add(index)
+        try:
+            with store.batch() as batch:
+                for node, digest in verified.nodes:
+                    store.put_node(batch, num, node, digest)
+                store.put_block(batch, num, index, data)
+                page = index // PAGE_BITS
+                store.put_page(batch, num, page, self.bitfield.page(page))
+                if verified.roots is not None:
+                    store.put_feed(batch, num, self.id, verified.blocks)
+        except BaseException:
+            self.bitfield.discard(index)
+            raise
+        if verified.roots is not None:
+            self._learn_length(verified.blocks, verified.roots)
+        self._stored(index)
+        return True
+
+    def _learn_length(self, blocks: int, roots: list[merkle.Node]) -> None:
+        self.blocks, self.roots = blocks, roots
+        self._length_known.set()
+        for index in [i for i in self._waiters if i >= blocks]:
+            self._waiters.pop(index).set()  # their get() now returns None
+
+    def drop(self, index: int) -> bool:
+        """Forget the local copy of a block (its verified hash stays, so it can return)."""
+        check_index(index)
+        if not self.bitfield.discard(index):
+            return False
+        try:
+            with self._store.batch() as batch:
+                self._store.delete_block(batch, self.num, index)
+                page = index // PAGE_BITS
+                self._store.put_page(batch, self.num, page, self.bitfield.page(page))
+        except BaseException:
+            self.bitfield.add(index)
+            raise
+        return True
+
+    def _load_roots(self) -> list[merkle.Node]:
+        if self.blocks is None:
+            return []
+        roots = []
+        for node in full_roots(self.blocks):
+            digest = self._store.node(self.num, node)
+            if digest is None:
+                raise BadProof(f"feed {self.id!r}: root {node} is missing from storage")
+            roots.append((node, digest))
+        return roots
+
+    def close(self) -> None:
+        """Stop using the feed; the core says 'uninterested' when nobody uses it."""
+        self._core.release(self)
+
+    def __enter__(self) -> Feed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _as_bytes(item: object) -> bytes:
+    if isinstance(item, bytearray | memoryview):
+        return bytes(item)
+    raise TypeError(f"blocks must be bytes, not {type(item).__name__}")

@@ -1,0 +1,154 @@
+"""The filesystem's life from mount to unmount (the `hyperfs mount` command is in hyperfs.cli).
+
+One process, one trio event loop: pyfuse3's request handlers, the peer connections and
+the swarm all run in one nursery, so a read of a block that is not local simply awaits
+``feed.get`` and the swarm fills it. SIGINT/SIGTERM (Ctrl-C) unmount cleanly; a mount
+left behind by a killed process ("Transport endpoint is not connected") is detected and
+lazily unmounted before mounting again.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from hyperfs.base.errors import HyperfsError
+from hyperfs.feeds.core import Core
+from hyperfs.fs.operations import HyperFS
+from hyperfs.net.node import Node
+
+log = logging.getLogger("hyperfs.mount")
+
+DEFAULT_BLOCK_SIZE = 64 * 1024
+MAX_TASKS = 10_000
+"""pyfuse3 worker tasks: each read waiting on the network holds one, so allow many."""
+
+
+class MountError(HyperfsError):
+    """The filesystem cannot be mounted here (mount point, FUSE or a live mount)."""
+
+
+# -- the mount point --------------------------------------------------------------------
+
+
+def _mount_type(path: Path) -> str | None:
+    """The filesystem type mounted exactly at ``path`` (from /proc/self/mountinfo)."""
+    target = os.fsencode(path)
+    found = None
+    try:
+        with open("/proc/self/mountinfo", "rb") as mountinfo:
+            for line in mountinfo:
+                fields = line.split()
+                point = fields[4].replace(b"\\040", b" ").replace(b"\\134", b"\\")
+                if point == target:
+                    found = fields[fields.index(b"-") + 1].decode()
+    except (OSError, ValueError, IndexError):
+        return None
+    return found
+
+
+def unmount(path: Path, *, lazy: bool = False) -> bool:
+    """fusermount3 -u (or -uz) ``path``; True when it worked."""
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    if tool is None:
+        return False
+    result = subprocess.run([tool, "-uz" if lazy else "-u", str(path)],
+                            capture_output=True, check=False)
+    return result.returncode == 0
+
+
+def prepare_mountpoint(path: Path) -> Path:
+    """Check ``path`` can be mounted on, recovering a stale mount left by a crash.
+
+    Errors say what to do: a missing directory, a live mount, a non-empty directory,
+    FUSE missing from this machine.
+    """
+    path = Path(os.path.abspath(os.path.expanduser(path)))
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise MountError(f"mount point {path} does not exist; create it with mkdir") from None
+    except OSError as exc:
+        if exc.errno != errno.ENOTCONN:
+            raise MountError(f"mount point {path}: {exc.strerror}") from None
+        log.warning("%s is a stale mount left by a process that died; unmounting it", path)
+        if not unmount(path, lazy=True):
+            raise MountError(f"{path} is a stale FUSE mount and `fusermount3 -uz {path}` "
+                             "failed; unmount it by hand") from None
+        info = os.stat(path)
+    if not os.path.isdir(path):
+        raise MountError(f"mount point {path} is not a directory")
+    if os.path.ismount(path):
+        kind = _mount_type(path)
+        if kind == "fuse.hyperfs":
+            raise MountError(f"{path} is already a live hyperfs mount; unmount it first "
+                             f"(Ctrl-C its hyperfs process, or fusermount3 -u {path})")
+        raise MountError(f"something ({kind or 'a filesystem'}) is already mounted at {path}")
+    if os.listdir(path):
+        raise MountError(f"mount point {path} is not empty; use an empty directory")
+    del info
+    if not os.path.exists("/dev/fuse"):
+        raise MountError("FUSE is unavailable: /dev/fuse is missing (load the fuse module, "
+                         "or give the container --device /dev/fuse)")
+    if os.geteuid() != 0 and shutil.which("fusermount3") is None:
+        raise MountError("FUSE is unavailable: fusermount3 not found (install fuse3)")
+    return path
+
+
+def mount_options(*, allow_other: bool) -> set[str]:
+    """fsname/subtype make `mount` show 'hyperfs on ... type fuse.hyperfs'. No max_read:
+    libfuse 3.14 refuses the mount with it."""
+    options = {"fsname=hyperfs", "subtype=hyperfs", "default_permissions", "noatime"}
+    if allow_other:
+        options.add("allow_other")
+    return options
+
+
+# -- running ---------------------------------------------------------------------------
+
+
+async def run_mount(core: Core, mountpoint: Path, node: Node, *,
+                    block_size: int = DEFAULT_BLOCK_SIZE, timeout: float | None = 60.0,
+                    allow_other: bool = False) -> None:
+    """Mount ``core`` at ``mountpoint`` until unmounted or SIGINT/SIGTERM, serving and
+    fetching feeds through ``node``, in the same event loop."""
+    if node.address is not None:
+        print(f"hyperfs: listening on {node.address[0]}:{node.address[1]}", flush=True)
+    ops = HyperFS(core, mountpoint=str(mountpoint), block_size=block_size,
+                  timeout=timeout, status=node.status,
+                  fetch=lambda feed, index: node.get(feed, index, timeout))
+    try:
+        pyfuse3.init(ops, str(mountpoint), mount_options(allow_other=allow_other))
+    except RuntimeError as exc:
+        raise MountError(f"cannot mount at {mountpoint}: {exc} (is FUSE usable here? "
+                         "see dmesg; --allow-other needs user_allow_other)") from None
+    try:
+        async with trio.open_nursery() as nursery:
+            ops.nursery = nursery
+            nursery.start_soon(_on_signal, nursery.cancel_scope)
+            print(f"hyperfs: mounted {core.store.path} at {mountpoint}", flush=True)
+            await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS)
+            log.info("unmounted from outside")
+            nursery.cancel_scope.cancel()
+    finally:
+        pyfuse3.close(unmount=True)
+        try:
+            ops.close()
+        finally:
+            print(f"hyperfs: unmounted {mountpoint}", flush=True)
+
+
+async def _on_signal(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
+        async for signum in signals:
+            log.info("%s: unmounting", signal.Signals(signum).name)
+            scope.cancel()
+            return

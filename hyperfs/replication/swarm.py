@@ -1,0 +1,281 @@
+"""The swarm: which peer to ask for which block, for every feed of a core.
+
+Order of asking, per feed: blocks a task is waiting for in ``Feed.get`` (oldest first),
+then blocks whose peer was lost, then the feed's prefetch ranges from their start. A
+block is asked of one peer at a time, except in the end game (the last few blocks in
+flight, when a slow peer would hold up the whole download). Each peer gets as many
+requests in flight as fill its link (see ``peer.WINDOW_BYTES``).
+
+Privacy: a feed is joined on every peer only when the local side wants it (it is open
+with interest). A feed that a peer names is joined on that peer alone, and only if it is
+stored here; the list of stored feeds is never announced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from hyperfs.feeds.core import Core
+from hyperfs.feeds.feed import Feed
+from hyperfs.replication.peer import Channel, Peer
+
+log = logging.getLogger("hyperfs.swarm")
+
+ENDGAME = 8
+"""In-flight blocks at or below which a block may be asked of a second peer."""
+
+
+class FeedSwarm:
+    """One feed's share of the swarm: its channels and its requests in flight."""
+
+    def __init__(self, swarm: Swarm, feed: Feed) -> None:
+        self.swarm = swarm
+        self.feed = feed
+        self.channels: dict[Peer, Channel] = {}
+        self.inflight: dict[int, set[Peer]] = {}
+        self.requeued: set[int] = set()
+        self._unlisten = feed.listen(self)
+
+    def close(self) -> None:
+        self._unlisten()
+        self.swarm.core.release(self.feed, interested=False)
+
+    # -- feed listener ------------------------------------------------------------------
+
+    def feed_wants(self, feed: Feed, block: int) -> None:
+        self.fill_all()
+
+    def feed_unwants(self, feed: Feed, block: int) -> None:
+        if not self._in_prefetch(block):
+            for peer in list(self.inflight.pop(block, ())):
+                channel = self.channels.get(peer)
+                if channel is not None:
+                    peer.cancel(channel, block)
+
+    def feed_stored(self, feed: Feed, block: int) -> None:
+        assert feed.id is not None
+        self.requeued.discard(block)
+        for peer in self.inflight.pop(block, ()):
+            channel = self.channels.get(peer)
+            if channel is not None:
+                peer.cancel(channel, block)  # end game: someone else was faster
+        for peer, channel in self.channels.items():
+            if channel.ready:
+                peer.queue_have(feed.id, block)
+
+    def feed_prefetch(self, feed: Feed, block: int) -> None:
+        self.fill_all()
+
+    # -- scheduling ---------------------------------------------------------------------
+
+    def fill_all(self) -> None:
+        for peer, channel in list(self.channels.items()):
+            self.fill(peer, channel)
+
+    def fill(self, peer: Peer, channel: Channel) -> None:
+        """Ask ``peer`` for blocks until its window is full or it has nothing we need."""
+        if not channel.ready or channel.remote_paused:
+            return
+        while peer.inflight < peer.window:
+            block = self._pick(peer, channel)
+            if block is None:
+                return
+            self.inflight.setdefault(block, set()).add(peer)
+            peer.request(channel, block)
+        peer.starved[channel] = None  # the window is full: fill again when it has room
+
+    def _pick(self, peer: Peer, channel: Channel) -> int | None:
+        feed, has, inflight = self.feed, channel.remote_has, self.inflight
+        local = feed.bitfield
+        for block in feed.wanted:
+            if block not in inflight and block not in local and block in has:
+                return block
+        for block in sorted(self.requeued):
+            if block in local:
+                self.requeued.discard(block)
+            elif block not in inflight and block in has:
+                self.requeued.discard(block)
+                return block
+        block = self._pick_prefetch(channel)
+        if block is not None:
+            return block
+        if len(inflight) <= ENDGAME:
+            for block, askers in inflight.items():
+                if peer not in askers and block in has and block not in channel.requested:
+                    return block
+        return None
+
+    def _pick_prefetch(self, channel: Channel) -> int | None:
+        feed, has, inflight = self.feed, channel.remote_has, self.inflight
+        local = feed.bitfield
+        ranges = feed.prefetching
+        for rng in list(ranges):
+            start, end = rng
+            assert start is not None
+            limit = feed.blocks if feed.blocks is not None else has.end
+            if end is not None:
+                limit = min(limit, end)
+            while start < limit and start in local:
+                start += 1
+            rng[0] = start
+            if feed.blocks is not None and start >= limit:
+                ranges.remove(rng)  # done
+                continue
+            pos = channel.scan_pos if channel.scan_range is rng else start
+            pos = max(pos, start)
+            while pos < limit:
+                if pos not in local and pos not in inflight and pos in has:
+                    channel.scan_range, channel.scan_pos = rng, pos + 1
+                    return pos
+                pos += 1
+            channel.scan_range, channel.scan_pos = rng, pos
+        return None
+
+    def _in_prefetch(self, block: int) -> bool:
+        return any(start <= block and (end is None or block < end)  # type: ignore[operator]
+                   for start, end in self.feed.prefetching)
+
+    def requeue(self, block: int) -> None:
+        """A block's request failed: ask someone else."""
+        self.inflight.pop(block, None)
+        if block not in self.feed.bitfield:
+            self.requeued.add(block)
+
+    def request_failed(self, peer: Peer, block: int) -> None:
+        """``peer`` will not answer its request for ``block``: ask someone else."""
+        askers = self.inflight.get(block)
+        if askers is not None:
+            askers.discard(peer)
+            if not askers:
+                self.requeue(block)
+
+    def channel_closed(self, peer: Peer, channel: Channel) -> None:
+        self.channels.pop(peer, None)
+        for block in channel.requested:
+            askers = self.inflight.get(block)
+            if askers is not None:
+                askers.discard(peer)
+                if not askers:
+                    self.requeue(block)
+        self.fill_all()
+        self.swarm.maybe_forget(self)
+
+
+class Swarm:
+    """Every peer of a core, and a :class:`FeedSwarm` for each feed shared with them."""
+
+    def __init__(self, core: Core, nursery: trio.Nursery, *, request_timeout: float = 10.0,
+                 handshake_timeout: float = 10.0, message_timeout: float = 60.0,
+                 peer_id: bytes | None = None) -> None:
+        self.core = core
+        self.nursery = nursery
+        self.request_timeout = request_timeout
+        self.handshake_timeout = handshake_timeout
+        """A peer that has not sent its handshake this long after connecting is dropped."""
+        self.message_timeout = message_timeout
+        """A peer whose message (or our send to it) takes longer than this is dropped."""
+        self.peer_id = peer_id or os.urandom(32)
+        self.peers: set[Peer] = set()
+        self.feeds: dict[bytes, FeedSwarm] = {}
+        self._unsubscribe = [core.on("interested", self._interested),
+                             core.on("uninterested", self._uninterested)]
+        for feed in core.interesting():
+            self._interested(feed.id)
+
+    def close(self) -> None:
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        for peer in list(self.peers):
+            peer.close()
+        for feed_swarm in list(self.feeds.values()):
+            feed_swarm.close()
+        self.feeds.clear()
+
+    # -- peers ----------------------------------------------------------------------------
+
+    def add_peer(self, stream: trio.abc.Stream, address: str | None = None) -> Peer:
+        """Start replicating over ``stream``; the peer runs until either side closes."""
+        peer = Peer(self, stream, address)
+        self.peers.add(peer)
+        self.nursery.start_soon(peer.run)
+        return peer
+
+    async def replicate(self, stream: trio.abc.Stream, address: str | None = None) -> Peer:
+        """Replicate over ``stream`` until it closes; returns the finished peer."""
+        peer = self.add_peer(stream, address)
+        await peer.closed.wait()
+        return peer
+
+    def peer_ready(self, peer: Peer) -> None:
+        """Handshake done: join every feed the local side wants."""
+        for feed_swarm in list(self.feeds.values()):
+            if feed_swarm.feed.interest:
+                peer.join(feed_swarm)
+        self.core.emit("peer", peer)
+
+    def peer_closed(self, peer: Peer) -> None:
+        self.peers.discard(peer)
+        for feed_id in list(peer.channels):
+            peer._close_channel(feed_id)
+        log.info("peer %s closed: %s", peer.address or peer.remote_id, peer.close_reason)
+
+    # -- feeds ----------------------------------------------------------------------------
+
+    def _feed_swarm(self, feed_id: bytes) -> FeedSwarm:
+        feed_swarm = self.feeds.get(feed_id)
+        if feed_swarm is None:
+            feed = self.core.get(feed_id, interested=False)
+            feed_swarm = self.feeds[feed_id] = FeedSwarm(self, feed)
+        return feed_swarm
+
+    def serve(self, feed_id: bytes) -> FeedSwarm | None:
+        """The feed a peer named, if we store it (or want it); else None."""
+        if feed_id in self.feeds or self.core.stored(feed_id):
+            return self._feed_swarm(feed_id)
+        return None
+
+    def _interested(self, feed_id: bytes) -> None:
+        feed_swarm = self._feed_swarm(feed_id)
+        for peer in list(self.peers):
+            if peer.handshaken.is_set():
+                peer.join(feed_swarm)
+
+    def _uninterested(self, feed_id: bytes) -> None:
+        feed_swarm = self.feeds.get(feed_id)
+        if feed_swarm is not None:
+            self.maybe_forget(feed_swarm)
+
+    def maybe_forget(self, feed_swarm: FeedSwarm) -> None:
+        """Close a feed's swarm state once no peer shares it and nobody here wants it."""
+        if not feed_swarm.channels and not feed_swarm.feed.interest:
+            assert feed_swarm.feed.id is not None
+            if self.feeds.pop(feed_swarm.feed.id, None) is feed_swarm:
+                feed_swarm.close()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "peer_id": self.peer_id.hex(),
+            "peers": [peer.status() for peer in self.peers],
+            "feeds": [
+                {"id": feed_id.hex(), "blocks": fs.feed.blocks, "local": fs.feed.local,
+                 "peers": len(fs.channels), "inflight": len(fs.inflight)}
+                for feed_id, fs in self.feeds.items()
+            ],
+        }
+
+
+@asynccontextmanager
+async def open_swarm(core: Core, **options: object) -> AsyncIterator[Swarm]:
+    """A swarm for ``core`` whose peers all end when the block exits."""
+    async with trio.open_nursery() as nursery:
+        swarm = Swarm(core, nursery, **options)  # type: ignore[arg-type]
+        try:
+            yield swarm
+        finally:
+            swarm.close()
+            nursery.cancel_scope.cancel()

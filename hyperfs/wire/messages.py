@@ -1,0 +1,262 @@
+"""Hypercore 1.x wire messages as values, and their byte encodings.
+
+Each message is a frozen, slotted dataclass whose fields are in protobuf declaration order
+(the order of the reference's schema.proto), so one `Schema` per class encodes it and builds
+it back. A message on the wire (inside a frame) is `type byte || protobuf body`; the
+Handshake, always the first message each way, has no type byte. Types 64..127 are
+`Extension` messages whose payload is opaque; types 8..63 and 128..255 are reserved and
+ignored (decoded as None), as the reference does.
+
+Channel numbers here are raw wire values; mapping them to feeds is the connection's job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+from hyperfs.wire.protobuf import (
+    BYTES,
+    MESSAGE,
+    STRING,
+    VARINT,
+    Buffer,
+    Field,
+    ProtocolError,
+    Schema,
+    decode_varint,
+    encode_varint,
+)
+
+__all__ = [
+    "EXTENSION_TYPES",
+    "Cancel",
+    "Extension",
+    "Handshake",
+    "Have",
+    "Join",
+    "Leave",
+    "Message",
+    "Pause",
+    "ProtocolError",
+    "Request",
+    "Response",
+    "Unpause",
+    "decode",
+    "decode_handshake",
+    "encode",
+]
+
+EXTENSION_TYPES = range(64, 128)
+
+_CHANNEL = Field(1, VARINT, required=True)
+_BLOCK = Field(2, VARINT, required=True)
+_NODE = Schema(Field(1, VARINT, required=True), Field(2, BYTES, required=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """The first message each way: who we are and which extensions we speak."""
+
+    protocol: str
+    version: int | None
+    id: bytes
+    extensions: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Open our channel number `channel` for the feed `id`."""
+
+    channel: int
+    id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Leave:
+    """Close a channel (both directions)."""
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class Have:
+    """The sender has these blocks: listed, and/or as a bitfield (MSB first)."""
+
+    channel: int
+    blocks: tuple[int, ...] = ()
+    bitfield: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """The sender won't answer requests on this channel for now."""
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unpause:
+    """The sender answers requests on this channel again."""
+
+    channel: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """Ask for one block."""
+
+    channel: int
+    block: int
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """One block with the Merkle proof nodes (index, hash) that verify it."""
+
+    channel: int
+    block: int
+    data: bytes
+    proof: tuple[tuple[int, bytes], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Withdraw a request."""
+
+    channel: int
+    block: int
+
+
+@dataclass(frozen=True, slots=True)
+class Extension:
+    """An extension message: type 64 + the sender's index of the extension name."""
+
+    type: int
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        if self.type not in EXTENSION_TYPES:
+            raise ValueError(f"extension type must be in 64..127, got {self.type}")
+
+
+Message = Join | Leave | Have | Pause | Unpause | Request | Response | Cancel
+
+# The schema of each message type, in type-byte order (Join is 0 ... Cancel is 7).
+_SCHEMAS: dict[type[Any], Schema] = {
+    Join: Schema(_CHANNEL, Field(2, BYTES, required=True), build=Join),
+    Leave: Schema(_CHANNEL, build=Leave),
+    Have: Schema(_CHANNEL, Field(2, VARINT, repeated=True), Field(3, BYTES), build=Have),
+    Pause: Schema(_CHANNEL, build=Pause),
+    Unpause: Schema(_CHANNEL, build=Unpause),
+    Request: Schema(_CHANNEL, _BLOCK, build=Request),
+    Response: Schema(
+        _CHANNEL,
+        _BLOCK,
+        Field(3, BYTES, required=True),
+        Field(4, MESSAGE, repeated=True, schema=_NODE),
+        build=Response,
+    ),
+    Cancel: Schema(_CHANNEL, _BLOCK, build=Cancel),
+}
+_HANDSHAKE = Schema(
+    Field(1, STRING, required=True),
+    Field(2, VARINT),
+    Field(3, BYTES, required=True),
+    Field(4, STRING, repeated=True),
+    build=Handshake,
+)
+_DECODERS = tuple(_SCHEMAS.values())
+_ENCODERS = {
+    cls: (bytes((type_,)), schema, tuple(f.name for f in fields(cls)))
+    for type_, (cls, schema) in enumerate(_SCHEMAS.items())
+}
+_ENCODERS[Handshake] = (b"", _HANDSHAKE, tuple(f.name for f in fields(Handshake)))
+
+
+def encode(msg: Message | Extension | Handshake) -> bytes:
+    """The message's bytes as they go inside a frame (type byte first, except Handshake)."""
+    if type(msg) is Extension:
+        return bytes((msg.type,)) + msg.payload
+    if type(msg) is Response:
+        return encode_response(msg.channel, msg.block, msg.data, msg.proof)
+    if type(msg) is Request:
+        return b"\x05\x08" + encode_varint(msg.channel) + b"\x10" + encode_varint(msg.block)
+    prefix, schema, names = _ENCODERS[type(msg)]
+    return schema.encode([getattr(msg, name) for name in names], prefix)
+
+
+def decode_handshake(body: Buffer) -> Handshake:
+    """Decode the first message of a stream; ProtocolError if malformed."""
+    return _HANDSHAKE.decode(body)
+
+
+def encode_response(
+    channel: int, block: int, data: bytes, proof: Sequence[tuple[int, bytes]],
+    framed: bool = False,
+) -> bytes:
+    """A Response, written out by hand: the hot path of every upload.
+
+    ``framed`` puts the frame's length prefix in front in the same pass, so the block's
+    bytes are copied once, not once more by :func:`hyperfs.framing.frame`.
+    """
+    parts = [b"\x06\x08", encode_varint(channel), b"\x10", encode_varint(block),
+             b"\x1a", encode_varint(len(data)), data]
+    for index, digest in proof:
+        node = b"\x08" + encode_varint(index) + b"\x12" + encode_varint(len(digest)) + digest
+        parts += (b"\x22", encode_varint(len(node)), node)
+    if framed:
+        parts.insert(0, encode_varint(sum(map(len, parts))))
+    return b"".join(parts)
+
+
+def _decode_response(body: Buffer) -> Response | None:
+    """The common layout of a Response (fields in order, 32-byte hashes), parsed by hand.
+
+    None for anything else, which the generic schema then parses (or rejects).
+    """
+    try:
+        if body[0] != 0x08:
+            return None
+        channel, pos = decode_varint(body, 1)
+        if body[pos] != 0x10:
+            return None
+        block, pos = decode_varint(body, pos + 1)
+        if body[pos] != 0x1A:
+            return None
+        size, pos = decode_varint(body, pos + 1)
+        end = pos + size
+        if end > len(body):
+            return None
+        data = bytes(body[pos:end])
+        proof = []
+        pos, total = end, len(body)
+        while pos < total:
+            if body[pos] != 0x22 or body[pos + 1] >= 0x80 or body[pos + 2] != 0x08:
+                return None
+            end = pos + 2 + body[pos + 1]
+            index, pos = decode_varint(body, pos + 3)
+            if body[pos] != 0x12 or body[pos + 1] != 32 or pos + 34 != end:
+                return None
+            proof.append((index, bytes(body[pos + 2 : end])))
+            pos = end
+    except (IndexError, ProtocolError):
+        return None
+    return Response(channel, block, data, tuple(proof))
+
+
+def decode(type: int, body: Buffer) -> Message | Extension | None:
+    """Decode a message body (the bytes after its type byte); None for ignored types.
+
+    `body` may be a memoryview into the frame: only the fields are copied out.
+    """
+    if type == 6:
+        response = _decode_response(body)
+        if response is not None:
+            return response
+    if type < len(_DECODERS):
+        return _DECODERS[type].decode(body)
+    if type in EXTENSION_TYPES:
+        return Extension(type, bytes(body))
+    return None
