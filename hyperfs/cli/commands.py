@@ -20,7 +20,6 @@ from hyperfs.cli.options import (
 )
 from hyperfs.feeds.core import open_core, parse_id
 from hyperfs.feeds.feed import Feed
-from hyperfs.store import fsck
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
 
@@ -49,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     serve.set_defaults(run=cmd_serve)
 
     add_status_command(sub)
-    fsck.add_parser(sub)
+    add_fsck_parser(sub)
     mount.register(sub)  # mount, id: the filesystem (hyperfs.cli.mount)
 
 
@@ -140,3 +139,21 @@ async def cmd_serve(args: argparse.Namespace) -> int:
                 print(f"{signal.Signals(signum).name}: stopping", file=sys.stderr)
                 break
     return 0
+
+
+def add_fsck_parser(sub: argparse._SubParsersAction) -> None:
+    fsck = sub.add_parser("fsck", help="check the database's consistency (and repair blocks)")
+    fsck.add_argument("--repair", action="store_true",
+                      help="mark blocks that fail their hash check as missing, to fetch again")
+    fsck.set_defaults(run=cmd_fsck)
+
+
+async def cmd_fsck(args: argparse.Namespace) -> int:
+    async with open_core(args.db) as core:
+        report = core.check(repair=args.repair)
+    for problem in report.problems:
+        print(f"hyperfs fsck: {problem}")
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    repaired = f", {report.repaired} damaged block(s) marked missing" if report.repaired else ""
+    print(f"{report.feeds} feeds, {report.blocks} blocks: {verdict}{repaired}")
+    return 0 if report.ok else 1

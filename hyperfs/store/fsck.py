@@ -19,7 +19,6 @@ nobody can see), and every name points at a stored feed.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -163,26 +162,3 @@ def _check_feed(
             left, right = store.node(num, children[0]), store.node(num, children[1])
             if left is not None and right is not None and parent_hash(left, right) != digest:
                 problems.append(f"feed {name}: node {node} is not the hash of its children")
-
-
-# -- the `hyperfs fsck` sub-command (registered in commands.py) --------------------------
-
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    fsck = sub.add_parser("fsck", help="check the database's consistency (and repair blocks)")
-    fsck.add_argument("--repair", action="store_true",
-                      help="mark blocks that fail their hash check as missing, to fetch again")
-    fsck.set_defaults(run=cmd_fsck)
-
-
-async def cmd_fsck(args: argparse.Namespace) -> int:
-    from hyperfs.feeds.core import open_core
-
-    async with open_core(args.db) as core:
-        report = core.check(repair=args.repair)
-    for problem in report.problems:
-        print(f"hyperfs fsck: {problem}")
-    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-    repaired = f", {report.repaired} damaged block(s) marked missing" if report.repaired else ""
-    print(f"{report.feeds} feeds, {report.blocks} blocks: {verdict}{repaired}")
-    return 0 if report.ok else 1
