@@ -33,7 +33,8 @@ import trio
 
 from hyperfs import open_core
 from hyperfs.feeds.core import WriteStream
-from hyperfs.store.store import _KEY, Store
+from hyperfs.store.layout import KEY
+from hyperfs.store.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +70,7 @@ def run_physical(blocks: list[bytes], workdir: Path) -> dict[str, float]:
     """The floor for our design: hash + LevelDB batches of the same keys and values."""
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         store = Store(tmp)  # the same plyvel options hyperfs uses
-        db, pack = store.db, _KEY.pack
+        db, pack = store.db, KEY.pack
         data_prefix, hash_prefix = b"d" + bytes(8), b"h" + bytes(8)
         per_batch = max(1, min(WriteStream.FLUSH_BLOCKS, WriteStream.FLUSH_BYTES // len(blocks[0])))
         start = time.perf_counter()

@@ -21,7 +21,7 @@ from hyperfs import (
     open_core,
     parse_id,
 )
-from hyperfs.store.store import _KEY, _num
+from hyperfs.store.layout import block_key
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = [bytes([i]) * (i * 37 % 300) for i in range(50)]
@@ -120,7 +120,7 @@ def test_foreign_leveldb_is_rejected(tmp_path: Path) -> None:
 def _overwrite_block(path: Path, num: int, index: int, data: bytes) -> None:
     """Damage a stored block behind hyperfs's back, with plyvel, while the core is closed."""
     db = plyvel.DB(str(path))
-    key = _KEY.pack(_num(b"d", num), index)
+    key = block_key(num, index)
     assert db.get(key) is not None
     db.put(key, data)
     db.close()

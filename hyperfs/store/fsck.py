@@ -19,10 +19,11 @@ nobody can see), and every name points at a stored feed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hyperfs.store.store import _KEY, _U32, _U64, FORMAT, Store, _num
+from hyperfs.store.layout import PER_FEED
+from hyperfs.store.store import Store
 from hyperfs.tree import flat_tree
 from hyperfs.tree.bitfield import PAGE_BYTES, Bitfield
 from hyperfs.tree.hashes import leaf_hash, parent_hash, tree_id
@@ -52,48 +53,32 @@ def check(
     called for each block that fails its hash check, instead of reporting it, to mark it
     missing as a read would (see :meth:`Core.check`).
     """
-    db, report = store.db, Report()
-    if db.get(b"!format") != FORMAT:
+    report = Report()
+    if not store.format_ok():
         report.problems.append("the format marker !format is missing or wrong")
     pending = set(store.pending())
     recorded: set[int] = set()
-    for key, value in db.iterator(prefix=b"m"):
-        num = _U64.unpack(key[1:])[0]
+    for num, feed_id, blocks in store.records():
         recorded.add(num)
-        feed_id, blocks = value[:32], _U64.unpack(value[32:])[0]
-        blocks_known = None if blocks == 2**64 - 1 else blocks
         report.feeds += 1
-        _check_feed(store, num, feed_id, blocks_known, report, repair)
+        _check_feed(store, num, feed_id, blocks, report, repair)
         if num in pending:
             report.problems.append(f"feed #{num} is both finalized and pending")
     for feed_id, num, _blocks in store.feeds():
         if num not in recorded:
             report.problems.append(f"id {feed_id.hex()} points at feed #{num}, which has no record")
-    for prefix in (b"d", b"h", b"b"):
-        for num in _numbers(store, prefix):
+    for kind in PER_FEED:
+        for num in store.numbers(kind):
             if num in recorded or (pending_ok and num in pending):
                 continue
             what = "an unfinished writable feed" if num in pending else "no feed"
-            report.problems.append(f"{prefix.decode()} keys of feed #{num} belong to {what}")
+            report.problems.append(f"{kind.decode()} keys of feed #{num} belong to {what}")
     if pending and not pending_ok:
         report.problems.append(f"writable feeds left pending: {sorted(pending)}")
     for name, feed_id in store.names():
         if store.lookup(feed_id) is None:
             report.problems.append(f"name {name!r} points at unknown feed {feed_id.hex()}")
     return report
-
-
-def _numbers(store: Store, prefix: bytes) -> Iterator[int]:
-    """The feed numbers that have keys under ``prefix``, by seeking past each one."""
-    it = store.db.iterator(prefix=prefix, include_value=False)
-    with it:
-        while True:
-            key = next(it, None)
-            if key is None:
-                return
-            num = _U64.unpack_from(key, 1)[0]
-            yield num
-            it.seek(_num(prefix, num + 1))
 
 
 def _check_feed(
@@ -104,41 +89,38 @@ def _check_feed(
     report: Report,
     repair: Callable[[int, int], None] | None,
 ) -> None:
-    db, name = store.db, feed_id.hex()[:16]
-    problems = report.problems
+    name, problems = feed_id.hex()[:16], report.problems
     if store.lookup(feed_id) != num:
         problems.append(f"feed {name}: its id does not point back at feed #{num}")
-    roots = set()
+    roots: set[int] = set()
     if blocks is not None:
         roots = set(flat_tree.full_roots(blocks))
         found = [(node, store.node(num, node)) for node in flat_tree.full_roots(blocks)]
-        if any(digest is None for _node, digest in found):
+        digests = [(node, digest) for node, digest in found if digest is not None]
+        if len(digests) < len(found):
             problems.append(f"feed {name}: roots missing from storage")
-        elif tree_id(found) != feed_id:  # type: ignore[arg-type]
+        elif tree_id(digests) != feed_id:
             problems.append(f"feed {name}: its roots do not hash to its id")
     limit = 2 * blocks if blocks is not None else 0
 
     bitfield = Bitfield()
-    page_prefix = _num(b"b", num)
-    for key, page in db.iterator(prefix=page_prefix):
-        if len(page) != PAGE_BYTES:
-            problems.append(f"feed {name}: bitfield page of {len(page)} bytes")
-        bitfield.load_page(_U32.unpack(key[len(page_prefix) :])[0], page)
-    data_prefix, hash_prefix = _num(b"d", num), _num(b"h", num)
+    for page, data in store.pages(num):
+        if len(data) != PAGE_BYTES:
+            problems.append(f"feed {name}: bitfield page of {len(data)} bytes")
+        bitfield.load_page(page, data)
 
     damaged: list[int] = []
-    for key, data in db.iterator(prefix=data_prefix):
-        index = _U64.unpack_from(key, 9)[0]
+    for index, data in store.stored_blocks(num):
         report.blocks += 1
         if index not in bitfield:
             problems.append(f"feed {name}: block {index} is stored but not marked held")
         if 2 * index >= limit:
             problems.append(f"feed {name}: block {index} is past the feed's end")
-        leaf = db.get(_KEY.pack(hash_prefix, 2 * index))
+        leaf = store.node(num, 2 * index)
         if leaf is None or leaf_hash(data) != leaf:
             damaged.append(index)
     for index in bitfield.iter_set():
-        if db.get(_KEY.pack(data_prefix, index)) is None:
+        if store.block(num, index) is None:
             problems.append(f"feed {name}: block {index} is marked held but not stored")
     for index in damaged:
         if repair is not None:
@@ -146,9 +128,14 @@ def _check_feed(
             report.repaired += 1
         else:
             problems.append(f"feed {name}: block {index} does not match its leaf hash")
+    _check_nodes(store, num, name, limit, roots, problems)
 
-    for key, digest in db.iterator(prefix=hash_prefix):
-        node = _U64.unpack_from(key, 9)[0]
+
+def _check_nodes(store: Store, num: int, name: str, limit: int, roots: set[int],
+                 problems: list[str]) -> None:
+    """Every stored node lies within the feed, hangs from a stored parent or is a root,
+    and is the hash of its children where both are stored."""
+    for node, digest in store.stored_nodes(num):
         if len(digest) != 32:
             problems.append(f"feed {name}: node {node} has a {len(digest)}-byte hash")
             continue

@@ -1,32 +1,14 @@
-"""The on-disk layout of a core: every feed, hash, block and bitfield in one LevelDB.
+"""The Store: a thin typed layer over plyvel that knows the key layout (:mod:`.layout`),
+not the rules of feeds.
 
-Keys are short prefixes followed by big-endian numbers, so each feed's blocks, nodes and
-bitfield pages sort together and can be scanned or deleted as ranges. Feeds are stored
-under a local number, not their id, because a writable feed has no id until it is
-finalized and a feed must not be rewritten to learn its name. Every logical change goes
-through one :meth:`Store.batch`, which LevelDB applies atomically: a process killed at
-any moment leaves either all of a change or none of it.
-
-=====================  ==========================  =====================================
-key                    value                       meaning
-=====================  ==========================  =====================================
-``!format``            ``hyperfs 1``               marks a hyperfs database
-``!next``              u64                         next local feed number
-``i`` id               u64 num                     feed id -> local number
-``m`` num              id + u64 blocks             a feed with an id (blocks may be unknown)
-``p`` num              (empty)                     a writable feed not yet finalized
-``d`` num u64          bytes                       block data
-``h`` num u64          32 bytes                    verified tree node hash, by flat index
-``b`` num u32          PAGE_BYTES bytes            bitfield page of blocks held
-``n`` name             id                          a file name given to a feed
-=====================  ==========================  =====================================
+Every logical change goes through one :meth:`Store.batch`, which LevelDB applies
+atomically: a process killed at any moment leaves either all of a change or none of it.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import struct
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,22 +16,34 @@ from pathlib import Path
 import plyvel
 
 from hyperfs.base.errors import CorruptDatabase, StorageLocked
+from hyperfs.store.layout import (
+    DATA,
+    FORMAT,
+    FORMAT_KEY,
+    HASH,
+    ID,
+    KEY,
+    META,
+    NAME,
+    NEXT_KEY,
+    PAGE,
+    PENDING,
+    PER_FEED,
+    U64,
+    block_key,
+    feed_number,
+    id_key,
+    key_index,
+    meta_value,
+    name_key,
+    node_key,
+    page_key,
+    parse_meta,
+    prefix,
+)
 from hyperfs.tree.bitfield import PAGE_BYTES, Bitfield
 
 Node = tuple[int, bytes]
-
-FORMAT = b"hyperfs 1"
-UNKNOWN = 2**64 - 1
-"""Stored block count of a feed whose length has not been learned yet."""
-
-_U64 = struct.Struct(">Q")
-_U32 = struct.Struct(">I")
-_KEY = struct.Struct(">9sQ")
-"""A per-feed key: the 9-byte prefix (type letter + feed number), then a u64."""
-
-
-def _num(prefix: bytes, num: int) -> bytes:
-    return prefix + _U64.pack(num)
 
 
 class Store:
@@ -87,16 +81,16 @@ class Store:
             self.db.close()
             raise
         self._group: dict[bytes, bytes | None] | None = None
-        raw = self.db.get(b"!next")
-        self._next = _U64.unpack(raw)[0] if raw else 0
+        raw = self.db.get(NEXT_KEY)
+        self._next = U64.unpack(raw)[0] if raw else 0
 
     def _check_format(self) -> None:
-        marker = self.db.get(b"!format")
+        marker = self.db.get(FORMAT_KEY)
         if marker == FORMAT:
             return
         if marker is not None or next(self.db.iterator(include_value=False), None) is not None:
             raise CorruptDatabase(f"{self.path} is not a hyperfs database (format {marker!r})")
-        self.db.put(b"!format", FORMAT, sync=True)
+        self.db.put(FORMAT_KEY, FORMAT, sync=True)
 
     def close(self) -> None:
         self.db.close()
@@ -157,49 +151,46 @@ class Store:
         """A fresh local feed number, recorded in ``batch``."""
         num = self._next
         self._next += 1
-        batch.put(b"!next", _U64.pack(self._next))
+        batch.put(NEXT_KEY, U64.pack(self._next))
         return num
 
     def lookup(self, feed_id: bytes) -> int | None:
-        raw = self._get(b"i" + feed_id)
-        return None if raw is None else _U64.unpack(raw)[0]
+        raw = self._get(id_key(feed_id))
+        return None if raw is None else U64.unpack(raw)[0]
 
     def blocks(self, num: int) -> int | None:
-        raw = self._get(_num(b"m", num))
-        if raw is None:
-            return None
-        blocks = _U64.unpack(raw[32:])[0]
-        return None if blocks == UNKNOWN else blocks
+        raw = self._get(prefix(META, num))
+        return None if raw is None else parse_meta(raw)[1]
 
     def put_feed(self, batch: plyvel.WriteBatch, num: int, feed_id: bytes, blocks: int | None):
-        batch.put(b"i" + feed_id, _U64.pack(num))
-        batch.put(_num(b"m", num), feed_id + _U64.pack(UNKNOWN if blocks is None else blocks))
+        batch.put(id_key(feed_id), U64.pack(num))
+        batch.put(prefix(META, num), meta_value(feed_id, blocks))
 
     def retire_feed(self, batch: plyvel.WriteBatch, num: int) -> None:
         """Unlist feed ``num`` and mark what it holds as leftovers (deleted by
         :meth:`delete_feed` now, or on the next open after a crash), inside ``batch``:
         for a change that replaces one feed by another atomically."""
-        batch.delete(_num(b"m", num))
-        batch.put(_num(b"p", num), b"")
+        batch.delete(prefix(META, num))
+        batch.put(prefix(PENDING, num), b"")
 
     def put_pending(self, batch: plyvel.WriteBatch, num: int, pending: bool) -> None:
         if pending:
-            batch.put(_num(b"p", num), b"")
+            batch.put(prefix(PENDING, num), b"")
         else:
-            batch.delete(_num(b"p", num))
+            batch.delete(prefix(PENDING, num))
 
     def feeds(self) -> Iterator[tuple[bytes, int, int | None]]:
         """Every feed with an id: (id, local number, blocks or None), in id order."""
         self.flush()
-        for key, value in self.db.iterator(prefix=b"i"):
-            num = _U64.unpack(value)[0]
+        for key, value in self.db.iterator(prefix=ID):
+            num = U64.unpack(value)[0]
             yield key[1:], num, self.blocks(num)
 
     def pending(self) -> list[int]:
         """Writable feeds that were never finalized (left by a crash)."""
         self.flush()
-        keys = self.db.iterator(prefix=b"p", include_value=False)
-        return [_U64.unpack(key[1:])[0] for key in keys]
+        keys = self.db.iterator(prefix=PENDING, include_value=False)
+        return [U64.unpack(key[1:])[0] for key in keys]
 
     def delete_feed(self, num: int, feed_id: bytes | None) -> None:
         """Remove a feed and all it holds, in bounded batches (it may be gigabytes).
@@ -209,12 +200,12 @@ class Store:
         """
         with self.batch() as batch:
             if feed_id is not None and self.lookup(feed_id) == num:
-                batch.delete(b"i" + feed_id)
-            batch.delete(_num(b"m", num))
-            batch.put(_num(b"p", num), b"")  # marks the leftovers for clean-up on open
+                batch.delete(id_key(feed_id))
+            batch.delete(prefix(META, num))
+            batch.put(prefix(PENDING, num), b"")  # marks the leftovers for clean-up on open
         self.flush()
-        for prefix in (b"d", b"h", b"b"):
-            keys = self.db.iterator(prefix=_num(prefix, num), include_value=False)
+        for kind in PER_FEED:
+            keys = self.db.iterator(prefix=prefix(kind, num), include_value=False)
             while True:
                 chunk = [key for key, _ in zip(keys, range(4096), strict=False)]
                 if not chunk:
@@ -223,23 +214,23 @@ class Store:
                     for key in chunk:
                         batch.delete(key)
         self.flush()
-        self.db.delete(_num(b"p", num))
+        self.db.delete(prefix(PENDING, num))
 
     # -- blocks, nodes, bitfields ----------------------------------------------------
 
     def block(self, num: int, index: int) -> bytes | None:
-        return self._get(_num(b"d", num) + _U64.pack(index))
+        return self._get(block_key(num, index))
 
     def put_block(self, batch: plyvel.WriteBatch, num: int, index: int, data: bytes) -> None:
-        batch.put(_num(b"d", num) + _U64.pack(index), data)
+        batch.put(block_key(num, index), data)
 
     def put_blocks(
         self, batch: plyvel.WriteBatch, num: int, start: int, blocks: Iterable[bytes]
     ) -> None:
         """Blocks ``start, start+1, ...``: the append hot path, one key pack per block."""
-        put, pack, prefix = batch.put, _KEY.pack, _num(b"d", num)
+        put, pack, head = batch.put, KEY.pack, prefix(DATA, num)
         for index, data in enumerate(blocks, start):
-            put(pack(prefix, index), data)
+            put(pack(head, index), data)
 
     def iter_blocks(self, num: int, start: int, end: int) -> Iterator[tuple[bytes, bytes | None]]:
         """Blocks ``start, start+1, ...`` before ``end`` as (data, stored leaf hash or None),
@@ -248,7 +239,7 @@ class Store:
         Two range scans (data and hashes) walked in step instead of two point lookups per
         block: whole-feed reads go at the speed of LevelDB's iterators.
         """
-        data_prefix, hash_prefix, pack = _num(b"d", num), _num(b"h", num), _KEY.pack
+        data_prefix, hash_prefix, pack = prefix(DATA, num), prefix(HASH, num), KEY.pack
         self.flush()
         blocks = self.db.iterator(
             start=pack(data_prefix, start), stop=pack(data_prefix, end), fill_cache=False)
@@ -271,7 +262,7 @@ class Store:
         (An open feed drops through :meth:`Feed.drop`, which keeps its bitfield in step.)
         """
         page = index // (PAGE_BYTES * 8)
-        key = _num(b"b", num) + _U32.pack(page)
+        key = page_key(num, page)
         field = Bitfield()
         field.load_page(0, self._get(key) or bytes(PAGE_BYTES))
         field.discard(index % (PAGE_BYTES * 8))
@@ -280,48 +271,84 @@ class Store:
             batch.put(key, field.page(0))
 
     def delete_block(self, batch: plyvel.WriteBatch, num: int, index: int) -> None:
-        batch.delete(_num(b"d", num) + _U64.pack(index))
+        batch.delete(block_key(num, index))
 
     def node(self, num: int, index: int) -> bytes | None:
-        return self._get(_num(b"h", num) + _U64.pack(index))
+        return self._get(node_key(num, index))
 
     def put_node(self, batch: plyvel.WriteBatch, num: int, index: int, digest: bytes) -> None:
-        batch.put(_num(b"h", num) + _U64.pack(index), digest)
+        batch.put(node_key(num, index), digest)
 
     def put_nodes(self, batch: plyvel.WriteBatch, num: int, nodes: Iterable[Node]) -> None:
         """Many verified nodes at once (the append hot path)."""
-        put, pack, prefix = batch.put, _KEY.pack, _num(b"h", num)
+        put, pack, head = batch.put, KEY.pack, prefix(HASH, num)
         for index, digest in nodes:
-            put(pack(prefix, index), digest)
+            put(pack(head, index), digest)
 
     def bitfield(self, num: int) -> Bitfield:
         field = Bitfield()
-        prefix = _num(b"b", num)
-        self.flush()
-        for key, value in self.db.iterator(prefix=prefix):
-            field.load_page(_U32.unpack(key[len(prefix) :])[0], value)
+        for page, data in self.pages(num):
+            field.load_page(page, data)
         return field
 
     def put_page(self, batch: plyvel.WriteBatch, num: int, page: int, data: bytes) -> None:
         assert len(data) == PAGE_BYTES
-        batch.put(_num(b"b", num) + _U32.pack(page), data)
+        batch.put(page_key(num, page), data)
+
+    # -- scans (for fsck: every record as stored, whatever the feed rules say) ----------
+
+    def format_ok(self) -> bool:
+        return self.db.get(FORMAT_KEY) == FORMAT
+
+    def records(self) -> Iterator[tuple[int, bytes, int | None]]:
+        """Every ``m`` record: (local number, feed id, blocks or None), by number."""
+        self.flush()
+        for key, value in self.db.iterator(prefix=META):
+            yield (feed_number(key), *parse_meta(value))
+
+    def numbers(self, kind: bytes) -> Iterator[int]:
+        """The feed numbers that have keys of ``kind`` (one of ``PER_FEED``), seeking past
+        each feed's keys instead of reading them."""
+        self.flush()
+        with self.db.iterator(prefix=kind, include_value=False) as keys:
+            while (key := next(keys, None)) is not None:
+                num = feed_number(key)
+                yield num
+                keys.seek(prefix(kind, num + 1))
+
+    def _scan(self, kind: bytes, num: int) -> Iterator[tuple[int, bytes]]:
+        self.flush()
+        for key, value in self.db.iterator(prefix=prefix(kind, num)):
+            yield key_index(key), value
+
+    def pages(self, num: int) -> Iterator[tuple[int, bytes]]:
+        """(page number, page bytes) of feed ``num``'s bitfield, as stored."""
+        return self._scan(PAGE, num)
+
+    def stored_blocks(self, num: int) -> Iterator[tuple[int, bytes]]:
+        """(index, data) of every block stored for feed ``num``."""
+        return self._scan(DATA, num)
+
+    def stored_nodes(self, num: int) -> Iterator[tuple[int, bytes]]:
+        """(flat index, hash) of every tree node stored for feed ``num``."""
+        return self._scan(HASH, num)
 
     # -- names -------------------------------------------------------------------------
 
     def names(self) -> Iterator[tuple[bytes, bytes]]:
         """Every (name, feed id) pair, in name order."""
         self.flush()
-        for key, value in self.db.iterator(prefix=b"n"):
+        for key, value in self.db.iterator(prefix=NAME):
             yield key[1:], value
 
     def name(self, name: bytes) -> bytes | None:
-        return self._get(b"n" + name)
+        return self._get(name_key(name))
 
     def put_name(self, batch: plyvel.WriteBatch, name: bytes, feed_id: bytes | None) -> None:
         if feed_id is None:
-            batch.delete(b"n" + name)
+            batch.delete(name_key(name))
         else:
-            batch.put(b"n" + name, feed_id)
+            batch.put(name_key(name), feed_id)
 
 
 _ABSENT = object()
