@@ -12,11 +12,26 @@ from hyperfs.base.errors import (
     NameTaken,
     StorageLocked,
 )
-from hyperfs.feeds.core import Core, FeedInfo, WriteStream, open_core, parse_id
+from hyperfs.feeds.core import Core, FeedInfo, Held, open_core, parse_id
 from hyperfs.feeds.feed import Feed
+from hyperfs.feeds.streams import WriteStream
 
 __all__ = [
-    "BadProof", "BlockUnavailable", "Core", "CorruptDatabase", "EmptyFeed", "Feed",
-    "FeedFinalized", "FeedInfo", "HyperfsError", "InvalidId", "InvalidIndex", "NameTaken",
-    "StorageLocked", "WriteStream", "open_core", "parse_id",
+    "BadProof",
+    "BlockUnavailable",
+    "Core",
+    "CorruptDatabase",
+    "EmptyFeed",
+    "Feed",
+    "FeedFinalized",
+    "FeedInfo",
+    "Held",
+    "HyperfsError",
+    "InvalidId",
+    "InvalidIndex",
+    "NameTaken",
+    "StorageLocked",
+    "WriteStream",
+    "open_core",
+    "parse_id",
 ]

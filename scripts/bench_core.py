@@ -32,7 +32,7 @@ from pathlib import Path
 import trio
 
 from hyperfs import open_core
-from hyperfs.feeds.core import WriteStream
+from hyperfs.feeds.streams import WriteStream
 from hyperfs.store.layout import KEY
 from hyperfs.store.store import Store
 

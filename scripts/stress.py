@@ -857,8 +857,8 @@ async def case_hostile_servers(cfg: Config, work: Path) -> list[Result]:
     try:
         async with open_core(src) as core:
             other_id = await store(core, make_data(2 * MiB, 3), block_size=16 * 1024)
-            source = core.get(fid, interested=False)
-            other = core.get(other_id, interested=False)
+            source = core.hold(fid).feed
+            other = core.hold(other_id).feed
             kinds = list(Liar.KINDS)
             outcome: dict[str, list[tuple[bool, str]]] = {kind: [] for kind in kinds}
             latencies: dict[str, list[float]] = {kind: [] for kind in kinds}
@@ -1328,13 +1328,13 @@ def corrupt_blocks(db: Path, fid: bytes, indexes: list[int]) -> None:
     """Flip a byte of the stored data of some blocks, behind hyperfs's back."""
     import plyvel
 
-    from hyperfs.store.store import _KEY, _U64, _num
+    from hyperfs.store.layout import U64, block_key, id_key
 
     store = plyvel.DB(str(db))
     try:
-        num = _U64.unpack(store.get(b"i" + fid))[0]
+        num = U64.unpack(store.get(id_key(fid)))[0]
         for index in indexes:
-            key = _KEY.pack(_num(b"d", num), index)
+            key = block_key(num, index)
             value = bytearray(store.get(key))
             value[len(value) // 2] ^= 0x40
             store.put(key, bytes(value), sync=True)

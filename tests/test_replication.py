@@ -133,7 +133,7 @@ async def test_fourth_peer_collects_parts_from_three(tmp_path: Path) -> None:
             assert peer.blocks_in > 0
         for core, part in zip(holders, parts, strict=True):
             # the holders did not fill in their gaps from each other
-            with core.get(feed_id, interested=False) as held:
+            with core.hold(feed_id) as held:
                 assert list(held.bitfield.iter_set()) == sorted(set(part))
 
 
@@ -304,7 +304,7 @@ async def test_liar_next_to_honest_peer(tmp_path: Path, lie: Answer) -> None:
     async with open_core(tmp_path / "honest") as honest, \
             open_core(tmp_path / "fetcher") as core:
         feed_id = await store_feed(honest, BLOCKS)
-        source = honest.get(feed_id, interested=False)
+        source = honest.hold(feed_id).feed
         log = PeerLog(core)
         asked = trio.Event()
         async with open_node(honest, listen="127.0.0.1:0") as good:
@@ -327,7 +327,7 @@ async def test_liar_next_to_honest_peer(tmp_path: Path, lie: Answer) -> None:
 async def test_cat_from_only_a_liar_fails_cleanly(tmp_path: Path) -> None:
     async with open_core(tmp_path / "src") as src:
         feed_id = await store_feed(src, BLOCKS)
-        source = src.get(feed_id, interested=False)
+        source = src.hold(feed_id).feed
         async with fake_seeder(source, lie_in_data) as liar_port:
             result = await arun_hyperfs("--db", tmp_path / "db", "cat", feed_id.hex(),
                                         "--peer", f"127.0.0.1:{liar_port}", "--timeout", 2,
@@ -348,7 +348,7 @@ async def test_silent_peer_is_dropped_and_its_blocks_asked_elsewhere(tmp_path: P
     async with open_core(tmp_path / "honest") as honest, \
             open_core(tmp_path / "fetcher") as core:
         feed_id = await store_feed(honest, BLOCKS)
-        source = honest.get(feed_id, interested=False)
+        source = honest.hold(feed_id).feed
         log = PeerLog(core)
         asked = trio.Event()
         async with fake_seeder(source, None, asked=asked) as silent_port, \
@@ -365,7 +365,7 @@ async def test_silent_peer_is_dropped_and_its_blocks_asked_elsewhere(tmp_path: P
 async def test_cli_request_timeout_drops_a_silent_peer(tmp_path: Path) -> None:
     async with open_core(tmp_path / "src") as src:
         feed_id = await store_feed(src, BLOCKS)
-        source = src.get(feed_id, interested=False)
+        source = src.hold(feed_id).feed
         asked = trio.Event()
         async with fake_seeder(source, None, asked=asked) as silent_port, \
                 fake_seeder(source, honest_answer, gate=asked.wait) as honest_port:

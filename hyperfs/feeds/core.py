@@ -6,6 +6,7 @@ reader, the filesystem and the replication layer see the same waiters and bitfie
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -15,12 +16,11 @@ from dataclasses import dataclass
 import trio
 
 from hyperfs.base.callbacks import Callbacks
-from hyperfs.base.errors import FeedFinalized, InvalidId, NameTaken
-from hyperfs.feeds.feed import BytesLike, Feed, check_index
+from hyperfs.base.errors import FeedFinalized, InvalidId
+from hyperfs.feeds.feed import Feed, check_index
+from hyperfs.feeds.streams import WriteStream
 from hyperfs.store import fsck
 from hyperfs.store.store import Store
-from hyperfs.tree import merkle
-from hyperfs.tree.hashes import tree_id
 
 log = logging.getLogger("hyperfs.core")
 
@@ -49,11 +49,17 @@ class FeedInfo:
 
 
 class Core:
-    """Feeds in one LevelDB directory. Prefer :func:`open_core` to manage its life."""
+    """Feeds in one LevelDB directory. Prefer :func:`open_core` to manage its life.
+
+    The registry of open feeds: one :class:`Feed` per id while anything has it open,
+    with how many opens hold it and how many of those want it (interest).
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.store = Store(path)
         self._feeds: dict[bytes, Feed] = {}
+        self._opens: dict[bytes, int] = {}
+        self._interest: dict[bytes, int] = {}
         self._handlers: dict[str, Callbacks[...]] = {event: Callbacks() for event in EVENTS}
         self.extensions: list[str] = []
         for num in self.store.pending():
@@ -90,17 +96,26 @@ class Core:
         with self.store.batch() as batch:
             num = self.store.allocate(batch)
             self.store.put_pending(batch, num, True)
-        return Feed(self, num, None, None)
+        return Feed(self.store, self, num, None, None)
 
-    def get(self, feed_id: bytes | str, *, interested: bool = True) -> Feed:
+    def get(self, feed_id: bytes | str) -> Feed:
         """The feed with this id, opened (and recorded, to be fetched) if need be.
 
-        ``interested`` opens count as the local side wanting the feed: the core says
-        'interested' at the first, and the swarm then asks every peer for it. The swarm
-        itself opens feeds a peer names with ``interested=False``, so that one peer's
-        request is never revealed to another.
+        The open counts as the local side wanting the feed: the core says 'interested'
+        at the first, and the swarm then asks every peer for it. ``feed.close()`` (or
+        the end of ``with core.get(id) as feed``) undoes it.
         """
-        feed_id = parse_id(feed_id)
+        feed = self._open(parse_id(feed_id))
+        if self._count(self._interest, feed, +1) == 1:
+            self.emit("interested", feed.id)
+        return feed
+
+    def hold(self, feed_id: bytes | str) -> Held:
+        """Open a feed without wanting it: for serving a feed a peer named, so that one
+        peer's request is never revealed to another. Close the returned handle once."""
+        return Held(self, self._open(parse_id(feed_id)))
+
+    def _open(self, feed_id: bytes) -> Feed:
         feed = self._feeds.get(feed_id)
         if feed is None:
             num = self.store.lookup(feed_id)
@@ -108,13 +123,18 @@ class Core:
                 with self.store.batch() as batch:
                     num = self.store.allocate(batch)
                     self.store.put_feed(batch, num, feed_id, None)
-            feed = self._feeds[feed_id] = Feed(self, num, feed_id, self.store.blocks(num))
-        feed.opens += 1
-        if interested:
-            feed.interest += 1
-            if feed.interest == 1:
-                self.emit("interested", feed_id)
+            feed = Feed(self.store, self, num, feed_id, self.store.blocks(num))
+            self._feeds[feed_id] = feed
+        self._count(self._opens, feed, +1)
         return feed
+
+    @staticmethod
+    def _count(counts: dict[bytes, int], feed: Feed, step: int) -> int:
+        assert feed.id is not None
+        count = counts[feed.id] = counts.get(feed.id, 0) + step
+        if not count:
+            del counts[feed.id]
+        return count
 
     def discard(self, feed: Feed) -> None:
         """Delete a writable feed that will never be finalized (an aborted upload), now
@@ -128,43 +148,36 @@ class Core:
         return self.store.lookup(parse_id(feed_id)) is not None
 
     def release(self, feed: Feed, *, interested: bool = True) -> None:
-        """Undo one :meth:`get` (with the same ``interested``)."""
-        if feed.id is None or self._feeds.get(feed.id) is not feed or feed.opens == 0:
+        """Undo one :meth:`get` (or, with ``interested=False``, one :meth:`hold`)."""
+        feed_id = feed.id
+        if feed_id is None or self._feeds.get(feed_id) is not feed or feed_id not in self._opens:
             return
-        feed.opens -= 1
-        if interested and feed.interest:
-            feed.interest -= 1
-            if feed.interest == 0:
-                self.emit("uninterested", feed.id)
-        if feed.opens == 0:  # an 'uninterested' handler may have released it already
-            self._feeds.pop(feed.id, None)
+        if (interested and feed_id in self._interest
+                and self._count(self._interest, feed, -1) == 0):
+            self.emit("uninterested", feed_id)
+        # An 'uninterested' handler may have released the feed's last open already.
+        if feed_id in self._opens and self._count(self._opens, feed, -1) == 0:
+            self._feeds.pop(feed_id, None)
+
+    def is_interested(self, feed_id: bytes) -> bool:
+        """Whether the local side wants this feed (some :meth:`get` of it is open)."""
+        return feed_id in self._interest
 
     def interesting(self) -> list[Feed]:
         """Open feeds the local side wants."""
-        return [feed for feed in self._feeds.values() if feed.interest]
+        return [self._feeds[feed_id] for feed_id in self._interest]
 
-    async def _finalize(self, feed: Feed, roots: list[merkle.Node], blocks: int,
-                        name: bytes | None) -> None:
-        feed_id = tree_id(roots)
-        store = self.store
-        if name is not None and store.name(name) is not None:
-            raise NameTaken(f"the name {name!r} is taken")
-        previous = store.lookup(feed_id)
-        with store.batch(sync=True) as batch:
-            store.put_feed(batch, feed.num, feed_id, blocks)
-            store.put_pending(batch, feed.num, False)
-            if previous is not None and previous != feed.num:
-                store.retire_feed(batch, previous)  # atomically with the new copy's id
-            if name is not None:
-                store.put_name(batch, name, feed_id)
-        feed._sealed(feed_id, roots, blocks)
-        if previous is not None and previous != feed.num:
-            # The same content was stored before (perhaps in part): keep this complete copy.
-            store.delete_feed(previous, None)
-            open_feed = self._feeds.get(feed_id)
-            if open_feed is not None:
-                open_feed._adopt(feed)
-        await trio.lowlevel.checkpoint()
+    def finalized(self, feed: Feed, replaced: int | None) -> None:
+        """A feed made here got its id (see :meth:`Feed.finalize`). When the same content
+        was stored before (perhaps in part), this complete copy is kept: the earlier
+        one's data goes, and an open object for the id takes over this copy's storage."""
+        if replaced is None:
+            return
+        self.store.delete_feed(replaced, None)
+        assert feed.id is not None
+        open_feed = self._feeds.get(feed.id)
+        if open_feed is not None:
+            open_feed.adopt(feed)
 
     async def remove(self, feed_id: bytes | str) -> None:
         """Delete a feed and every name that points at it from the database."""
@@ -187,7 +200,7 @@ class Core:
                 await trio.lowlevel.checkpoint()
             yield feed_id
 
-    def info(self) -> list[FeedInfo]:
+    def info(self) -> builtins.list[FeedInfo]:
         """Every stored feed with its length and how many blocks are local."""
         result = []
         for feed_id, num, blocks in self.store.feeds():
@@ -245,90 +258,31 @@ class Core:
                     index += 1
                 if stop is not None and index >= stop:
                     return
-                block = await feed.get(index)
-                if block is None:
+                fetched = await feed.get(index)
+                if fetched is None:
                     return
-                yield block
+                yield fetched
                 index += 1
 
 
-class WriteStream:
-    """Appends to a new feed in batches; closing it finalizes the feed.
+class Held:
+    """A :meth:`Core.hold` of a feed: an open that does not want it. ``with`` closes it."""
 
-    With ``block_size`` set, what is written is a byte stream cut into blocks of that
-    size (the last one may be shorter); without it, every write is one block, as in the
-    seed. Blocks are buffered up to a few MiB so each LevelDB batch is large.
-    """
+    __slots__ = ("_core", "closed", "feed")
 
-    FLUSH_BYTES = 4 << 20
-    FLUSH_BLOCKS = 4096
+    def __init__(self, core: Core, feed: Feed) -> None:
+        self._core, self.feed, self.closed = core, feed, False
 
-    def __init__(self, feed: Feed, block_size: int | None = None) -> None:
-        if block_size is not None and block_size <= 0:
-            raise ValueError("block size must be positive")
-        self.feed = feed
-        self.block_size = block_size
-        self._pending: list[bytes] = []
-        self._pending_bytes = 0
-        self._partial = bytearray()
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._core.release(self.feed, interested=False)
 
-    @property
-    def id(self) -> bytes | None:
-        return self.feed.id
+    def __enter__(self) -> Feed:
+        return self.feed
 
-    @property
-    def blocks(self) -> int | None:
-        return self.feed.blocks
-
-    async def write(self, data: BytesLike) -> None:
-        if self.feed.id is not None:
-            raise FeedFinalized("the stream is closed")
-        if self.block_size is None:
-            self._pending.append(bytes(data))
-            self._pending_bytes += len(data)
-        else:
-            self._cut(data)
-        if self._pending_bytes >= self.FLUSH_BYTES or len(self._pending) >= self.FLUSH_BLOCKS:
-            await self.flush()
-
-    def _cut(self, data: BytesLike) -> None:
-        size = self.block_size
-        assert size is not None
-        view = memoryview(data)
-        if self._partial:
-            take = size - len(self._partial)
-            self._partial += view[:take]
-            view = view[take:]
-            if len(self._partial) < size:
-                return
-            self._pending.append(bytes(self._partial))
-            self._partial.clear()
-            self._pending_bytes += size
-        whole = len(view) - len(view) % size
-        for offset in range(0, whole, size):
-            self._pending.append(bytes(view[offset : offset + size]))
-        self._pending_bytes += whole
-        self._partial += view[whole:]
-
-    async def flush(self) -> None:
-        if self._pending:
-            pending, self._pending, self._pending_bytes = self._pending, [], 0
-            await self.feed.append(pending)
-
-    async def close(self, name: bytes | None = None) -> bytes:
-        """Append what is buffered and finalize; returns the feed id."""
-        if self._partial:
-            self._pending.append(bytes(self._partial))
-            self._partial.clear()
-        await self.flush()
-        return await self.feed.finalize(name)
-
-    async def __aenter__(self) -> WriteStream:
-        return self
-
-    async def __aexit__(self, exc_type: object, *rest: object) -> None:
-        if exc_type is None:
-            await self.close()
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @asynccontextmanager

@@ -13,18 +13,23 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import trio
 
-from hyperfs.base.errors import BadProof, BlockUnavailable, EmptyFeed, FeedFinalized, InvalidIndex
+from hyperfs.base.errors import (
+    BadProof,
+    BlockUnavailable,
+    EmptyFeed,
+    FeedFinalized,
+    InvalidIndex,
+    NameTaken,
+)
+from hyperfs.store.store import Store
 from hyperfs.tree import merkle
 from hyperfs.tree.bitfield import PAGE_BITS, Bitfield
 from hyperfs.tree.flat_tree import full_roots, left_span, right_span
-from hyperfs.tree.hashes import LEAF_STATE, leaf_hash
-
-if TYPE_CHECKING:
-    from hyperfs.feeds.core import Core
+from hyperfs.tree.hashes import LEAF_STATE, leaf_hash, tree_id
 
 log = logging.getLogger("hyperfs.feed")
 
@@ -40,6 +45,17 @@ class FeedListener(Protocol):
     def feed_prefetch(self, feed: Feed, block: int) -> None: ...
 
 
+class FeedOwner(Protocol):
+    """What a feed tells the core that opened it (the core is the registry of feeds)."""
+
+    def release(self, feed: Feed) -> None:
+        """The feed's holder closed it (undoes one interested open)."""
+
+    def finalized(self, feed: Feed, replaced: int | None) -> None:
+        """``feed`` now has its id; ``replaced`` is the local number of an earlier copy of
+        the same feed that the finalize batch retired (its data is still to delete)."""
+
+
 def check_index(index: object) -> int:
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise InvalidIndex(f"block index must be a non-negative integer, not {index!r}")
@@ -51,9 +67,10 @@ class Feed:
 
     MAX_PREFETCH = 16
 
-    def __init__(self, core: Core, num: int, feed_id: bytes | None, blocks: int | None) -> None:
-        self._core = core
-        self._store = core.store
+    def __init__(self, store: Store, owner: FeedOwner, num: int, feed_id: bytes | None,
+                 blocks: int | None) -> None:
+        self._owner = owner
+        self._store = store
         self.num = num
         self.id = feed_id
         self.blocks = blocks
@@ -67,8 +84,6 @@ class Feed:
             self._length_known.set()
         self._listeners: list[FeedListener] = []
         self._node_cache: dict[int, bytes] = {}  # verified hashes never change
-        self.opens = 0
-        self.interest = 0
         self.prefetching: list[list[int | None]] = []
 
     def __repr__(self) -> str:
@@ -159,20 +174,38 @@ class Feed:
         await trio.lowlevel.checkpoint()
 
     async def finalize(self, name: bytes | None = None) -> bytes:
-        """Seal the feed and give it its id; ``name`` is recorded with it, atomically."""
-        if self._builder is None:
+        """Seal the feed and give it its id; ``name`` is recorded with it, atomically.
+
+        One synced batch writes the id, the length, the end of the pending mark and the
+        name; an earlier copy of the same feed (the same content stored before, perhaps
+        in part) is retired in that batch too, so there is never a moment with two
+        records for one id. The owner then deletes the retired copy's data.
+        """
+        builder, store, num = self._builder, self._store, self.num
+        if builder is None:
             raise FeedFinalized("feed is already finalized")
-        if self._builder.blocks == 0:
+        if builder.blocks == 0:
             raise EmptyFeed("cannot finalize a feed with no blocks")
-        await self._core._finalize(self, self._builder.roots, self._builder.blocks, name)
-        return self.id  # type: ignore[return-value]
-
-    def _sealed(self, feed_id: bytes, roots: list[merkle.Node], blocks: int) -> None:
-        """Called by the core once the finalize batch is written."""
-        self.id, self.roots, self.blocks, self._builder = feed_id, list(roots), blocks, None
+        roots, blocks = list(builder.roots), builder.blocks
+        feed_id = tree_id(roots)
+        if name is not None and store.name(name) is not None:
+            raise NameTaken(f"the name {name!r} is taken")
+        previous = store.lookup(feed_id)
+        replaced = previous if previous is not None and previous != num else None
+        with store.batch(sync=True) as batch:
+            store.put_feed(batch, num, feed_id, blocks)
+            store.put_pending(batch, num, False)
+            if replaced is not None:
+                store.retire_feed(batch, replaced)
+            if name is not None:
+                store.put_name(batch, name, feed_id)
+        self.id, self.roots, self.blocks, self._builder = feed_id, roots, blocks, None
         self._length_known.set()
+        self._owner.finalized(self, replaced)
+        await trio.lowlevel.checkpoint()
+        return feed_id
 
-    def _adopt(self, other: Feed) -> None:
+    def adopt(self, other: Feed) -> None:
         """Take over another object's storage for the same id (after a duplicate finalize)."""
         self.num, self.bitfield, self.roots, self.blocks = (
             other.num, other.bitfield, other.roots, other.blocks)
@@ -308,10 +341,10 @@ class Feed:
         for node in merkle.proof_indexes(index, self.blocks, knows):
             digest = cache.get(node)
             if digest is None:
-                digest = cache[node] = self._store.node(self.num, node)
+                digest = self._store.node(self.num, node)
                 if digest is None:
-                    del cache[node]
                     raise BlockUnavailable(f"node {node} of block {index} is not stored")
+                cache[node] = digest
             nodes.append((node, digest))
         return nodes
 
@@ -380,8 +413,9 @@ class Feed:
         return roots
 
     def close(self) -> None:
-        """Stop using the feed; the core says 'uninterested' when nobody uses it."""
-        self._core.release(self)
+        """Undo the :meth:`Core.get` that opened this feed; the core says 'uninterested'
+        once no open wants it."""
+        self._owner.release(self)
 
     def __enter__(self) -> Feed:
         return self

@@ -213,8 +213,8 @@ class Swarm:
 
     def peer_ready(self, peer: Peer) -> None:
         """Handshake done: join every feed the local side wants."""
-        for feed_swarm in list(self.feeds.values()):
-            if feed_swarm.feed.interest:
+        for feed_id, feed_swarm in list(self.feeds.items()):
+            if self.core.is_interested(feed_id):
                 peer.join(feed_swarm)
         self.core.emit("peer", peer)
 
@@ -229,7 +229,7 @@ class Swarm:
     def _feed_swarm(self, feed_id: bytes) -> FeedSwarm:
         feed_swarm = self.feeds.get(feed_id)
         if feed_swarm is None:
-            feed = self.core.get(feed_id, interested=False)
+            feed = self.core.hold(feed_id).feed
             feed_swarm = self.feeds[feed_id] = FeedSwarm(self, feed)
         return feed_swarm
 
@@ -252,10 +252,11 @@ class Swarm:
 
     def maybe_forget(self, feed_swarm: FeedSwarm) -> None:
         """Close a feed's swarm state once no peer shares it and nobody here wants it."""
-        if not feed_swarm.channels and not feed_swarm.feed.interest:
-            assert feed_swarm.feed.id is not None
-            if self.feeds.pop(feed_swarm.feed.id, None) is feed_swarm:
-                feed_swarm.close()
+        feed_id = feed_swarm.feed.id
+        assert feed_id is not None
+        if (not feed_swarm.channels and not self.core.is_interested(feed_id)
+                and self.feeds.pop(feed_id, None) is feed_swarm):
+            feed_swarm.close()
 
     def status(self) -> dict[str, object]:
         return {

@@ -139,10 +139,8 @@ class Store:
 
     def _get(self, key: bytes) -> bytes | None:
         group = self._group
-        if group:
-            value = group.get(key, _ABSENT)
-            if value is not _ABSENT:
-                return value  # type: ignore[return-value]
+        if group and key in group:  # written in this group (None: deleted in it)
+            return group[key]
         return self.db.get(key)
 
     # -- feeds ---------------------------------------------------------------------
@@ -349,9 +347,6 @@ class Store:
             batch.delete(name_key(name))
         else:
             batch.put(name_key(name), feed_id)
-
-
-_ABSENT = object()
 
 
 class _GroupedBatch:

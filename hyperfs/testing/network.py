@@ -67,16 +67,11 @@ async def store_feed(db: Path | Core, blocks: Sequence[bytes]) -> bytes:
 
 async def store_partial(core: Core, source: Core, feed_id: bytes, indexes: Sequence[int]) -> None:
     """Copy some blocks of a feed from a full copy in ``source``, verified as from a peer."""
-    full = source.get(feed_id, interested=False)
-    part = core.get(feed_id, interested=False)
-    try:
+    with source.hold(feed_id) as full, core.hold(feed_id) as part:
         for index in indexes:
             data = full.read_local(index)
             assert data is not None
             assert part.put(index, data, full.proof(index))
-    finally:
-        source.release(full, interested=False)
-        core.release(part, interested=False)
 
 
 def copy_db(src: Path, dst: Path) -> Path:

@@ -166,9 +166,10 @@ def verify(
             used += 1
             learned.append((sibling, sibling_digest))
         else:
-            sibling_digest = stored(sibling)
-            if sibling_digest is None:
+            found = stored(sibling)
+            if found is None:
                 raise BadProof(f"block {block}: proof lacks node {sibling}")
+            sibling_digest = found
         if sibling < node:
             digest = parent_hash(sibling_digest, digest)
         else:

@@ -147,6 +147,8 @@ class Schema:
         self.build = build
         self._by_key: dict[int, tuple[int, Reader, int]] = {}
         self._writers: list[tuple[bytes, Writer, bool]] = []
+        read: Reader
+        write: Writer
         for i, f in enumerate(fields):
             if f.kind is MESSAGE:
                 assert f.schema is not None, "a MESSAGE field needs its schema"

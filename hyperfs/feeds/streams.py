@@ -1,0 +1,85 @@
+"""Writing a feed as a stream of bytes or blocks (the seed's createWriteStream)."""
+
+from __future__ import annotations
+
+from hyperfs.base.errors import FeedFinalized
+from hyperfs.feeds.feed import BytesLike, Feed
+
+
+class WriteStream:
+    """Appends to a new feed in batches; closing it finalizes the feed.
+
+    With ``block_size`` set, what is written is a byte stream cut into blocks of that
+    size (the last one may be shorter); without it, every write is one block, as in the
+    seed. Blocks are buffered up to a few MiB so each LevelDB batch is large.
+    """
+
+    FLUSH_BYTES = 4 << 20
+    FLUSH_BLOCKS = 4096
+
+    def __init__(self, feed: Feed, block_size: int | None = None) -> None:
+        if block_size is not None and block_size <= 0:
+            raise ValueError("block size must be positive")
+        self.feed = feed
+        self.block_size = block_size
+        self._pending: list[bytes] = []
+        self._pending_bytes = 0
+        self._partial = bytearray()
+
+    @property
+    def id(self) -> bytes | None:
+        return self.feed.id
+
+    @property
+    def blocks(self) -> int | None:
+        return self.feed.blocks
+
+    async def write(self, data: BytesLike) -> None:
+        if self.feed.id is not None:
+            raise FeedFinalized("the stream is closed")
+        if self.block_size is None:
+            self._pending.append(bytes(data))
+            self._pending_bytes += len(data)
+        else:
+            self._cut(data)
+        if self._pending_bytes >= self.FLUSH_BYTES or len(self._pending) >= self.FLUSH_BLOCKS:
+            await self.flush()
+
+    def _cut(self, data: BytesLike) -> None:
+        size = self.block_size
+        assert size is not None
+        view = memoryview(data)
+        if self._partial:
+            take = size - len(self._partial)
+            self._partial += view[:take]
+            view = view[take:]
+            if len(self._partial) < size:
+                return
+            self._pending.append(bytes(self._partial))
+            self._partial.clear()
+            self._pending_bytes += size
+        whole = len(view) - len(view) % size
+        for offset in range(0, whole, size):
+            self._pending.append(bytes(view[offset : offset + size]))
+        self._pending_bytes += whole
+        self._partial += view[whole:]
+
+    async def flush(self) -> None:
+        if self._pending:
+            pending, self._pending, self._pending_bytes = self._pending, [], 0
+            await self.feed.append(pending)
+
+    async def close(self, name: bytes | None = None) -> bytes:
+        """Append what is buffered and finalize; returns the feed id."""
+        if self._partial:
+            self._pending.append(bytes(self._partial))
+            self._partial.clear()
+        await self.flush()
+        return await self.feed.finalize(name)
+
+    async def __aenter__(self) -> WriteStream:
+        return self
+
+    async def __aexit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            await self.close()
