@@ -39,7 +39,7 @@ async def test_survives_reopen(tmp_path: Path) -> None:
     feed_id = await make_feed(tmp_path)
     async with open_core(tmp_path) as core:
         assert core.check().ok
-        assert core.name(b"file.bin") == feed_id
+        assert core.names.feed_of(b"file.bin") == feed_id
         [info] = core.info()
         assert (info.id, info.blocks, info.local) == (feed_id, len(BLOCKS), len(BLOCKS))
         assert [b async for b in core.create_read_stream(feed_id.hex())] == BLOCKS

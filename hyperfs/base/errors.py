@@ -1,14 +1,20 @@
 """Exceptions a user of the library can cause, each with a message that says what to do.
 
 Everything derives from :class:`HyperfsError` so the CLI and the filesystem can turn any
-of them into a clear message or errno instead of a traceback.
+of them into a clear message or errno instead of a traceback: ``code`` is the errno the
+filesystem answers with.
 """
 
 from __future__ import annotations
 
+import errno
+from typing import ClassVar
+
 
 class HyperfsError(Exception):
     """Base of every error hyperfs raises on purpose."""
+
+    code: ClassVar[int] = errno.EIO
 
 
 class BadProof(HyperfsError):
@@ -32,7 +38,40 @@ class InvalidIndex(HyperfsError, ValueError):
 
 
 class NameTaken(HyperfsError, FileExistsError):
-    """A feed name is already in use."""
+    """A name is already in use."""
+
+    code = errno.EEXIST
+
+
+class NoSuchName(HyperfsError, FileNotFoundError):
+    """No name (or directory of names) at that path."""
+
+    code = errno.ENOENT
+
+
+class NotADirectory(HyperfsError, NotADirectoryError):
+    """A part of the path is a file, not a directory of names."""
+
+    code = errno.ENOTDIR
+
+
+class IsADirectory(HyperfsError, IsADirectoryError):
+    """The name is a directory where a file was meant."""
+
+    code = errno.EISDIR
+
+
+class DirectoryNotEmpty(HyperfsError, OSError):
+    """A directory of names that still holds names cannot be removed or replaced."""
+
+    code = errno.ENOTEMPTY
+
+
+class InvalidName(HyperfsError, ValueError):
+    """Not a name a file can have here (empty, too long, '.', '..', a feed id at the top,
+    or a directory moved into itself)."""
+
+    code = errno.EINVAL
 
 
 class StorageLocked(HyperfsError):

@@ -18,6 +18,7 @@ import trio
 from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import FeedFinalized, InvalidId
 from hyperfs.feeds.feed import Feed, check_index
+from hyperfs.feeds.names import Names
 from hyperfs.feeds.streams import WriteStream
 from hyperfs.store import fsck
 from hyperfs.store.store import Store
@@ -60,6 +61,8 @@ class Core:
         self._feeds: dict[bytes, Feed] = {}
         self._opens: dict[bytes, int] = {}
         self._interest: dict[bytes, int] = {}
+        self.names = Names(self.store)
+        """The local names of feeds (the filesystem's files and directories)."""
         self._handlers: dict[str, Callbacks[...]] = {event: Callbacks() for event in EVENTS}
         self.extensions: list[str] = []
         for num in self.store.pending():
@@ -185,10 +188,7 @@ class Core:
         num = self.store.lookup(feed_id)
         if num is None:
             return
-        with self.store.batch() as batch:
-            for name, target in self.store.names():
-                if target == feed_id:
-                    self.store.put_name(batch, name, None)
+        self.names.forget_feed(feed_id)
         self.store.delete_feed(num, feed_id)
         self._feeds.pop(feed_id, None)
         await trio.lowlevel.checkpoint()
@@ -224,18 +224,6 @@ class Core:
             self.store.drop_block(num, index)
 
         return fsck.check(self.store, repair=drop if repair else None)
-
-    # -- names (the filesystem's file names for feeds) ------------------------------------
-
-    def names(self) -> dict[bytes, bytes]:
-        return dict(self.store.names())
-
-    def name(self, name: bytes) -> bytes | None:
-        return self.store.name(name)
-
-    def unname(self, name: bytes) -> None:
-        with self.store.batch() as batch:
-            self.store.put_name(batch, name, None)
 
     # -- streams --------------------------------------------------------------------------
 

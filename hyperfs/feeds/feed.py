@@ -10,6 +10,7 @@ roots and the pending roots of a writable feed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
@@ -23,8 +24,9 @@ from hyperfs.base.errors import (
     EmptyFeed,
     FeedFinalized,
     InvalidIndex,
-    NameTaken,
 )
+from hyperfs.feeds.names import Names, new_entry
+from hyperfs.store.entry import Entry, Kind
 from hyperfs.store.store import Store
 from hyperfs.tree import merkle
 from hyperfs.tree.bitfield import PAGE_BITS, Bitfield
@@ -173,8 +175,13 @@ class Feed:
                 self._stored(index)
         await trio.lowlevel.checkpoint()
 
-    async def finalize(self, name: bytes | None = None) -> bytes:
+    async def finalize(self, name: bytes | None = None, *, entry: Entry | None = None,
+                       replace: bool = False) -> bytes:
         """Seal the feed and give it its id; ``name`` is recorded with it, atomically.
+
+        ``name`` is a path of :mod:`.names` (a file name at the top, or ``dir/file``);
+        ``entry`` gives the name's mode, owner, times and xattrs (default: 0644, now,
+        this process's user), ``replace`` lets it replace a file of that name.
 
         One synced batch writes the id, the length, the end of the pending mark and the
         name; an earlier copy of the same feed (the same content stored before, perhaps
@@ -188,8 +195,6 @@ class Feed:
             raise EmptyFeed("cannot finalize a feed with no blocks")
         roots, blocks = list(builder.roots), builder.blocks
         feed_id = tree_id(roots)
-        if name is not None and store.name(name) is not None:
-            raise NameTaken(f"the name {name!r} is taken")
         previous = store.lookup(feed_id)
         replaced = previous if previous is not None and previous != num else None
         with store.batch(sync=True) as batch:
@@ -197,8 +202,10 @@ class Feed:
             store.put_pending(batch, num, False)
             if replaced is not None:
                 store.retire_feed(batch, replaced)
-            if name is not None:
-                store.put_name(batch, name, feed_id)
+            if name is not None:  # a refused name raises here: nothing is written
+                entry = entry or new_entry(Kind.FILE, 0o644)
+                Names(store).bind(batch, name, dataclasses.replace(entry, feed_id=feed_id),
+                                  replace=replace)
         self.id, self.roots, self.blocks, self._builder = feed_id, roots, blocks, None
         self._length_known.set()
         self._owner.finalized(self, replaced)

@@ -4,7 +4,7 @@ A thin :class:`pyfuse3.Operations` translating kernel requests into core calls; 
 mount lifecycle lives in :mod:`hyperfs.mount`. The layout seen under the mount point::
 
     .status                 hidden, read-only JSON: feeds, progress, uploads (and peers)
-    NAME                    read-only file per name (core.names()): the named feed's bytes
+    NAME                    read-only file per name (core.names): the named feed's bytes
     <64-hex id>/            one directory per stored feed (looking up any other well-formed
                             id opens that feed and starts fetching it; it then appears)
     <64-hex id>/.feed       hidden, the whole feed: every block concatenated in order
@@ -347,7 +347,7 @@ class HyperFS(pyfuse3.Operations):
             upload = self._uploads.get(name)
             if upload is not None and upload.ino == ino:
                 return "upload", upload, 0
-            target = self.core.name(name)
+            target = self.core.names.feed_of(name)
             if target is None:
                 raise _fail(errno.ENOENT)
             return "name", self._slot(target), 0
@@ -497,7 +497,7 @@ class HyperFS(pyfuse3.Operations):
             upload = self._uploads.get(name)
             if upload is not None:
                 return self._upload_attr(upload)
-            target = self.core.name(name) if len(name) <= NAME_MAX else None
+            target = self.core.names.feed_of(name) if len(name) <= NAME_MAX else None
             if target is not None:
                 return self._whole_attr(self._name_inode(name), self._slot(target))
             if _ID_RE.fullmatch(name):
@@ -527,7 +527,7 @@ class HyperFS(pyfuse3.Operations):
         entries: list[tuple[bytes, int]] = []
         if kind == "root":
             entries.append((STATUS_NAME, STATUS_INO))
-            for name in self.core.names():
+            for name in self.core.names.files():
                 entries.append((name, self._name_inode(name)))
             for name, upload in self._uploads.items():
                 if not upload.done:
@@ -811,7 +811,7 @@ class HyperFS(pyfuse3.Operations):
             raise _fail(errno.ENAMETOOLONG)
         if name in (b".", b"..", STATUS_NAME) or _HEX_RE.fullmatch(name):
             raise _fail(errno.EEXIST)  # reserved: the status file and feed directories
-        if name in self._uploads or self.core.name(name) is not None:
+        if name in self._uploads or self.core.names.feed_of(name) is not None:
             raise _fail(errno.EEXIST)
 
     @_fuse_errors
@@ -905,9 +905,9 @@ class HyperFS(pyfuse3.Operations):
                 raise _fail(errno.EBUSY)
             if name == STATUS_NAME:
                 raise _fail(errno.EPERM)
-            if len(name) > NAME_MAX or self.core.name(name) is None:
+            if len(name) > NAME_MAX or self.core.names.feed_of(name) is None:
                 raise _fail(errno.ENOENT)
-            self.core.unname(name)  # the feed stays, under its id
+            self.core.names.unlink(name)  # the feed stays, under its id
             return
         if kind != "dir":
             raise _fail(errno.ENOTDIR)
@@ -1017,7 +1017,7 @@ class HyperFS(pyfuse3.Operations):
     def _status(self) -> bytes:
         """The .status file: every stored feed with its progress, uploads, network."""
         names: dict[bytes, list[str]] = {}
-        for name, target in self.core.names().items():
+        for name, target in self.core.names.files().items():
             names.setdefault(target, []).append(name.decode(errors="surrogateescape"))
         feeds = []
         for info in self.core.info():

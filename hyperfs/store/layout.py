@@ -16,7 +16,11 @@ key                    value                       meaning
 ``d`` num u64          bytes                       block data
 ``h`` num u64          32 bytes                    verified tree node hash, by flat index
 ``b`` num u32          PAGE_BYTES bytes            bitfield page of blocks held
-``n`` name             id                          a file name given to a feed
+``e`` path             an Entry (see .entry)       a name: a file (bound to a feed or
+                                                   empty) or a directory; path parts
+                                                   joined by ``/``
+``n`` name             id                          (before names had records: moved to
+                                                   ``e`` keys when a database opens)
 =====================  ==========================  =====================================
 
 Only :mod:`hyperfs.store` writes these keys; this module is public so that fsck, tests
@@ -33,7 +37,8 @@ NEXT_KEY = b"!next"
 UNKNOWN = 2**64 - 1
 """Stored block count of a feed whose length has not been learned yet."""
 
-ID, META, PENDING, DATA, HASH, PAGE, NAME = b"i", b"m", b"p", b"d", b"h", b"b", b"n"
+ID, META, PENDING, DATA, HASH, PAGE, ENTRY = b"i", b"m", b"p", b"d", b"h", b"b", b"e"
+LEGACY_NAME = b"n"
 PER_FEED = (DATA, HASH, PAGE)
 """The kinds of key a feed's contents are stored under (deleted as ranges with it)."""
 
@@ -64,8 +69,8 @@ def id_key(feed_id: bytes) -> bytes:
     return ID + feed_id
 
 
-def name_key(name: bytes) -> bytes:
-    return NAME + name
+def entry_key(path: bytes) -> bytes:
+    return ENTRY + path
 
 
 def feed_number(key: bytes) -> int:

@@ -9,13 +9,18 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Protocol
 
 import plyvel
 
 from hyperfs.base.errors import CorruptDatabase, StorageLocked
+from hyperfs.store.entry import Entry, Kind
+from hyperfs.store.entry import decode as decode_entry
+from hyperfs.store.entry import encode as encode_entry
 from hyperfs.store.layout import (
     DATA,
     FORMAT,
@@ -23,19 +28,19 @@ from hyperfs.store.layout import (
     HASH,
     ID,
     KEY,
+    LEGACY_NAME,
     META,
-    NAME,
     NEXT_KEY,
     PAGE,
     PENDING,
     PER_FEED,
     U64,
     block_key,
+    entry_key,
     feed_number,
     id_key,
     key_index,
     meta_value,
-    name_key,
     node_key,
     page_key,
     parse_meta,
@@ -44,6 +49,14 @@ from hyperfs.store.layout import (
 from hyperfs.tree.bitfield import PAGE_BYTES, Bitfield
 
 Node = tuple[int, bytes]
+
+
+class Batch(Protocol):
+    """What :meth:`Store.batch` gives: a plyvel write batch, or inside :meth:`Store.group`
+    an object with the same two methods."""
+
+    def put(self, key: bytes, value: bytes) -> None: ...
+    def delete(self, key: bytes) -> None: ...
 
 
 class Store:
@@ -77,6 +90,7 @@ class Store:
             raise CorruptDatabase(f"database {self.path} is damaged: {exc}") from None
         try:
             self._check_format()
+            self._migrate_names()
         except BaseException:
             self.db.close()
             raise
@@ -95,7 +109,7 @@ class Store:
     def close(self) -> None:
         self.db.close()
 
-    def batch(self, *, sync: bool = False) -> plyvel.WriteBatch | _GroupedBatch:
+    def batch(self, *, sync: bool = False) -> AbstractContextManager[Batch]:
         """A write batch applied atomically when its ``with`` block ends without error.
 
         ``sync`` also waits for the disk, for the few changes (finalize) that must outlive
@@ -145,7 +159,7 @@ class Store:
 
     # -- feeds ---------------------------------------------------------------------
 
-    def allocate(self, batch: plyvel.WriteBatch) -> int:
+    def allocate(self, batch: Batch) -> int:
         """A fresh local feed number, recorded in ``batch``."""
         num = self._next
         self._next += 1
@@ -160,18 +174,18 @@ class Store:
         raw = self._get(prefix(META, num))
         return None if raw is None else parse_meta(raw)[1]
 
-    def put_feed(self, batch: plyvel.WriteBatch, num: int, feed_id: bytes, blocks: int | None):
+    def put_feed(self, batch: Batch, num: int, feed_id: bytes, blocks: int | None):
         batch.put(id_key(feed_id), U64.pack(num))
         batch.put(prefix(META, num), meta_value(feed_id, blocks))
 
-    def retire_feed(self, batch: plyvel.WriteBatch, num: int) -> None:
+    def retire_feed(self, batch: Batch, num: int) -> None:
         """Unlist feed ``num`` and mark what it holds as leftovers (deleted by
         :meth:`delete_feed` now, or on the next open after a crash), inside ``batch``:
         for a change that replaces one feed by another atomically."""
         batch.delete(prefix(META, num))
         batch.put(prefix(PENDING, num), b"")
 
-    def put_pending(self, batch: plyvel.WriteBatch, num: int, pending: bool) -> None:
+    def put_pending(self, batch: Batch, num: int, pending: bool) -> None:
         if pending:
             batch.put(prefix(PENDING, num), b"")
         else:
@@ -219,11 +233,11 @@ class Store:
     def block(self, num: int, index: int) -> bytes | None:
         return self._get(block_key(num, index))
 
-    def put_block(self, batch: plyvel.WriteBatch, num: int, index: int, data: bytes) -> None:
+    def put_block(self, batch: Batch, num: int, index: int, data: bytes) -> None:
         batch.put(block_key(num, index), data)
 
     def put_blocks(
-        self, batch: plyvel.WriteBatch, num: int, start: int, blocks: Iterable[bytes]
+        self, batch: Batch, num: int, start: int, blocks: Iterable[bytes]
     ) -> None:
         """Blocks ``start, start+1, ...``: the append hot path, one key pack per block."""
         put, pack, head = batch.put, KEY.pack, prefix(DATA, num)
@@ -268,16 +282,16 @@ class Store:
             self.delete_block(batch, num, index)
             batch.put(key, field.page(0))
 
-    def delete_block(self, batch: plyvel.WriteBatch, num: int, index: int) -> None:
+    def delete_block(self, batch: Batch, num: int, index: int) -> None:
         batch.delete(block_key(num, index))
 
     def node(self, num: int, index: int) -> bytes | None:
         return self._get(node_key(num, index))
 
-    def put_node(self, batch: plyvel.WriteBatch, num: int, index: int, digest: bytes) -> None:
+    def put_node(self, batch: Batch, num: int, index: int, digest: bytes) -> None:
         batch.put(node_key(num, index), digest)
 
-    def put_nodes(self, batch: plyvel.WriteBatch, num: int, nodes: Iterable[Node]) -> None:
+    def put_nodes(self, batch: Batch, num: int, nodes: Iterable[Node]) -> None:
         """Many verified nodes at once (the append hot path)."""
         put, pack, head = batch.put, KEY.pack, prefix(HASH, num)
         for index, digest in nodes:
@@ -289,7 +303,7 @@ class Store:
             field.load_page(page, data)
         return field
 
-    def put_page(self, batch: plyvel.WriteBatch, num: int, page: int, data: bytes) -> None:
+    def put_page(self, batch: Batch, num: int, page: int, data: bytes) -> None:
         assert len(data) == PAGE_BYTES
         batch.put(page_key(num, page), data)
 
@@ -331,22 +345,60 @@ class Store:
         """(flat index, hash) of every tree node stored for feed ``num``."""
         return self._scan(HASH, num)
 
-    # -- names -------------------------------------------------------------------------
+    # -- names (entries) -------------------------------------------------------------
+
+    def entry(self, path: bytes) -> Entry | None:
+        raw = self._get(entry_key(path))
+        return None if raw is None else decode_entry(raw)
+
+    def put_entry(self, batch: Batch, path: bytes, entry: Entry | None) -> None:
+        if entry is None:
+            batch.delete(entry_key(path))
+        else:
+            batch.put(entry_key(path), encode_entry(entry))
+
+    def entries(self, under: bytes = b"") -> Iterator[tuple[bytes, Entry]]:
+        """Every (path, entry) whose path starts with ``under``, in path order."""
+        self.flush()
+        for key, value in self.db.iterator(prefix=entry_key(under)):
+            yield key[1:], decode_entry(value)
+
+    def children(self, directory: bytes) -> Iterator[tuple[bytes, Entry]]:
+        """The entries directly in ``directory`` (b"" for the top), as (name, entry).
+
+        One range scan that seeks past each subdirectory's contents instead of reading
+        them: a directory entry ``a/b`` sorts before its contents ``a/b/...``.
+        """
+        head = entry_key(directory + b"/" if directory else b"")
+        self.flush()
+        with self.db.iterator(prefix=head) as items:
+            for key, value in items:
+                name = key[len(head):]
+                slash = name.find(b"/")
+                if slash >= 0:  # inside a subdirectory: skip the rest of it
+                    items.seek(head + name[:slash] + b"0")  # b"0" sorts right after b"/"
+                    continue
+                yield name, decode_entry(value)
 
     def names(self) -> Iterator[tuple[bytes, bytes]]:
-        """Every (name, feed id) pair, in name order."""
-        self.flush()
-        for key, value in self.db.iterator(prefix=NAME):
-            yield key[1:], value
+        """Every (path, feed id) of a file bound to a feed, in path order."""
+        for path, entry in self.entries():
+            if entry.feed_id is not None:
+                yield path, entry.feed_id
 
-    def name(self, name: bytes) -> bytes | None:
-        return self._get(name_key(name))
-
-    def put_name(self, batch: plyvel.WriteBatch, name: bytes, feed_id: bytes | None) -> None:
-        if feed_id is None:
-            batch.delete(name_key(name))
-        else:
-            batch.put(name_key(name), feed_id)
+    def _migrate_names(self) -> None:
+        """Names stored before they had records (``n`` name -> id) become file entries,
+        in one batch: mode 0644, owned by whoever opens the database, dated now."""
+        legacy = list(self.db.iterator(prefix=LEGACY_NAME))
+        if not legacy:
+            return
+        now = time.time_ns()
+        with self.db.write_batch(transaction=True, sync=True) as batch:
+            for key, feed_id in legacy:
+                entry = Entry(Kind.FILE, 0o644, os.getuid(), os.getgid(), now, now, now,
+                              feed_id)
+                batch.put(entry_key(key[1:]), encode_entry(entry))
+                batch.delete(key)
 
 
 class _GroupedBatch:
