@@ -41,23 +41,22 @@ import libtorrent as lt
 import trio
 
 from hyperfs.base.callbacks import Callbacks
+from hyperfs.net.address import Address
 
 __all__ = [
     "PUBLIC_ROUTERS",
     "DhtNode",
     "DhtOptions",
-    "Peer",
     "PeerCallback",
     "open_dht",
     "session_settings",
 ]
 
-Peer = tuple[str, int]
 #: Called (in the trio thread) with ``(info_hash, (host, port))`` for each peer a lookup finds.
-PeerCallback = Callable[[bytes, Peer], None]
+PeerCallback = Callable[[bytes, Address], None]
 
 #: The well-known public mainline routers; used only when no other routers are configured.
-PUBLIC_ROUTERS: tuple[tuple[str, int], ...] = (
+PUBLIC_ROUTERS: tuple[Address, ...] = (
     ("router.bittorrent.com", 6881),
     ("dht.transmissionbt.com", 6881),
     ("router.utorrent.com", 6881),
@@ -87,9 +86,9 @@ class DhtOptions:
     #: UDP port; 0 picks a free one (see :attr:`DhtNode.port`).
     port: int = 0
     #: Bootstrap *routers* (host, port): only used to start lookups, never stored.
-    routers: tuple[tuple[str, int], ...] = PUBLIC_ROUTERS
+    routers: tuple[Address, ...] = PUBLIC_ROUTERS
     #: Real DHT nodes (host, port), added to the routing table once we listen.
-    bootstrap_nodes: tuple[tuple[str, int], ...] = ()
+    bootstrap_nodes: tuple[Address, ...] = ()
     #: Steady-state period of re-announces and of re-lookups that already found peers.
     interval: float = 300.0
     #: First retry delay; doubles up to ``interval``. Early announces/lookups against a
@@ -109,7 +108,7 @@ class DhtOptions:
         cls,
         bind: str = "127.0.0.1",
         port: int = 0,
-        bootstrap_nodes: Iterable[tuple[str, int]] = (),
+        bootstrap_nodes: Iterable[Address] = (),
         **kwargs: Any,
     ) -> DhtOptions:
         """Options for a private DHT (tests, benchmarks, closed networks): no routers,
@@ -130,7 +129,7 @@ def _endpoint(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def session_settings(options: DhtOptions) -> dict[str, Any]:
+def session_settings(options: DhtOptions) -> lt.settings_pack:
     """The complete settings pack a :class:`DhtNode` creates its session with.
 
     Public so that tests can assert on exactly what will be configured (no public routers,
@@ -162,7 +161,7 @@ def session_settings(options: DhtOptions) -> dict[str, Any]:
 class _HashState:
     """Per-info-hash bookkeeping for stats and for the lookup schedule."""
 
-    peers: set[Peer] = field(default_factory=set)
+    peers: set[Address] = field(default_factory=set)
     last_peer_at: float = -math.inf
     lookups: int = 0
     announces: int = 0
@@ -181,7 +180,7 @@ class DhtNode:
         self.options = options
         self._ses = session
         self._alert_fd = alert_fd
-        self._listeners: Callbacks[[bytes, tuple[str, int]]] = Callbacks()
+        self._listeners: Callbacks[[bytes, Address]] = Callbacks()
         self._nursery: trio.Nursery | None = None
         self._listening = trio.Event()
         self._listen_error: str | None = None
