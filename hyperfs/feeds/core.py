@@ -6,6 +6,7 @@ reader, the filesystem and the replication layer see the same waiters and bitfie
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 from collections.abc import AsyncIterator, Callable
@@ -179,7 +180,7 @@ class Core:
                 await trio.lowlevel.checkpoint()
             yield feed_id
 
-    def info(self) -> list[FeedInfo]:
+    def info(self) -> builtins.list[FeedInfo]:  # `list` here is Core.list
         """Every stored feed with its length and how many blocks are local."""
         result = []
         for feed_id, num, blocks in self.store.feeds():
