@@ -5,7 +5,7 @@ that share a link between two network namespaces created here (mDNS alone).
 Nothing leaves 127.0.0.0/8 or those namespaces: every process gets ``--bootstrap`` with
 private nodes and ``--no-mdns`` or namespace-only mDNS, and runs with HYPERFS_LOCAL_ONLY=1,
 which makes any other configuration an error before a packet is sent (see
-:func:`hyperfs.cliopts.check_local_only`, tested below on the parsed defaults).
+:func:`hyperfs.cli.network.check_local_only`, tested below on the parsed defaults).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from test_dht import assert_private
 from test_mdns import netns_pair  # noqa: F401  (the two-namespace fixture)
 
 from hyperfs.cli.main import build_parser
-from hyperfs.cli.options import LOCAL_ONLY_ENV, check_local_only, discovery_config
+from hyperfs.cli.network import LOCAL_ONLY_ENV, check_local_only, discovery_config
 from hyperfs.feeds.core import open_core
 from hyperfs.net.discovery import DhtOptions, MdnsOptions
 from hyperfs.net.discovery.dht import PUBLIC_ROUTERS, DhtNode, open_dht, session_settings

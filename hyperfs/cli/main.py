@@ -1,7 +1,9 @@
 """The `hyperfs` command: one sub-command per function, errors as one-line messages.
 
-Each sub-command lives in the module of its layer; this file only parses arguments and
-turns every :class:`HyperfsError` (and OSError) into a clear message and exit status.
+:data:`COMMANDS` lists every sub-command, in the order `hyperfs --help` shows them; each one's
+arguments and work live in the module of what it does (:mod:`.feeds`, :mod:`.network`,
+:mod:`.status`, :mod:`.mount`). This file only parses arguments and turns every
+:class:`HyperfsError` (and OSError) into a clear message and exit status.
 """
 
 from __future__ import annotations
@@ -10,12 +12,49 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import trio
 
 from hyperfs.base.errors import HyperfsError
+from hyperfs.cli import feeds, mount, network, status
+
+
+@dataclass(frozen=True)
+class Command:
+    """A sub-command: its name and one-line help, the function adding its arguments to its
+    parser (if it takes any), and the one run under trio with the parsed arguments, which
+    returns the exit status. ``description`` is the longer text of its own --help."""
+
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace], Awaitable[int]]
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    description: str | None = None
+
+
+COMMANDS = (
+    Command("add", "store a file (or - for standard input) as a new feed",
+            feeds.add, feeds.add_arguments),
+    Command("ls", "list stored feeds with their length and what is local", feeds.ls),
+    Command("cat", "write a feed (or one block) to standard output",
+            feeds.cat, feeds.cat_arguments),
+    Command("serve", "seed every stored feed to peers until interrupted",
+            network.serve, network.serve_arguments),
+    Command("status", "show a running node's peers and discovery state",
+            status.show_status, status.status_arguments),
+    Command("fsck", "check the database's consistency (and repair blocks)",
+            feeds.fsck, feeds.fsck_arguments),
+    Command("mount", "mount the feeds as a filesystem (foreground; Ctrl-C unmounts)",
+            mount.mount, mount.mount_arguments, description=mount.MOUNT_DESCRIPTION),
+    Command("id", "print the feed id of a file or directory in a mount",
+            mount.print_ids, mount.id_arguments),
+)
+
+USER_ERRORS = (HyperfsError, OSError, TimeoutError, ValueError)
+"""What a sub-command may fail with that the user can act on: printed as one line."""
 
 
 def default_db() -> Path:
@@ -31,41 +70,41 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (repeat for debug output)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from hyperfs.cli import commands  # the sub-commands register themselves
-
-    commands.register(sub)
+    for command in COMMANDS:
+        command_parser = sub.add_parser(command.name, help=command.help,
+                                        description=command.description)
+        if command.arguments is not None:
+            command.arguments(command_parser)
+        command_parser.set_defaults(run=command.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="hyperfs: %(message)s",
     )
     if args.db is None:
         args.db = default_db()
-    run: Callable[[argparse.Namespace], object] = args.run
+    run: Callable[[argparse.Namespace], Awaitable[int]] = args.run
     try:
-        result = trio.run(run, args)
+        return trio.run(run, args)
     except KeyboardInterrupt:
         return 130
-    except (HyperfsError, OSError, TimeoutError, ValueError) as exc:
+    except USER_ERRORS as exc:
         print(f"hyperfs: {exc}", file=sys.stderr)
         return 1
     except BaseExceptionGroup as group:
         # A nursery's error: report the user-facing one inside, re-raise anything else.
-        user, rest = group.split((HyperfsError, OSError, TimeoutError, ValueError))
+        user, rest = group.split(USER_ERRORS)
         if rest is not None or user is None:
             raise
         print(f"hyperfs: {_first(user)}", file=sys.stderr)
         return 1
-    return int(result or 0)
 
 
 def _first(error: BaseException) -> BaseException:
     while isinstance(error, BaseExceptionGroup):
         error = error.exceptions[0]
     return error
-

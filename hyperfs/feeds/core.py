@@ -16,28 +16,21 @@ from dataclasses import dataclass
 import trio
 
 from hyperfs.base.callbacks import Callbacks
-from hyperfs.base.errors import FeedFinalized, InvalidId
+from hyperfs.base.errors import FeedFinalized
 from hyperfs.feeds.feed import Feed, check_index
 from hyperfs.feeds.names import Names
 from hyperfs.feeds.streams import WriteStream
 from hyperfs.store import fsck
 from hyperfs.store.store import Store
+from hyperfs.tree.hashes import parse_id
 
 log = logging.getLogger("hyperfs.core")
 
 EVENTS = ("interested", "uninterested", "peer")
 
-
-def parse_id(value: bytes | str) -> bytes:
-    """A feed id from 32 raw bytes or 64 hex characters."""
-    if isinstance(value, bytes | bytearray) and len(value) == 32:
-        return bytes(value)
-    if isinstance(value, str) and len(value) == 64:
-        try:
-            return bytes.fromhex(value)
-        except ValueError:
-            pass
-    raise InvalidId(f"a feed id is 32 bytes or 64 hex characters, not {value!r}")
+DEFAULT_BLOCK_SIZE = 64 * 1024
+"""Bytes per block of a file made into a feed (`hyperfs add`, a copy into the mount) when
+nobody says otherwise; a :class:`WriteStream` without a block size keeps writes as blocks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +193,7 @@ class Core:
                 await trio.lowlevel.checkpoint()
             yield feed_id
 
-    def info(self) -> builtins.list[FeedInfo]:
+    def info(self) -> builtins.list[FeedInfo]:  # `list` here is Core.list
         """Every stored feed with its length and how many blocks are local."""
         result = []
         for feed_id, num, blocks in self.store.feeds():

@@ -13,7 +13,6 @@ import errno
 import logging
 import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -21,13 +20,13 @@ import pyfuse3
 import trio
 
 from hyperfs.base.errors import HyperfsError
-from hyperfs.feeds.core import Core
+from hyperfs.base.signals import wait_for_stop_signal
+from hyperfs.feeds.core import DEFAULT_BLOCK_SIZE, Core
 from hyperfs.fs.operations import HyperFS
 from hyperfs.net.node import Node
 
 log = logging.getLogger("hyperfs.mount")
 
-DEFAULT_BLOCK_SIZE = 64 * 1024
 MAX_TASKS = 10_000
 """pyfuse3 worker tasks: each read waiting on the network holds one, so allow many."""
 
@@ -147,8 +146,5 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
 
 
 async def _on_signal(scope: trio.CancelScope) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as signals:
-        async for signum in signals:
-            log.info("%s: unmounting", signal.Signals(signum).name)
-            scope.cancel()
-            return
+    log.info("%s: unmounting", (await wait_for_stop_signal()).name)
+    scope.cancel()

@@ -4,12 +4,12 @@
 whoever names it and fetches what local readers want from every connected peer. Dialed
 addresses are redialed with exponential back-off for as long as the node runs.
 
-With a :class:`~hyperfs.discovering.DiscoveryConfig`, the node also finds its peers on the
-DHT and the local network (:mod:`hyperfs.discovering`): it announces its listening port for
-every feed it holds or wants, and dials (once, not redialing) every peer found for a feed
-it wants. Discovery needs a port to announce, so a node without ``listen`` then listens on
-an ephemeral port of the DHT's address: a reader is also a seed while it runs, which is
-what lets two readers of the same feed help each other.
+With a :class:`~hyperfs.net.node_discovery.DiscoveryConfig`, the node also finds its peers
+on the DHT and the local network (:mod:`hyperfs.net.node_discovery`): it announces its
+listening port for every feed it holds or wants, and dials (once, not redialing) every peer
+found for a feed it wants. Discovery needs a port to announce, so a node without ``listen``
+then listens on an ephemeral port of the DHT's address: a reader is also a seed while it
+runs, which is what lets two readers of the same feed help each other.
 """
 
 from __future__ import annotations
@@ -23,10 +23,11 @@ import trio
 
 from hyperfs.feeds.core import Core
 from hyperfs.feeds.feed import Feed
+from hyperfs.net.address import Address, parse_address
 from hyperfs.net.node_discovery import DiscoveryConfig, NodeDiscovery, open_node_discovery
 from hyperfs.replication.swarm import Swarm
 
-log = logging.getLogger("hyperfs.network")
+log = logging.getLogger(__name__)
 
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 30.0
 MAX_PEERS = 512
@@ -39,21 +40,6 @@ class BlockTimeout(TimeoutError):
     """No peer sent a block in time; the message says what discovery found."""
 
 
-def parse_address(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """HOST:PORT (or :PORT, or PORT) as a (host, port) pair; ValueError says what's wrong."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = "", text
-    host = host.strip("[]") or default_host
-    try:
-        number = int(port)
-    except ValueError:
-        raise ValueError(f"bad address {text!r}: expected HOST:PORT") from None
-    if not 0 <= number <= 65535:
-        raise ValueError(f"bad address {text!r}: port must be 0-65535")
-    return host, number
-
-
 class Node:
     """A swarm with its listening socket and the addresses it keeps connected to."""
 
@@ -61,13 +47,13 @@ class Node:
         self.swarm = swarm
         self.core = swarm.core
         self._nursery = nursery
-        self.address: tuple[str, int] | None = None
-        self._dialing: set[tuple[str, int]] = set()
+        self.address: Address | None = None
+        self._dialing: set[Address] = set()
         self.discovery: NodeDiscovery | None = None
         self.max_peers = MAX_PEERS
         self.refused = 0
 
-    async def listen(self, address: str) -> tuple[str, int]:
+    async def listen(self, address: str) -> Address:
         host, port = parse_address(address)
         serve = partial(trio.serve_tcp, self._accept, port, host=host)
         try:
@@ -93,7 +79,7 @@ class Node:
             return
         await self.swarm.replicate(stream, f"{host}:{port}")
 
-    def connect(self, address: str | tuple[str, int], *, redial: bool = True) -> None:
+    def connect(self, address: str | Address, *, redial: bool = True) -> None:
         """Keep a connection to ``address`` (redialed with back-off while the node runs)."""
         target = parse_address(address) if isinstance(address, str) else address
         if target in self._dialing or target == self.address:
@@ -101,7 +87,7 @@ class Node:
         self._dialing.add(target)
         self._nursery.start_soon(self._dial, target, redial)
 
-    async def _dial(self, target: tuple[str, int], redial: bool) -> None:
+    async def _dial(self, target: Address, redial: bool) -> None:
         host, port = target
         backoff = BACKOFF_FIRST
         try:
@@ -126,7 +112,7 @@ class Node:
         """``feed.get(index)``, failing with :class:`BlockTimeout` after ``timeout`` seconds.
 
         With discovery, the ``timeout`` starts once one discovery round for the feed is
-        over (see :mod:`hyperfs.discovering`): a feed nobody is known to have is given up
+        over (see :mod:`hyperfs.net.node_discovery`): a feed nobody is known to have is given up
         after a round plus ``timeout``, never sooner, and the error says what was found.
         """
         if timeout is None or feed.id is None or feed.has(index):

@@ -1,7 +1,7 @@
 """Discovery for a running node: what to announce and look up, and dialing what is found.
 
-:mod:`hyperfs.discovery` finds peers for the ids it is given; this module decides which
-ids those are, for a node (:mod:`hyperfs.network`) and its core:
+:mod:`hyperfs.net.discovery` finds peers for the ids it is given; this module decides which
+ids those are, for a node (:mod:`hyperfs.net.node`) and its core:
 
 * Feeds the local side wants (the core's 'interested') are *wanted*: announced and looked
   up at once on the DHT and over mDNS (:meth:`Discovery.want`, with its fast first
@@ -36,14 +36,13 @@ from typing import Any
 import trio
 
 from hyperfs.feeds.core import Core
+from hyperfs.net.address import Address
 from hyperfs.net.discovery import DhtOptions, Discovery, MdnsOptions, open_discovery
 from hyperfs.net.discovery.keys import discovery_key, seed_info_hash
 from hyperfs.net.discovery.mdns import MAX_TXT_KEYS
 from hyperfs.replication.swarm import Swarm
 
-log = logging.getLogger("hyperfs.discovering")
-
-Address = tuple[str, int]
+log = logging.getLogger(__name__)
 
 HELD_DELAYS = (2.0, 8.0)
 """Seconds from a held feed's first announce to its second, and second to third: the first

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from hashlib import sha256
 
+from hyperfs.base.errors import InvalidId
+
 LEAF = b"\x00"
 PARENT = b"\x01"
 ROOT = b"\x02"
@@ -37,3 +39,24 @@ def tree_id(roots: Iterable[tuple[int, bytes]]) -> bytes:
         h.update(digest)
         h.update(node.to_bytes(8, "big"))
     return h.digest()
+
+
+def parse_id(value: bytes | bytearray | memoryview | str) -> bytes:
+    """A feed id (a :func:`tree_id`) from 32 raw bytes or 64 hex characters.
+
+    Ids arrive both ways (the command line speaks hex), and every layer that takes one
+    (the library, the CLI, discovery) checks it by this one rule, so a bad id is always an
+    :class:`InvalidId` (a ValueError) with the same message.
+    """
+    if isinstance(value, str):
+        try:
+            raw = bytes.fromhex(value) if len(value) == 2 * HASH_SIZE else b""
+        except ValueError:
+            raw = b""
+    elif isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+    else:
+        raw = b""
+    if len(raw) != HASH_SIZE:
+        raise InvalidId(f"a feed id is 32 bytes or 64 hex characters, not {value!r}")
+    return raw

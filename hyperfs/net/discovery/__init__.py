@@ -1,7 +1,8 @@
 """Peer discovery for hyperfs: the mainline DHT (libtorrent) plus multicast DNS (zeroconf).
 
 This package is self-contained (it knows nothing of feeds, the wire protocol or
-connections); the network layer feeds it ids and consumes ``(feed_id, (host, port))``::
+connections, only the rule for a feed id, :func:`hyperfs.tree.hashes.parse_id`); the network
+layer feeds it ids and consumes ``(feed_id, (host, port))``::
 
     async with open_discovery(port=tcp_port, dht=DhtOptions(), mdns=MdnsOptions()) as disc:
         disc.hold(feed_id)            # we serve it: announce only
@@ -29,22 +30,22 @@ from typing import Any, Literal
 import trio
 
 from hyperfs.base.callbacks import Callbacks
+from hyperfs.net.address import Address
 from hyperfs.net.discovery.dht import DhtNode, DhtOptions, open_dht
-from hyperfs.net.discovery.keys import as_feed_id, discovery_key, seed_info_hash
-from hyperfs.net.discovery.mdns import MdnsNode, MdnsOptions, _local_ipv4_addresses, open_mdns
+from hyperfs.net.discovery.keys import discovery_key, seed_info_hash
+from hyperfs.net.discovery.mdns import MdnsNode, MdnsOptions, local_ipv4_addresses, open_mdns
+from hyperfs.tree.hashes import parse_id
 
 __all__ = [
     "DhtOptions",
     "Discovery",
     "MdnsOptions",
-    "Peer",
     "discovery_key",
     "open_discovery",
     "seed_info_hash",
 ]
 
-Peer = tuple[str, int]
-FeedPeerCallback = Callable[[bytes, Peer], None]
+FeedPeerCallback = Callable[[bytes, Address], None]
 Mode = Literal["want", "hold"]
 
 _PRUNE_AT = 4096
@@ -54,7 +55,7 @@ _PRUNE_AT = 4096
 class _Feed:
     mode: Mode
     keys: tuple[bytes, ...]
-    peers: set[Peer] = field(default_factory=set)
+    peers: set[Address] = field(default_factory=set)
     reported: int = 0
 
 
@@ -80,9 +81,9 @@ class Discovery:
         self._buffer = buffer
         self._feeds: dict[bytes, _Feed] = {}
         self._by_key: dict[bytes, bytes] = {}
-        self._last_report: dict[tuple[bytes, Peer], float] = {}
-        self._subscribers: list[trio.MemorySendChannel[tuple[bytes, Peer]]] = []
-        self._callbacks: Callbacks[[bytes, Peer]] = Callbacks()
+        self._last_report: dict[tuple[bytes, Address], float] = {}
+        self._subscribers: list[trio.MemorySendChannel[tuple[bytes, Address]]] = []
+        self._callbacks: Callbacks[[bytes, Address]] = Callbacks()
         self._own_hosts = self._compute_own_hosts(host)
         self._ignored_self = 0
         self._suppressed = 0
@@ -92,15 +93,15 @@ class Discovery:
 
     def want(self, feed_id: bytes | str) -> None:
         """We want this feed: announce it and look for peers that have it."""
-        self._set(as_feed_id(feed_id), "want")
+        self._set(parse_id(feed_id), "want")
 
     def hold(self, feed_id: bytes | str) -> None:
         """We have this feed: announce it (others find us) but do not look for peers."""
-        self._set(as_feed_id(feed_id), "hold")
+        self._set(parse_id(feed_id), "hold")
 
     def forget(self, feed_id: bytes | str) -> None:
         """Stop announcing and looking up this feed."""
-        feed_id = as_feed_id(feed_id)
+        feed_id = parse_id(feed_id)
         feed = self._feeds.pop(feed_id, None)
         if feed is None:
             return
@@ -113,7 +114,7 @@ class Discovery:
                 self.mdns.withdraw(key)
                 self.mdns.unwant(key)
 
-    def peers(self) -> trio.MemoryReceiveChannel[tuple[bytes, Peer]]:
+    def peers(self) -> trio.MemoryReceiveChannel[tuple[bytes, Address]]:
         """A new subscription to found peers, as ``(feed_id, (host, port))``.
 
         Subscribed from the moment of the call (nothing found after it is missed). Iterate
@@ -121,7 +122,7 @@ class Discovery:
         unsubscribe. Ends when discovery closes. A subscriber that falls more than the
         buffer behind loses reports (counted in ``status()['dropped']``).
         """
-        send, receive = trio.open_memory_channel[tuple[bytes, Peer]](self._buffer)
+        send, receive = trio.open_memory_channel[tuple[bytes, Address]](self._buffer)
         self._subscribers.append(send)
         return receive
 
@@ -154,7 +155,7 @@ class Discovery:
             return None
         return frozenset({host})
 
-    def _is_self(self, peer: Peer) -> bool:
+    def _is_self(self, peer: Address) -> bool:
         host, port = peer
         if port != self.port:
             return False
@@ -162,10 +163,10 @@ class Discovery:
             return host in self._own_hosts
         # Listener on all addresses: any address of this host is us. Interfaces can
         # change, so look them up (rare: only for reports carrying our own port).
-        return host in _local_ipv4_addresses(include_loopback=True)
+        return host in local_ipv4_addresses(include_loopback=True)
 
     def _set(self, feed_id: bytes, mode: Mode) -> None:
-        keys = (discovery_key(feed_id),)
+        keys: tuple[bytes, ...] = (discovery_key(feed_id),)
         if self.seed_compat:
             keys += (seed_info_hash(feed_id),)
         feed = self._feeds.get(feed_id)
@@ -190,11 +191,11 @@ class Discovery:
             else:
                 self.mdns.unwant(keys[0])
 
-    def _on_key_peer(self, key: bytes, peer: Peer) -> None:
+    def _on_key_peer(self, key: bytes, peer: Address) -> None:
         """A source found ``peer`` for ``key``: map to the feed, filter, deduplicate."""
         feed_id = self._by_key.get(key)
-        feed = self._feeds.get(feed_id) if feed_id is not None else None
-        if feed is None or feed.mode != "want":
+        feed = None if feed_id is None else self._feeds.get(feed_id)
+        if feed_id is None or feed is None or feed.mode != "want":
             return  # forgotten, or our own announce's traversal reporting for a held feed
         if self._is_self(peer):
             self._ignored_self += 1

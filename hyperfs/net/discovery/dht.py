@@ -29,11 +29,10 @@ Facts this code depends on (measured with libtorrent 2.1.1):
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import math
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,128 +40,36 @@ import libtorrent as lt
 import trio
 
 from hyperfs.base.callbacks import Callbacks
+from hyperfs.net.address import Address
+from hyperfs.net.discovery.dht_options import (
+    PUBLIC_ROUTERS,
+    DhtOptions,
+    check_options,
+    endpoint,
+    session_settings,
+)
 
+# With the options re-exported, this one module is what a user of the DHT imports.
 __all__ = [
     "PUBLIC_ROUTERS",
     "DhtNode",
     "DhtOptions",
-    "Peer",
     "PeerCallback",
     "open_dht",
     "session_settings",
 ]
 
-Peer = tuple[str, int]
 #: Called (in the trio thread) with ``(info_hash, (host, port))`` for each peer a lookup finds.
-PeerCallback = Callable[[bytes, Peer], None]
+PeerCallback = Callable[[bytes, Address], None]
 
-#: The well-known public mainline routers; used only when no other routers are configured.
-PUBLIC_ROUTERS: tuple[tuple[str, int], ...] = (
-    ("router.bittorrent.com", 6881),
-    ("dht.transmissionbt.com", 6881),
-    ("router.utorrent.com", 6881),
-)
-
-_CAT = lt.alert.category_t
-# error/status: listen results; dht_operation: get_peers replies (without it they never
-# arrive). dht_stats_alert has no category and is always delivered. Plain dht_notification
-# (every incoming query) is left out: it is noise for us.
-_ALERT_MASK = int(
-    _CAT.error_notification | _CAT.status_notification | _CAT.dht_operation_notification
-)
 _UDP_SOCKETS = {lt.socket_type_t.udp, lt.socket_type_t.utp}
-
-
-@dataclass(frozen=True)
-class DhtOptions:
-    """How to run the DHT node.
-
-    The defaults join the public mainline DHT. Tests and private swarms use
-    :meth:`private`, which has no routers and never talks to anything not named in
-    ``bootstrap_nodes`` or learned from those.
-    """
-
-    #: Local address for the DHT's UDP socket ("0.0.0.0" = all IPv4 interfaces).
-    bind: str = "0.0.0.0"
-    #: UDP port; 0 picks a free one (see :attr:`DhtNode.port`).
-    port: int = 0
-    #: Bootstrap *routers* (host, port): only used to start lookups, never stored.
-    routers: tuple[tuple[str, int], ...] = PUBLIC_ROUTERS
-    #: Real DHT nodes (host, port), added to the routing table once we listen.
-    bootstrap_nodes: tuple[tuple[str, int], ...] = ()
-    #: Steady-state period of re-announces and of re-lookups that already found peers.
-    interval: float = 300.0
-    #: First retry delay; doubles up to ``interval``. Early announces/lookups against a
-    #: young routing table reach few or no nodes, so they are repeated sooner.
-    initial_retry: float = 1.0
-    #: How often the routing-table size is refreshed for :meth:`DhtNode.stats`.
-    stats_interval: float = 2.0
-    #: One node per /24 in routing table and lookups (libtorrent's anti-Sybil default).
-    #: Must be False when several nodes share a subnet, e.g. a private DHT on 127.0.0.x.
-    restrict_ips: bool = True
-    #: Ask the router for a port mapping (UPnP + NAT-PMP). Off unless asked: it talks to
-    #: the LAN gateway.
-    port_mapping: bool = False
-
-    @classmethod
-    def private(
-        cls,
-        bind: str = "127.0.0.1",
-        port: int = 0,
-        bootstrap_nodes: Iterable[tuple[str, int]] = (),
-        **kwargs: Any,
-    ) -> DhtOptions:
-        """Options for a private DHT (tests, benchmarks, closed networks): no routers,
-        no port mapping, no per-subnet restrictions."""
-        return cls(
-            bind=bind,
-            port=port,
-            routers=(),
-            bootstrap_nodes=tuple(bootstrap_nodes),
-            restrict_ips=False,
-            port_mapping=False,
-            **kwargs,
-        )
-
-
-def _endpoint(host: str, port: int) -> str:
-    """libtorrent's "host:port" form (IPv6 literals in brackets)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def session_settings(options: DhtOptions) -> dict[str, Any]:
-    """The complete settings pack a :class:`DhtNode` creates its session with.
-
-    Public so that tests can assert on exactly what will be configured (no public routers,
-    no LSD/UPnP/NAT-PMP) before anything is started.
-    """
-    return {
-        "listen_interfaces": _endpoint(options.bind, options.port),
-        # An explicitly chosen port that is taken is an error, not a silent change.
-        "listen_system_port_fallback": options.port == 0,
-        "enable_dht": True,
-        "dht_bootstrap_nodes": ",".join(_endpoint(h, p) for h, p in options.routers),
-        "dht_restrict_routing_ips": options.restrict_ips,
-        "dht_restrict_search_ips": options.restrict_ips,
-        # Only the DHT is wanted: no torrents, no BitTorrent peer connections, no local
-        # multicast discovery of torrents.
-        "enable_lsd": False,
-        "enable_upnp": options.port_mapping,
-        "enable_natpmp": options.port_mapping,
-        "enable_incoming_tcp": False,
-        "enable_outgoing_tcp": False,
-        "enable_incoming_utp": False,
-        "enable_outgoing_utp": False,
-        "alert_mask": _ALERT_MASK,
-        "alert_queue_size": 10000,
-    }
 
 
 @dataclass
 class _HashState:
     """Per-info-hash bookkeeping for stats and for the lookup schedule."""
 
-    peers: set[Peer] = field(default_factory=set)
+    peers: set[Address] = field(default_factory=set)
     last_peer_at: float = -math.inf
     lookups: int = 0
     announces: int = 0
@@ -181,7 +88,7 @@ class DhtNode:
         self.options = options
         self._ses = session
         self._alert_fd = alert_fd
-        self._listeners: Callbacks[[bytes, tuple[str, int]]] = Callbacks()
+        self._listeners: Callbacks[[bytes, Address]] = Callbacks()
         self._nursery: trio.Nursery | None = None
         self._listening = trio.Event()
         self._listen_error: str | None = None
@@ -273,7 +180,7 @@ class DhtNode:
     def stats(self) -> dict[str, Any]:
         """Counters: routing-table nodes, announces/lookups sent, unique peers per hash."""
         return {
-            "address": _endpoint(self.address, self.port),
+            "address": endpoint(self.address, self.port),
             "nodes": self._nodes,
             "replacement_nodes": self._replacements,
             "announces": self._announces,
@@ -402,14 +309,6 @@ def _check_hash(info_hash: bytes) -> bytes:
     return info_hash
 
 
-def _validate(options: DhtOptions) -> None:
-    ipaddress.ip_address(options.bind)  # a literal address: no name resolution surprises
-    if not 0 <= options.port < 65536:
-        raise ValueError(f"bad DHT port {options.port}")
-    if options.interval <= 0 or options.initial_retry <= 0:
-        raise ValueError("intervals must be positive")
-
-
 @contextlib.asynccontextmanager
 async def open_dht(
     options: DhtOptions | None = None, on_peer: PeerCallback | None = None
@@ -421,7 +320,7 @@ async def open_dht(
     destructor joins libtorrent's threads).
     """
     options = options or DhtOptions()
-    _validate(options)
+    check_options(options)
     rfd, wfd = os.pipe()
     os.set_blocking(rfd, False)
     os.set_blocking(wfd, False)

@@ -22,39 +22,24 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["DISCOVERY_MESSAGE", "KEY_SIZE", "as_feed_id", "discovery_key", "seed_info_hash"]
+from hyperfs.tree.hashes import parse_id
+
+__all__ = ["DISCOVERY_MESSAGE", "KEY_SIZE", "discovery_key", "seed_info_hash"]
 
 #: Fixed message hashed under the feed id; part of the on-network format.
 DISCOVERY_MESSAGE = b"hyperfs-discovery"
 #: Size of an announced key: a BitTorrent info-hash (SHA-1 sized, 160 bits).
 KEY_SIZE = 20
-_FEED_ID_SIZE = 32
-
-
-def as_feed_id(feed_id: bytes | bytearray | memoryview | str) -> bytes:
-    """Return a feed id as 32 bytes, accepting bytes or 64 hex characters.
-
-    The rest of hyperfs passes ids both ways (CLI input is hex), so discovery accepts both
-    and fails loudly on anything else rather than announcing a wrong key.
-    """
-    if isinstance(feed_id, str):
-        try:
-            raw = bytes.fromhex(feed_id)
-        except ValueError as exc:
-            raise ValueError(f"feed id is not hex: {feed_id!r}") from exc
-    else:
-        raw = bytes(feed_id)
-    if len(raw) != _FEED_ID_SIZE:
-        raise ValueError(f"feed id must be {_FEED_ID_SIZE} bytes, got {len(raw)}")
-    return raw
 
 
 def discovery_key(feed_id: bytes | bytearray | memoryview | str) -> bytes:
     """The 20-byte key announced on the DHT and over mDNS for ``feed_id``.
 
     Keyed BLAKE2b so that the announced value reveals nothing about the id (see module doc).
+    An id that :func:`~hyperfs.tree.hashes.parse_id` refuses is an ``InvalidId``, never a
+    wrong key announced.
     """
-    raw = as_feed_id(feed_id)
+    raw = parse_id(feed_id)
     return hashlib.blake2b(DISCOVERY_MESSAGE, key=raw, digest_size=KEY_SIZE).digest()
 
 
@@ -64,4 +49,4 @@ def seed_info_hash(feed_id: bytes | bytearray | memoryview | str) -> bytes:
     Only announced/looked up when compatibility with those peers is asked for, because it
     leaks most of the id.
     """
-    return as_feed_id(feed_id)[:KEY_SIZE]
+    return parse_id(feed_id)[:KEY_SIZE]

@@ -2,7 +2,7 @@
 
 Every node registers one DNS-SD service of type ``_hyperfs._tcp.local.``: the SRV record
 carries our TCP port, A records our addresses, and the TXT record the *discovery keys*
-(see :mod:`hyperfs.discovery.keys`) of the feeds we hold or want. Browsing nodes resolve
+(see :mod:`hyperfs.net.discovery.keys`) of the feeds we hold or want. Browsing nodes resolve
 each service they see and report ``(key, (address, port))`` for every key they want.
 
 Why one service with keys in TXT rather than one service per feed: a node with many feeds
@@ -49,6 +49,7 @@ from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from hyperfs.base.callbacks import Callbacks
+from hyperfs.net.address import Address
 
 __all__ = [
     "MAX_TXT_KEYS",
@@ -68,8 +69,7 @@ _KEYS_PER_STRING = 12  # 3 ("kNN=") + 12*20 = 243 <= 255 bytes per TXT string
 MAX_TXT_KEYS = 32 * _KEYS_PER_STRING
 _TXT_VERSION = b"1"
 
-Peer = tuple[str, int]
-PeerCallback = Callable[[bytes, Peer], None]
+PeerCallback = Callable[[bytes, Address], None]
 T = TypeVar("T")
 
 
@@ -189,7 +189,9 @@ def decode_keys(props: dict[bytes, bytes | None]) -> frozenset[bytes]:
     return frozenset(keys)
 
 
-def _local_ipv4_addresses(include_loopback: bool = False) -> list[str]:
+def local_ipv4_addresses(include_loopback: bool = False) -> list[str]:
+    """This machine's IPv4 addresses, asked afresh (interfaces come and go): what mDNS
+    advertises by default, and how discovery recognises reports of itself."""
     addrs = []
     for adapter in ifaddr.get_adapters():
         for ip in adapter.ips:
@@ -213,11 +215,11 @@ class MdnsNode:
         self.port = port
         self.node_id = os.urandom(8).hex()
         self.instance_name = f"{self.node_id}.{options.service_type}"
-        self.addresses = list(options.interfaces) or _local_ipv4_addresses()
+        self.addresses = list(options.interfaces) or local_ipv4_addresses()
         self._advertised: dict[bytes, None] = {}  # insertion-ordered set
         self._wanted: set[bytes] = set()
         self._services: dict[str, _Service] = {}
-        self._listeners: Callbacks[[bytes, tuple[str, int]]] = Callbacks()
+        self._listeners: Callbacks[[bytes, Address]] = Callbacks()
         self._stats = _Stats()
         self._dirty = trio.Event()
         self._token = trio.lowlevel.current_trio_token()

@@ -1,8 +1,9 @@
-"""Command-line options shared by the commands that go on the network (serve, cat, mount).
+"""The options of the commands that go on the network (serve, cat, mount), and `serve`.
 
 One place defines them, so `serve`, `cat` and `mount` spell and document them alike, and a
 command that uses :func:`add_network_options` + :func:`node_from_args` gets discovery (DHT
-and mDNS), the status file and `hyperfs status` without code of its own.
+and mDNS), the status file and `hyperfs status` (:mod:`hyperfs.cli.status`) without code
+of its own.
 
 Safety of the defaults: without ``--bootstrap`` the DHT joins the public mainline DHT
 through its well-known routers, and mDNS uses every interface. Tests must never reach
@@ -16,59 +17,37 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import ipaddress
-import json
 import os
 import sys
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
-from hyperfs.feeds.core import Core
+from hyperfs.base.signals import wait_for_stop_signal
+from hyperfs.cli.arguments import host_port, ipv4, port_number
+from hyperfs.cli.status import publish_status, status_path
+from hyperfs.feeds.core import Core, open_core
+from hyperfs.net.address import parse_address
 from hyperfs.net.discovery import DhtOptions, MdnsOptions
 from hyperfs.net.discovery.dht import PUBLIC_ROUTERS
 from hyperfs.net.discovery.mdns import MDNS_PORT
-from hyperfs.net.node import Node, open_node, parse_address
+from hyperfs.net.node import Node, open_node
 from hyperfs.net.node_discovery import DiscoveryConfig
 
 DEFAULT_PORT = 3282
 LOCAL_ONLY_ENV = "HYPERFS_LOCAL_ONLY"
-STATUS_INTERVAL = 2.0
-
-
-def _address(text: str) -> str:
-    try:
-        parse_address(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _ipv4(text: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an IPv4 address: {text!r}") from None
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 < value < 65536:
-        raise argparse.ArgumentTypeError("port must be 1-65535")
-    return value
 
 
 def add_network_options(parser: argparse.ArgumentParser, *, listen: str | None) -> None:
     """--listen, --peer and the discovery options; ``listen`` is the default (None: do not
     listen, unless discovery needs a port: then an ephemeral one)."""
-    parser.add_argument("--listen", metavar="HOST:PORT", type=_address, default=listen,
+    parser.add_argument("--listen", metavar="HOST:PORT", type=host_port, default=listen,
                         help=f"accept peers on this address (default: {listen or 'none'}; "
                              "with discovery on, an ephemeral port)")
-    parser.add_argument("--peer", metavar="HOST:PORT", type=_address, action="append",
+    parser.add_argument("--peer", metavar="HOST:PORT", type=host_port, action="append",
                         default=[], help="connect to this peer (repeatable)")
     parser.add_argument("--request-timeout", type=float, default=10.0, metavar="S",
                         help="drop a peer that leaves requests unanswered this long")
@@ -84,17 +63,17 @@ def add_network_options(parser: argparse.ArgumentParser, *, listen: str | None) 
     group.add_argument("--no-dht", action="store_true", help="do not use the DHT")
     group.add_argument("--no-mdns", action="store_true", help="do not use mDNS")
     routers = ", ".join(f"{h}:{p}" for h, p in PUBLIC_ROUTERS)
-    group.add_argument("--bootstrap", metavar="HOST:PORT", type=_address, action="append",
+    group.add_argument("--bootstrap", metavar="HOST:PORT", type=host_port, action="append",
                        default=None, help="DHT node to join through (repeatable; default: "
                                           f"the public mainline routers {routers})")
-    group.add_argument("--dht-listen", metavar="HOST:PORT", type=_address, default=None,
+    group.add_argument("--dht-listen", metavar="HOST:PORT", type=host_port, default=None,
                        help="UDP address of the DHT node (default: the --listen address, "
                             "or 0.0.0.0 with an ephemeral port)")
-    group.add_argument("--mdns-interface", metavar="ADDR", type=_ipv4, action="append",
+    group.add_argument("--mdns-interface", metavar="ADDR", type=ipv4, action="append",
                        default=None, help="IPv4 address of an interface for mDNS "
                                           "(repeatable; default: the --listen host if it "
                                           "is specific, else every interface)")
-    group.add_argument("--mdns-port", metavar="PORT", type=_port, default=MDNS_PORT,
+    group.add_argument("--mdns-port", metavar="PORT", type=port_number, default=MDNS_PORT,
                        help=f"UDP port of mDNS (default {MDNS_PORT}; others only find "
                             "nodes using the same)")
     group.add_argument("--seed-compat", action="store_true",
@@ -195,107 +174,35 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-# -- running a node from the options, and its status file ------------------------------
-
-
-def default_status_file(db: Path) -> Path:
-    """Per-database status path, in $XDG_RUNTIME_DIR (else the temp dir), so that
-    `hyperfs status` finds a running node of the same --db without talking to it."""
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    digest = hashlib.sha256(os.fsencode(os.path.abspath(db))).hexdigest()[:16]
-    return Path(base) / f"hyperfs-{os.getuid()}" / f"{digest}.json"
-
-
-def _status_path(args: argparse.Namespace) -> Path | None:
-    if getattr(args, "status_file", None) is not None:
-        return Path(args.status_file)
-    db = getattr(args, "db", None)
-    return default_status_file(Path(db)) if db is not None else None
-
-
-def _write_status(path: Path, node: Node) -> None:
-    status = {"pid": os.getpid(), **node.status()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(status, indent=2, default=str) + "\n")
-    os.replace(tmp, path)  # readers see the old file or the new, never half of one
-
-
-def _prune_dead(directory: Path) -> None:
-    """Remove status files of nodes that were killed (a killed node cannot remove its own)."""
-    for stale in directory.glob("*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            pid = int(json.loads(stale.read_text())["pid"])
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                stale.unlink()
-
-
-async def _publish_status(path: Path, node: Node) -> None:
-    """Keep ``path`` current while the node runs (a small JSON file every few seconds)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    _prune_dead(path.parent)
-    try:
-        while True:
-            _write_status(path, node)
-            await trio.sleep(STATUS_INTERVAL)
-    finally:
-        with contextlib.suppress(OSError):
-            path.unlink()
+# -- running a node from the options ---------------------------------------------------
 
 
 @asynccontextmanager
 async def node_from_args(core: Core, args: argparse.Namespace) -> AsyncIterator[Node]:
-    async with open_node(core, listen=args.listen, peers=args.peer,
-                         request_timeout=args.request_timeout,
-                         handshake_timeout=args.handshake_timeout,
-                         message_timeout=args.message_timeout,
-                         discovery=discovery_config(args)) as node:
-        status = _status_path(args)
-        async with trio.open_nursery() as nursery:
-            if status is not None:
-                nursery.start_soon(_publish_status, status, node)
-            yield node
-            nursery.cancel_scope.cancel()
+    """The node the options describe, keeping its status file current while it runs."""
+    running = open_node(core, listen=args.listen, peers=args.peer,
+                        request_timeout=args.request_timeout,
+                        handshake_timeout=args.handshake_timeout,
+                        message_timeout=args.message_timeout, discovery=discovery_config(args))
+    async with running as node, trio.open_nursery() as nursery:
+        nursery.start_soon(publish_status, status_path(args), node)
+        yield node
+        nursery.cancel_scope.cancel()
 
 
-def add_status_command(sub: argparse._SubParsersAction) -> None:
-    """`hyperfs status`: what a running serve/cat/mount of this database is doing."""
-    status = sub.add_parser("status", help="show a running node's peers and discovery state")
-    status.add_argument("--status-file", metavar="PATH", type=Path, default=None,
-                        help="the file the node was started with (default: the database's)")
-    status.add_argument("--json", action="store_true", help="print the whole status as JSON")
-    status.set_defaults(run=cmd_status)
+# -- hyperfs serve ---------------------------------------------------------------------
 
 
-async def cmd_status(args: argparse.Namespace) -> int:
-    path = _status_path(args)
-    assert path is not None
-    try:
-        status = json.loads(path.read_text())
-        os.kill(int(status["pid"]), 0)
-    except (OSError, ValueError, KeyError):
-        print(f"hyperfs: no node is running on {args.db} (no live {path})", file=sys.stderr)
-        return 1
-    if args.json:
-        print(json.dumps(status, indent=2))
-        return 0
-    print(f"pid {status['pid']}, listening on {status.get('listening') or 'nothing'}, "
-          f"{len(status.get('peers', []))} peers")
-    disc = status.get("discovery")
-    if not disc:
-        print("discovery: off")
-        return 0
-    print(f"discovery: {disc['wanted']} feeds wanted, {disc['held']} held "
-          f"({disc['held_announces']} held announces), {disc['peers_dialed']} peers dialed")
-    if disc.get("dht"):
-        dht = disc["dht"]
-        print(f"  DHT {dht['address']}: {dht['nodes']} nodes known, {dht['announces']} "
-              f"announces, {dht['lookups']} lookups")
-    if disc.get("mdns"):
-        mdns = disc["mdns"]
-        print(f"  mDNS: {mdns['services_known']} services known, "
-              f"{disc['mdns_advertised']} keys advertised")
-    for feed_id, feed in disc.get("feeds", {}).items():
-        print(f"  {feed_id}  {feed['mode']}  {feed['peers_found']} peers found")
+def serve_arguments(parser: argparse.ArgumentParser) -> None:
+    add_network_options(parser, listen=f"0.0.0.0:{DEFAULT_PORT}")
+
+
+async def serve(args: argparse.Namespace) -> int:
+    """Seed every stored feed until a signal to stop."""
+    async with open_core(args.db) as core, node_from_args(core, args) as node:
+        if node.address is not None:
+            host, port = node.address
+            print(f"listening on {host}:{port}", flush=True)
+        signum = await wait_for_stop_signal()
+        print(f"{signum.name}: stopping", file=sys.stderr)
     return 0

@@ -1,0 +1,116 @@
+"""Sub-commands on the feeds of the database: add, ls, cat (which may fetch), fsck."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import trio
+from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no types; types-tqdm is not a dependency
+
+from hyperfs.cli.arguments import positive_int
+from hyperfs.cli.network import add_network_options, node_from_args
+from hyperfs.feeds.core import DEFAULT_BLOCK_SIZE, open_core, parse_id
+from hyperfs.feeds.feed import Feed
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="file to add, or - for standard input")
+    parser.add_argument("--block-size", type=positive_int, default=DEFAULT_BLOCK_SIZE,
+                        help=f"bytes per block (default {DEFAULT_BLOCK_SIZE})")
+
+
+async def add(args: argparse.Namespace) -> int:
+    source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    async with open_core(args.db) as core:
+        try:
+            async with core.create_write_stream(block_size=args.block_size) as stream:
+                while chunk := await trio.to_thread.run_sync(source.read, 4 << 20):
+                    await stream.write(chunk)
+        finally:
+            if source is not sys.stdin.buffer:
+                source.close()
+    print(stream.feed.hex)
+    return 0
+
+
+async def ls(args: argparse.Namespace) -> int:
+    async with open_core(args.db) as core:
+        for info in core.info():
+            blocks = "?" if info.blocks is None else str(info.blocks)
+            print(f"{info.id.hex()}  {blocks:>10} blocks  {info.local:>10} local")
+    return 0
+
+
+def cat_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("id", help="feed id (64 hex characters)")
+    parser.add_argument("index", nargs="?", type=_index, help="only this block")
+    parser.add_argument("--timeout", type=float, default=60.0,
+                        help="seconds to wait for a missing block, after one discovery round "
+                             "when discovery is on (0 = forever; default 60)")
+    add_network_options(parser, listen=None)
+
+
+def _index(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("block index must not be negative")
+    return value
+
+
+async def cat(args: argparse.Namespace) -> int:
+    feed_id = parse_id(args.id)
+    timeout = args.timeout or None
+    out = sys.stdout.buffer
+    async with open_core(args.db) as core, node_from_args(core, args) as node:
+        with core.get(feed_id) as feed:
+            if args.index is not None:
+                block = await node.get(feed, args.index, timeout)
+                if block is None:
+                    print(f"hyperfs: feed has only {feed.blocks} blocks", file=sys.stderr)
+                    return 1
+                out.write(block)
+                out.flush()
+                return 0
+            feed.prefetch(0, None)
+            with _progress(feed) as progress:
+                index = 0
+                while (block := await node.get(feed, index, timeout)) is not None:
+                    out.write(block)
+                    index += 1
+                    progress(len(block))
+    out.flush()
+    return 0
+
+
+@contextmanager
+def _progress(feed: Feed) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal (tqdm), nothing otherwise."""
+    if not sys.stderr.isatty():
+        yield lambda _size: None
+        return
+    with tqdm(total=feed.blocks, unit="block", desc=(feed.hex or "")[:12], leave=False,
+              file=sys.stderr) as bar:
+        def advance(_size: int) -> None:
+            if bar.total is None and feed.blocks is not None:
+                bar.total = feed.blocks
+            bar.update(1)
+        yield advance
+
+
+def fsck_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repair", action="store_true",
+                        help="mark blocks that fail their hash check as missing, to fetch again")
+
+
+async def fsck(args: argparse.Namespace) -> int:
+    async with open_core(args.db) as core:
+        report = core.check(repair=args.repair)
+    for problem in report.problems:
+        print(f"hyperfs fsck: {problem}")
+    verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
+    repaired = f", {report.repaired} damaged block(s) marked missing" if report.repaired else ""
+    print(f"{report.feeds} feeds, {report.blocks} blocks: {verdict}{repaired}")
+    return 0 if report.ok else 1
