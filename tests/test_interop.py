@@ -26,8 +26,12 @@ from hyperfs.testing.network import (
     start_serve,
     store_feed,
 )
+from hyperfs.testing.requirements import JS_PEER, js_available, require
 
-pytestmark = pytest.mark.usefixtures("requires_js")
+
+@pytest.fixture(autouse=True)
+def _js_peer() -> None:
+    require(js_available(), JS_PEER)
 
 BLOCKS = make_blocks(300, seed=1)
 DATA = b"".join(BLOCKS)
