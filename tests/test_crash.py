@@ -55,6 +55,7 @@ CHILD = textwrap.dedent("""
 def _round(src: Path, dst: Path, seed: int, kill_after: int) -> None:
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(src), str(dst), str(seed)],
                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
     try:
         for _ in range(kill_after):
             if not child.stdout.readline():

@@ -19,7 +19,7 @@ from hyperfs.net.discovery.dht import PUBLIC_ROUTERS, DhtNode, open_dht, session
 from hyperfs.net.discovery.keys import discovery_key, seed_info_hash
 from hyperfs.testing.seeds import seeded_random
 
-FAST = {"initial_retry": 0.2, "stats_interval": 0.5}
+FAST: dict[str, Any] = {"initial_retry": 0.2, "stats_interval": 0.5}
 HANG = 30  # seconds before a wait counts as hung
 
 

@@ -22,6 +22,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -42,7 +43,7 @@ from hyperfs.testing.seeds import seeded_random
 
 HYPERFS = str(Path(sys.executable).with_name("hyperfs"))
 ENV = {**os.environ, LOCAL_ONLY_ENV: "1"}
-FAST = {"initial_retry": 0.2, "stats_interval": 0.5}
+FAST: dict[str, Any] = {"initial_retry": 0.2, "stats_interval": 0.5}
 HANG = 60  # seconds before a wait counts as hung (a round, a --timeout, process start-up)
 
 
@@ -264,7 +265,9 @@ async def test_node_holds_stored_feeds_and_caps_mdns(tmp_path: Path) -> None:
                 with trio.fail_after(HANG):  # the wanted key takes a held one's place
                     while discovery_key(wanted) not in advertised or len(advertised) != 2:
                         await trio.sleep(0.05)
-                assert node.status()["discovery"]["feeds"][wanted.hex()]["mode"] == "want"
+                found_by = node.status()["discovery"]
+                assert isinstance(found_by, dict)
+                assert found_by["feeds"][wanted.hex()]["mode"] == "want"
                 with trio.fail_after(HANG), pytest.raises(BlockTimeout, match="no peer has it"):
                     await node.get(want, 0, 0.1)
 

@@ -53,8 +53,9 @@ def test_txt_roundtrip_and_cap() -> None:
     keys = [rnd.randbytes(20) for _ in range(MAX_TXT_KEYS + 5)]
     props = encode_keys(keys)
     assert all(len(k) + 1 + len(v) <= 255 for k, v in props.items())
-    assert decode_keys(props) == frozenset(keys[:MAX_TXT_KEYS])
-    assert decode_keys({b"v": b"1", b"k0": b"short", b"kx": bytes(20)}) == frozenset()
+    assert decode_keys({**props}) == frozenset(keys[:MAX_TXT_KEYS])
+    short: dict[bytes, bytes | None] = {b"v": b"1", b"k0": b"short", b"kx": bytes(20)}
+    assert decode_keys(short) == frozenset()
     assert decode_keys({b"v": b"2", b"k0": bytes(20)}) == frozenset()
 
 
@@ -169,7 +170,8 @@ async def test_mdns_between_network_namespaces(
                 assert chunk, f"peer {i} exited early: {buf!r}"
                 buf += chunk
             line = next(x for x in buf.splitlines() if b'"peer"' in x)
-            found[i] = tuple(json.loads(line)["peer"])  # type: ignore[assignment]
+            host, port = json.loads(line)["peer"]
+            found[i] = (host, port)
 
         with trio.fail_after(HANG):
             async with trio.open_nursery() as nursery:

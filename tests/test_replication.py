@@ -65,7 +65,8 @@ class StoredListener:
 
     def __init__(self, feed: Feed, callback: Callable[[Feed, int], None]) -> None:
         self.feed_stored = callback
-        self.unlisten = feed.listen(self)
+        # FeedListener's methods are optional (looked up by name): this one has one only.
+        self.unlisten = feed.listen(self)  # type: ignore[arg-type]  # (see above)
 
 
 # ------------------------------------------------------------------ hyperfs <-> hyperfs
