@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from hyperfs.testing import jsref
 
-__all__ = ["FUSE", "JS_PEER", "fuse_available", "in_ci", "js_available", "require"]
+__all__ = ["FUSE", "JS_PEER", "fuse_available", "in_ci", "js_available", "missing", "require"]
 
 FUSE = "FUSE (/dev/fuse and fusermount3)"
 JS_PEER = "node and the hypercore 1.8.0 reference in tests/js (run scripts/setup.sh)"
@@ -32,8 +33,13 @@ def require(condition: object, what: str) -> None:
     ``what`` names the missing piece and how to get it, for the skip or failure message.
     Called at a module's top level, it skips (or fails) the whole module.
     """
-    if condition:
-        return
+    if not condition:
+        missing(what)
+
+
+def missing(what: str) -> NoReturn:
+    """Fail the test in CI, skip it elsewhere: it needs ``what``, found missing (for a
+    check that can only be tried, such as creating a network namespace)."""
     if in_ci():
         pytest.fail(f"CI=true and this test needs {what}", pytrace=False)
     pytest.skip(f"needs {what}", allow_module_level=True)
