@@ -85,6 +85,7 @@ def test_locked_database_names_the_holder(tmp_path: Path) -> None:
         """)],
         cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
+    assert holder.stdout is not None and holder.stdin is not None
     try:
         assert holder.stdout.readline().strip() == "ready"
         with pytest.raises(StorageLocked) as err:

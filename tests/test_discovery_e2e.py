@@ -6,6 +6,10 @@ Nothing leaves 127.0.0.0/8 or those namespaces: every process gets ``--bootstrap
 private nodes and ``--no-mdns`` or namespace-only mDNS, and runs with HYPERFS_LOCAL_ONLY=1,
 which makes any other configuration an error before a packet is sent (see
 :func:`hyperfs.cli.network.check_local_only`, tested below on the parsed defaults).
+
+Waits are bounded by HANG, generous on purpose (a loaded machine is slow): they catch a
+hang. How fast discovery is belongs to the benchmarks; only "not before a round" is a
+behaviour, and is checked.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -33,10 +38,13 @@ from hyperfs.net.discovery.keys import discovery_key
 from hyperfs.net.node import BlockTimeout, open_node
 from hyperfs.net.node_discovery import DiscoveryConfig
 from hyperfs.testing.mounts import Mounts
+from hyperfs.testing.requirements import fuse_available, require
+from hyperfs.testing.seeds import seeded_random
 
 HYPERFS = str(Path(sys.executable).with_name("hyperfs"))
 ENV = {**os.environ, LOCAL_ONLY_ENV: "1"}
-FAST = {"initial_retry": 0.2, "stats_interval": 0.5}
+FAST: dict[str, Any] = {"initial_retry": 0.2, "stats_interval": 0.5}
+HANG = 60  # seconds before a wait counts as hung (a round, a --timeout, process start-up)
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -125,7 +133,7 @@ async def serving(db: Path, *args: str, ns: str | None = None) -> AsyncIterator[
     try:
         assert proc.stdout is not None
         line = b""
-        with trio.fail_after(15):
+        with trio.fail_after(HANG):
             while b"\n" not in line:
                 chunk = await proc.stdout.receive_some()
                 if not chunk:
@@ -156,20 +164,18 @@ async def cat(*args: str | Path, ns: str | None = None) -> subprocess.CompletedP
 
 
 async def test_serve_and_cat_over_private_dht(tmp_path: Path) -> None:
-    data = os.urandom(50_000)
+    data = seeded_random().randbytes(50_000)
     feed = add_feed(tmp_path / "a", data, tmp_path)
     async with private_dht(["127.0.0.61", "127.0.0.62", "127.0.0.63"]) as boot:
         async with serving(tmp_path / "a", "--listen", "127.0.0.64:0", "--no-mdns",
                            *boot_args(boot[:1])):
-            start = trio.current_time()
-            with trio.fail_after(20):
+            with trio.fail_after(HANG):  # success means each block came within --timeout
                 got = await cat("--db", tmp_path / "b", "cat", feed, "--no-mdns",
                                 "--dht-listen", "127.0.0.65:0", *boot_args(boot[2:]),
                                 "--timeout", "10")
             assert got.returncode == 0, got.stderr
             assert got.stdout == data
-            assert trio.current_time() - start < 10
-            with trio.fail_after(10):  # the file is rewritten every STATUS_INTERVAL
+            with trio.fail_after(HANG):  # the file is rewritten every STATUS_INTERVAL
                 while True:
                     status = run("--db", tmp_path / "a", "status")
                     assert status.returncode == 0, status.stderr
@@ -184,7 +190,8 @@ async def test_serve_and_cat_over_private_dht(tmp_path: Path) -> None:
 
 async def test_mount_reads_a_feed_found_on_the_dht(tmp_path: Path) -> None:
     """B's mount knows only the id and the private DHT: reading the feed's file finds A."""
-    data = os.urandom(50_000)
+    require(fuse_available(), "FUSE (/dev/fuse and fusermount3)")
+    data = seeded_random().randbytes(50_000)
     feed = add_feed(tmp_path / "a", data, tmp_path)
     mounts = Mounts(tmp_path)
     try:
@@ -198,7 +205,7 @@ async def test_mount_reads_a_feed_found_on_the_dht(tmp_path: Path) -> None:
             mounted = await trio.to_thread.run_sync(
                 lambda: mounts.start(tmp_path / "b", None, *args, discovery=True))
             whole = mounted.mnt / feed / ".feed"
-            with trio.fail_after(20):
+            with trio.fail_after(HANG):
                 got = await trio.to_thread.run_sync(whole.read_bytes)
             assert got == data
     finally:
@@ -208,14 +215,15 @@ async def test_mount_reads_a_feed_found_on_the_dht(tmp_path: Path) -> None:
 async def test_cat_of_unknown_id_gives_up_after_a_round(tmp_path: Path) -> None:
     async with private_dht(["127.0.0.71", "127.0.0.72"]) as boot:
         start = trio.current_time()
-        with trio.fail_after(25):
+        with trio.fail_after(HANG):
             got = await cat("--db", tmp_path / "b", "cat", "ab" * 32, "--no-mdns",
                             "--dht-listen", "127.0.0.73:0", *boot_args(boot), "--timeout", "1")
         elapsed = trio.current_time() - start
     assert got.returncode == 1 and got.stdout == b""
     message = got.stderr.decode()
     assert "one discovery round found none" in message and "nodes known" in message, message
-    assert 1 + DiscoveryConfig().dht_round <= elapsed < 15, elapsed
+    # Never before a whole round and the timeout (how much later is not a behaviour).
+    assert 1 + DiscoveryConfig().dht_round <= elapsed, elapsed
 
 
 async def test_node_holds_stored_feeds_and_caps_mdns(tmp_path: Path) -> None:
@@ -245,20 +253,22 @@ async def test_node_holds_stored_feeds_and_caps_mdns(tmp_path: Path) -> None:
 
             boot[0].add_listener(on_peer)
             boot[0].lookup(discovery_key(ids[2]))
-            with trio.fail_after(10):
+            with trio.fail_after(HANG):
                 await found.wait()
             assert glue.status()["held"] == 3 and glue.held_announces >= 3
             advertised = glue.disc.mdns._advertised  # type: ignore[union-attr]
-            with trio.fail_after(5):
+            with trio.fail_after(HANG):
                 while len(advertised) != 2:
                     await trio.sleep(0.05)
-            wanted = os.urandom(32)
+            wanted = seeded_random().randbytes(32)
             with core.get(wanted) as want:
-                with trio.fail_after(5):  # the wanted key takes a held one's place
+                with trio.fail_after(HANG):  # the wanted key takes a held one's place
                     while discovery_key(wanted) not in advertised or len(advertised) != 2:
                         await trio.sleep(0.05)
-                assert node.status()["discovery"]["feeds"][wanted.hex()]["mode"] == "want"
-                with trio.fail_after(10), pytest.raises(BlockTimeout, match="no peer has it"):
+                found_by = node.status()["discovery"]
+                assert isinstance(found_by, dict)
+                assert found_by["feeds"][wanted.hex()]["mode"] == "want"
+                with trio.fail_after(HANG), pytest.raises(BlockTimeout, match="no peer has it"):
                     await node.get(want, 0, 0.1)
 
 
@@ -275,7 +285,7 @@ def _free_udp_port() -> int:
 
 @pytest.fixture
 def feed_db(tmp_path: Path) -> Iterator[tuple[Path, str, bytes]]:
-    data = os.urandom(20_000)
+    data = seeded_random().randbytes(20_000)
     yield tmp_path / "a", add_feed(tmp_path / "a", data, tmp_path), data
 
 
@@ -286,7 +296,7 @@ async def test_mdns_alone_between_namespaces(
     (ns_a, addr_a), (ns_b, addr_b) = netns_pair
     db, feed, data = feed_db
     async with serving(db, "--listen", f"{addr_a}:0", "--no-dht", ns=ns_a):
-        with trio.fail_after(20):
+        with trio.fail_after(HANG):
             got = await cat("--db", tmp_path / "b", "cat", feed, "--no-dht",
                             "--mdns-interface", addr_b, "--timeout", "10", ns=ns_b)
     assert got.returncode == 0, got.stderr

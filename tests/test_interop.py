@@ -2,7 +2,8 @@
 
 Both directions, with the library (open_node) and the CLI (`hyperfs cat`, `hyperfs serve`):
 whole feeds, one middle block, the ping extension, and a JS -> hyperfs -> JS chain. Feeds
-have a few hundred blocks of odd sizes and an empty block.
+have a few hundred blocks of odd sizes and an empty block. Waits are bounded by HANG (or a
+process timeout), generous on purpose: they catch a hang, they do not measure speed.
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ from hyperfs.testing.network import (
     start_serve,
     store_feed,
 )
+from hyperfs.testing.requirements import JS_PEER, js_available, require
 
-pytestmark = pytest.mark.usefixtures("requires_js")
+
+@pytest.fixture(autouse=True)
+def _js_peer() -> None:
+    require(js_available(), JS_PEER)
 
 BLOCKS = make_blocks(300, seed=1)
 DATA = b"".join(BLOCKS)
 MIDDLE = 7
+HANG = 60  # seconds before a wait counts as hung
 
 
 # ------------------------------------------------------------------ JS seeds, hyperfs fetches
@@ -42,7 +48,7 @@ async def test_library_fetches_whole_feed_from_js(tmp_path: Path) -> None:
     async with open_core(tmp_path / "db") as core:
         with core.get(feed_id) as feed:
             async with open_node(core, peers=[f"127.0.0.1:{port}"]):
-                with trio.fail_after(30):
+                with trio.fail_after(HANG):
                     await feed.download()
             assert feed.blocks == len(BLOCKS)
             assert local_blocks(feed) == BLOCKS
@@ -119,11 +125,11 @@ async def test_ping_hyperfs_to_js_seeder(tmp_path: Path) -> None:
         _ping_pong(core, got, both)
         with core.get(feed_id) as feed:
             async with open_node(core, peers=[f"127.0.0.1:{port}"]):
-                with trio.fail_after(30):
+                with trio.fail_after(HANG):
                     await both.wait()  # JS pinged us, and answered our ping
                     await feed.download()
     assert sorted(got) == [b"\x00", b"\x01"]
-    with trio.fail_after(30):
+    with trio.fail_after(HANG):
         await seeder.anext_event("ping")  # it saw our ping ...
         await seeder.anext_event("pong")  # ... and our answer to its own
 
@@ -140,7 +146,7 @@ async def test_ping_js_fetcher_to_hyperfs(tmp_path: Path) -> None:
             # The JS fetcher finishes only once we answered its ping.
             result = await arun_js_fetch(f"127.0.0.1:{node.address[1]}", feed_id,
                                          ext=["ping"], timeout=30)
-            with trio.fail_after(30):
+            with trio.fail_after(HANG):
                 await both.wait()
     assert result["block_list"] == BLOCKS[:20]
     kinds = [event.get("event") for event in result["events"]]
@@ -158,7 +164,7 @@ async def test_chain_js_hyperfs_js(tmp_path: Path) -> None:
             async with open_node(core, listen="127.0.0.1:0",
                                  peers=[f"127.0.0.1:{seed_port}"]) as node:
                 assert node.address is not None
-                with trio.fail_after(30):
+                with trio.fail_after(HANG):
                     await feed.download()
                 seeder.terminate()  # from here on, only hyperfs has the feed
                 middle = await arun_js_fetch(f"127.0.0.1:{node.address[1]}", feed_id,
@@ -180,7 +186,7 @@ async def test_chain_js_leecher_joins_before_hyperfs_has_anything(tmp_path: Path
                                  peers=[f"127.0.0.1:{seed_port}"]) as node:
                 assert node.address is not None
                 leecher = start_js_fetcher(f"127.0.0.1:{node.address[1]}", feed_id)
-                with trio.fail_after(60):
+                with trio.fail_after(HANG):
                     await leecher.anext_event("handshake", 30)
                     assert feed.local == 0  # nothing asked for yet
                     await feed.download()

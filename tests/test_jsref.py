@@ -20,8 +20,13 @@ from hyperfs.testing.jsref import (
     start_js_fetcher,
     start_js_seeder,
 )
+from hyperfs.testing.requirements import JS_PEER, js_available, require
+from hyperfs.testing.seeds import seeded_random
 
-pytestmark = pytest.mark.usefixtures("requires_js")
+
+@pytest.fixture(autouse=True)
+def _js_peer() -> None:
+    require(js_available(), JS_PEER)
 
 SEED_VECTOR_ID = "e1a31bb8716f0a0487377e22dbc7f0491fb47a712ac21519792a4e32cf56fb6f"
 
@@ -43,7 +48,7 @@ def _root_id(blocks: list[bytes]) -> str:
 
 
 def _write_random(path: Path, size: int) -> bytes:
-    data = os.urandom(size)
+    data = seeded_random().randbytes(size)
     path.write_bytes(data)
     return data
 

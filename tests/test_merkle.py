@@ -98,6 +98,7 @@ def test_verify_accepts_genuine_and_rejects_tampering(blocks: list[bytes], data)
     verified = merkle.verify(feed_id, block, blocks[block], proof, blocks=None)
     assert verified.blocks == n
     assert all(nodes[i] == d for i, d in verified.nodes)
+    assert verified.roots is not None  # the length was learned from this proof
     assert [i for i, _ in verified.roots] == flat_tree.full_roots(n)
     with pytest.raises(BadProof):
         merkle.verify(feed_id, block, blocks[block] + b"x", proof, blocks=None)
