@@ -11,7 +11,8 @@ import pytest
 # loopback (public DHT routers, mDNS on real interfaces): tests stay on this machine.
 os.environ["HYPERFS_LOCAL_ONLY"] = "1"
 
-from hyperfs.testing import jsref, procs
+from hyperfs.testing import procs
+from hyperfs.testing.requirements import JS_PEER, js_available, require
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +25,6 @@ def _js_peers_cleanup() -> Iterator[None]:
 
 @pytest.fixture
 def requires_js() -> None:
-    """Skip a test when node or the hypercore 1.8.0 reference is not installed."""
-    if not jsref.JS_AVAILABLE:
-        pytest.skip("node + tests/js/node_modules (scripts/setup.sh) needed for JS interop")
+    """Skip a test when node or the hypercore 1.8.0 reference is not installed (and fail
+    it in CI, where scripts/setup.sh must have installed them)."""
+    require(js_available(), JS_PEER)
