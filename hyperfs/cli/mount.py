@@ -64,7 +64,7 @@ async def mount(args: argparse.Namespace) -> int:
 
 
 def umount_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("mountpoint", type=Path)
+    parser.add_argument("mountpoint", type=Path, help="where a hyperfs mount is")
 
 
 async def umount(args: argparse.Namespace) -> int:

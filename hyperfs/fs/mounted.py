@@ -3,7 +3,7 @@ fusermount3 so that, when it refuses, the user is told why and what to do.
 
 A hyperfs mount shows as type ``fuse.hyperfs`` with source ``hyperfs`` (the fsname and
 subtype options of :func:`hyperfs.fs.mount.mount_options`), which is how `mount`, `df`,
-updatedb's PRUNEFS and :func:`is_hyperfs` tell it from other filesystems.
+updatedb's PRUNEFS and :attr:`MountEntry.is_hyperfs` tell it from other filesystems.
 """
 
 from __future__ import annotations
