@@ -47,8 +47,10 @@ COMMANDS = (
             status.show_status, status.status_arguments),
     Command("fsck", "check the database's consistency (and repair blocks)",
             feeds.fsck, feeds.fsck_arguments),
-    Command("mount", "mount the feeds as a filesystem (foreground; Ctrl-C unmounts)",
+    Command("mount", "mount the feeds as a filesystem (in the foreground, or --daemon)",
             mount.mount, mount.mount_arguments, description=mount.MOUNT_DESCRIPTION),
+    Command("umount", "unmount a hyperfs mount and wait for its process to end",
+            mount.umount, mount.umount_arguments),
     Command("id", "print the feed id of a file or directory in a mount",
             mount.print_ids, mount.id_arguments),
 )
@@ -80,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the command ``argv`` (default: this process's arguments); ``args.argv`` keeps
+    it, for `mount --daemon`, which starts the same command again in the background."""
     args = build_parser().parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
         format="hyperfs: %(message)s",

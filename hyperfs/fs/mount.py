@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pyfuse3
@@ -116,9 +117,11 @@ def mount_options(*, allow_other: bool) -> set[str]:
 
 async def run_mount(core: Core, mountpoint: Path, node: Node, *,
                     block_size: int = DEFAULT_BLOCK_SIZE, timeout: float | None = 60.0,
-                    allow_other: bool = False) -> None:
+                    allow_other: bool = False,
+                    on_ready: Callable[[], None] | None = None) -> None:
     """Mount ``core`` at ``mountpoint`` until unmounted or SIGINT/SIGTERM, serving and
-    fetching feeds through ``node``, in the same event loop."""
+    fetching feeds through ``node``, in the same event loop. ``on_ready`` is called once
+    the kernel has the mount (the `--daemon` parent and systemd wait for that)."""
     if node.address is not None:
         print(f"hyperfs: listening on {node.address[0]}:{node.address[1]}", flush=True)
     ops = HyperFS(core, mountpoint=str(mountpoint), block_size=block_size,
@@ -134,6 +137,8 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
             ops.nursery = nursery
             nursery.start_soon(_on_signal, nursery.cancel_scope)
             print(f"hyperfs: mounted {core.store.path} at {mountpoint}", flush=True)
+            if on_ready is not None:
+                on_ready()
             await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS)
             log.info("unmounted from outside")
             nursery.cancel_scope.cancel()

@@ -12,6 +12,7 @@ import atexit
 import contextlib
 import os
 import queue
+import select
 import signal
 import subprocess
 import threading
@@ -114,3 +115,48 @@ def terminate_all() -> None:
 
 
 atexit.register(terminate_all)
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """Processes (other than this one) with an argument containing ``text``: given a
+    test's own temporary directory, exactly the processes the test started through
+    others, such as the child of a `hyperfs mount --daemon`, which outlives its parent."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                args = cmdline.read().split(b"\0")
+        except OSError:
+            continue  # ended meanwhile
+        if any(os.fsencode(text) in arg for arg in args):
+            found.append(int(entry))
+    return found
+
+
+def has_ended(pid: int) -> bool:
+    """Whether process ``pid`` has exited (gone, or a zombie its parent has not reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            return stat.read().rpartition(b")")[2].split()[0] == b"Z"
+    except FileNotFoundError:
+        return True
+
+
+def end_pid(pid: int, timeout: float = 5.0) -> None:
+    """SIGTERM process ``pid`` (not a child of ours), then SIGKILL it if it has not ended
+    within ``timeout`` s; waits on a pidfd, so it cannot hit a later process of that pid."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if has_ended(pid):
+                return
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, sig)
+            select.select([pidfd], [], [], timeout)
+    finally:
+        os.close(pidfd)
