@@ -15,6 +15,13 @@ from hyperfs.testing import procs
 from hyperfs.testing.requirements import JS_PEER, js_available, require
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_state_dir(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Mounts write pid files and daemon logs under $XDG_STATE_HOME: keep the tests' out
+    of the user's own state directory."""
+    os.environ["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
+
+
 @pytest.fixture(autouse=True)
 def _js_peers_cleanup() -> Iterator[None]:
     """End every process a test started through tests/procs.py (JS peers, hyperfs
