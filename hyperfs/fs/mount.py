@@ -22,7 +22,7 @@ import trio
 
 from hyperfs.base.errors import HyperfsError
 from hyperfs.feeds.core import Core
-from hyperfs.fs.operations import HyperFS
+from hyperfs.fs.operations import Operations
 from hyperfs.net.node import Node
 
 log = logging.getLogger("hyperfs.mount")
@@ -122,7 +122,7 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
     fetching feeds through ``node``, in the same event loop."""
     if node.address is not None:
         print(f"hyperfs: listening on {node.address[0]}:{node.address[1]}", flush=True)
-    ops = HyperFS(core, mountpoint=str(mountpoint), block_size=block_size,
+    ops = Operations(core, mountpoint=str(mountpoint), block_size=block_size,
                   timeout=timeout, status=node.status,
                   fetch=lambda feed, index: node.get(feed, index, timeout))
     try:
@@ -132,7 +132,6 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
                          "see dmesg; --allow-other needs user_allow_other)") from None
     try:
         async with trio.open_nursery() as nursery:
-            ops.nursery = nursery
             nursery.start_soon(_on_signal, nursery.cancel_scope)
             print(f"hyperfs: mounted {core.store.path} at {mountpoint}", flush=True)
             await pyfuse3.main(min_tasks=4, max_tasks=MAX_TASKS)
