@@ -10,7 +10,7 @@ import errno
 import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pyfuse3
 
@@ -65,4 +65,4 @@ def fuse_errors(fn: F) -> F:
             log.exception("%s failed", fn.__name__)
             raise fail(errno_of(exc)) from None
 
-    return wrapper  # type: ignore[return-value]  # the wrapper keeps fn's signature
+    return cast(F, wrapper)  # the wrapper keeps fn's signature
