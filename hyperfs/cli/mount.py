@@ -24,9 +24,9 @@ from hyperfs.cli.daemon import (
 )
 from hyperfs.cli.network import add_network_options, node_from_args
 from hyperfs.feeds.core import DEFAULT_BLOCK_SIZE, open_core
+from hyperfs.fs.attributes import XATTR_ID
 from hyperfs.fs.mount import prepare_mountpoint, run_mount
 from hyperfs.fs.mounted import UnmountError, mount_at, unmount_fuse
-from hyperfs.fs.operations import XATTR_ID
 
 MOUNT_DESCRIPTION = (
     "Mount the database's feeds at MOUNTPOINT: one directory per feed (<id>/0, <id>/1, ... "

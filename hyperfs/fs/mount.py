@@ -23,7 +23,7 @@ import trio
 from hyperfs.base.errors import HyperfsError
 from hyperfs.base.signals import wait_for_stop_signal
 from hyperfs.feeds.core import DEFAULT_BLOCK_SIZE, Core
-from hyperfs.fs.operations import HyperFS
+from hyperfs.fs.operations import Operations
 from hyperfs.net.node import Node
 
 log = logging.getLogger("hyperfs.mount")
@@ -124,9 +124,9 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
     the kernel has the mount (the `--daemon` parent and systemd wait for that)."""
     if node.address is not None:
         print(f"hyperfs: listening on {node.address[0]}:{node.address[1]}", flush=True)
-    ops = HyperFS(core, mountpoint=str(mountpoint), block_size=block_size,
-                  timeout=timeout, status=node.status,
-                  fetch=lambda feed, index: node.get(feed, index, timeout))
+    ops = Operations(core, mountpoint=str(mountpoint), block_size=block_size,
+                     timeout=timeout, status=node.status,
+                     fetch=lambda feed, index: node.get(feed, index, timeout))
     try:
         pyfuse3.init(ops, str(mountpoint), mount_options(allow_other=allow_other))
     except RuntimeError as exc:
@@ -134,7 +134,6 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
                          "see dmesg; --allow-other needs user_allow_other)") from None
     try:
         async with trio.open_nursery() as nursery:
-            ops.nursery = nursery
             nursery.start_soon(_on_signal, nursery.cancel_scope)
             print(f"hyperfs: mounted {core.store.path} at {mountpoint}", flush=True)
             if on_ready is not None:

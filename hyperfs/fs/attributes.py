@@ -1,0 +1,224 @@
+"""What ``stat``, ``ls`` and ``getfattr`` see: attributes, listings and xattrs.
+
+None of it waits on the network (listing a feed whose length is unknown waits at most
+``LIST_WAIT`` for it) and none of it reads more than a block or two: sizes come from
+:mod:`hyperfs.fs.sizes`. ``st_blocks`` counts only what is local.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from dataclasses import dataclass
+from typing import assert_never
+
+import pyfuse3
+import trio
+
+from hyperfs.fs import sizes
+from hyperfs.fs.errnos import fail
+from hyperfs.fs.inodes import (
+    MAX_BLOCKS,
+    STATUS_INO,
+    STATUS_NAME,
+    WHOLE_NAME,
+    BlockFile,
+    FeedDir,
+    FeedSlot,
+    Inode,
+    NameFile,
+    Namespace,
+    Root,
+    StatusFile,
+    Upload,
+    UploadFile,
+    WholeFeed,
+    check_block,
+)
+
+XATTR_ID = b"user.hyperfs.id"
+XATTR_BLOCKS = b"user.hyperfs.blocks"
+XATTR_LOCAL = b"user.hyperfs.local"
+XATTRS = (XATTR_ID, XATTR_BLOCKS, XATTR_LOCAL)
+
+BLKSIZE = 1 << 20
+"""st_blksize: cat/cp read 1 MiB at a time, and with direct I/O each is one request."""
+LIST_WAIT = 2.0
+"""How long listing a feed of unknown length waits for the length to become known."""
+ATTR_TIMEOUT = 1.0
+BLOCK_ATTR_TIMEOUT = 10.0
+"""Block files' attributes change only when a block arrives or is dropped (rm, which
+the kernel invalidates itself); kept long enough for `ls -l` of 100,000 blocks to stat
+every entry from the attributes the listing brought (readdirplus)."""
+
+DIR_MODE = stat.S_IFDIR | 0o755
+FILE_MODE = stat.S_IFREG | 0o444
+UPLOAD_MODE = stat.S_IFREG | 0o644
+
+
+class Attributes:
+    """Builds every inode's attributes: owned by the mounting user, dated at the mount."""
+
+    def __init__(self) -> None:
+        self.uid, self.gid = os.getuid(), os.getgid()
+        self.started_ns = time.time_ns()
+
+    def make(self, ino: int, mode: int, size: int = 0, local: int = 0,
+             timeout: float = ATTR_TIMEOUT) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = ino
+        attr.st_mode = mode
+        attr.st_nlink = 2 if stat.S_ISDIR(mode) else 1
+        attr.st_uid = self.uid
+        attr.st_gid = self.gid
+        attr.st_size = size
+        attr.st_blksize = BLKSIZE
+        attr.st_blocks = (local + 511) // 512
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self.started_ns
+        attr.attr_timeout = timeout
+        attr.entry_timeout = timeout
+        return attr
+
+    def of(self, node: Inode, exact: bool = True) -> pyfuse3.EntryAttributes:
+        """``node``'s attributes; a block file's size is read from storage when ``exact``
+        (stat of that one file), else guessed (listings). ENOENT past a feed's end."""
+        match node:
+            case Root() | FeedDir():
+                return self.make(node.ino, DIR_MODE)
+            case StatusFile():
+                return self.make(node.ino, FILE_MODE, 0, 0, 0)
+            case UploadFile(upload):
+                return self.upload(upload)
+            case NameFile(slot=state) | WholeFeed(slot=state):
+                return self.make(node.ino, FILE_MODE, sizes.whole_size(state),
+                                 sizes.whole_local_bytes(state))
+            case BlockFile(state, index):
+                check_block(state.open(), index)
+                return self._block(state, index, exact)
+        assert_never(node)
+
+    def upload(self, upload: Upload) -> pyfuse3.EntryAttributes:
+        return self.make(upload.ino, UPLOAD_MODE, upload.size, upload.size, 0)
+
+    def _block(self, state: FeedSlot, index: int, exact: bool) -> pyfuse3.EntryAttributes:
+        feed = state.open()
+        local = index in feed.bitfield
+        size = 0
+        if local and exact:
+            data = feed.read_local(index)
+            size = 0 if data is None else len(data)
+            local = data is not None
+            if data is not None:
+                sizes.check_uniform(state, index, size)
+        else:
+            size = sizes.block_len(state, index)
+        return self.make(state.block_ino(index), FILE_MODE, size, size if local else 0,
+                         BLOCK_ATTR_TIMEOUT)
+
+
+# -- listings ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Listing:
+    """An open directory: its named entries, then (for a feed) its computed block files."""
+
+    entries: list[tuple[bytes, int]]
+    slot: FeedSlot | None = None
+
+
+async def list_dir(namespace: Namespace, node: Inode) -> Listing:
+    """The entries of directory ``node`` as of now (opendir); ENOTDIR for a file."""
+    if isinstance(node, Root):
+        listing = Listing([(STATUS_NAME, STATUS_INO)])
+        for name in namespace.core.names.files():
+            listing.entries.append((name, namespace.name_inode(name)))
+        for name, upload in namespace.uploads.items():
+            if not upload.done:
+                listing.entries.append((name, upload.ino))
+        async for feed_id in namespace.core.list():
+            listing.entries.append((feed_id.hex().encode(), namespace.slot(feed_id).dir_ino))
+        return listing
+    if isinstance(node, FeedDir):
+        feed = node.slot.open()
+        if feed.blocks is None:
+            with trio.move_on_after(LIST_WAIT):
+                await feed.ready()
+        return Listing([(WHOLE_NAME, node.slot.whole_ino)], node.slot)
+    raise fail(errno.ENOTDIR)
+
+
+def reply_entries(listing: Listing, namespace: Namespace, attributes: Attributes,
+                  start: int, token: pyfuse3.ReaddirToken) -> None:
+    """Send entries ``start ..`` (readdir) until the kernel's buffer is full; each is
+    decoded again, so what changed since opendir shows as it is now."""
+    position = start
+    entries = listing.entries
+    while position < len(entries):
+        name, ino = entries[position]
+        attr = attributes.of(namespace.decode(ino), exact=False)
+        if not pyfuse3.readdir_reply(token, name, attr, position + 1):
+            return
+        position += 1
+    if listing.slot is not None:
+        _reply_blocks(listing.slot, attributes, position - len(entries), len(entries) + 1,
+                      token)
+
+
+def _reply_blocks(state: FeedSlot, attributes: Attributes, index: int, offset: int,
+                  token: pyfuse3.ReaddirToken) -> None:
+    """Block entries ``index ..``, computed, not stored, into one reused attribute object
+    (readdir_reply copies it): no storage reads, no per-block objects kept."""
+    feed = state.open()
+    blocks = min(feed.blocks or 0, MAX_BLOCKS)
+    if index >= blocks:
+        return
+    size = sizes.block_size(state) or 0
+    last = blocks - 1
+    bitfield = feed.bitfield
+    base = state.block_ino(0)
+    attr = attributes.make(base, FILE_MODE, size, 0, BLOCK_ATTR_TIMEOUT)
+    reply = pyfuse3.readdir_reply
+    while index < blocks:
+        length = sizes.block_len(state, index) if index == last else size
+        attr.st_ino = base + index
+        attr.st_size = length
+        attr.st_blocks = (length + 511) // 512 if index in bitfield else 0
+        if not reply(token, str(index).encode(), attr, index + offset):
+            return
+        index += 1
+
+
+# -- xattrs ------------------------------------------------------------------------------
+
+
+def _xattr_feed(node: Inode) -> tuple[FeedSlot | None, int | None]:
+    """The feed whose xattrs ``node`` shows, and the block (None: the whole feed)."""
+    match node:
+        case FeedDir(slot=state) | WholeFeed(slot=state) | NameFile(slot=state):
+            return state, None
+        case BlockFile(state, index):
+            return state, index
+    return None, None
+
+
+def xattr_names(node: Inode) -> list[bytes]:
+    state, _ = _xattr_feed(node)
+    return [] if state is None else list(XATTRS)
+
+
+def xattr(node: Inode, name: bytes) -> bytes:
+    """The value of xattr ``name`` of ``node`` (ENOATTR for anything else)."""
+    state, index = _xattr_feed(node)
+    if state is None or name not in XATTRS:
+        raise fail(pyfuse3.ENOATTR)
+    if name == XATTR_ID:
+        return state.id.hex().encode()
+    feed = state.open()
+    if name == XATTR_BLOCKS:
+        return b"?" if feed.blocks is None else str(feed.blocks).encode()
+    if index is not None:
+        return b"1" if index in feed.bitfield else b"0"
+    return str(feed.local).encode()

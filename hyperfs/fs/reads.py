@@ -1,0 +1,246 @@
+"""Reading open files: the whole-feed cursor, waiting for blocks, readers giving up.
+
+* Waiting: a read of a block that is not local waits for ``fetch`` (at most the mount's
+  ``timeout`` seconds), then fails with ETIMEDOUT. pyfuse3 ignores FUSE_INTERRUPT and a
+  reader stays in the kernel until we answer, so while waiting we poll
+  ``/proc/PID/status`` of the process that opened the file every ``POLL_INTERVAL``: a
+  pending SIGINT/SIGTERM/SIGKILL/SIGHUP/SIGQUIT/SIGPIPE (not blocked), or the process
+  being gone, ends the wait with EINTR, which withdraws the want (the cancelled fetch).
+* Prefetch: sequential reads of ``.feed`` (and of block files one after another) call
+  ``feed.prefetch(start, end)`` about ``PREFETCH_BYTES`` ahead of the reader, so remote
+  copies run at replication speed.
+* Local whole-feed reads use one range scan per reader (``Feed.iter_local``), every block
+  still checked against its leaf hash.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import trio
+
+from hyperfs.feeds.feed import Feed
+from hyperfs.fs import sizes
+from hyperfs.fs.errnos import fail
+from hyperfs.fs.inodes import FeedSlot
+
+log = logging.getLogger("hyperfs.fs")
+
+Fetch = Callable[[Feed, int], Awaitable[bytes | None]]
+"""Waits for a block that is not local; raises TimeoutError when it gives up."""
+
+POLL_INTERVAL = 0.1
+"""How often a waiting read checks whether its reader gave up (signal pending)."""
+PREFETCH_BYTES = 16 << 20
+
+# Signals that end a process by default (or that a shell sends to stop a reader).
+_GIVE_UP = 0
+for _sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL, signal.SIGHUP, signal.SIGQUIT,
+             signal.SIGPIPE):
+    _GIVE_UP |= 1 << (_sig - 1)
+
+_SIGKILL = 1 << (signal.SIGKILL - 1)  # cannot be blocked
+
+
+def reader_gave_up(pid: int) -> bool:
+    """Whether process/thread ``pid`` has a deadly signal pending (or is gone).
+
+    A reader waiting in a FUSE request cannot act on its signals until we answer; the
+    kernel shows them in /proc/PID/status (SigPnd: this thread, ShdPnd: its process).
+    """
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            text = status.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    except OSError:
+        return False
+    pending = blocked = 0
+    for line in text.splitlines():
+        key, _, value = line.partition(b":")
+        if key in (b"SigPnd", b"ShdPnd"):
+            pending |= int(value, 16)
+        elif key == b"SigBlk":
+            blocked = int(value, 16)
+        elif key == b"State" and value.strip()[:1] in (b"Z", b"X"):
+            return True
+    return bool(pending & ~blocked & _GIVE_UP) or bool(pending & _SIGKILL)
+
+
+class Blocks:
+    """Blocks for readers: from storage when local, else awaited through ``fetch``."""
+
+    def __init__(self, fetch: Fetch) -> None:
+        self.fetch = fetch
+
+    async def get(self, state: FeedSlot, index: int, pid: int) -> bytes | None:
+        """Block ``index`` (None past the feed's end), waited for on behalf of ``pid``."""
+        feed = state.open()
+        if feed.blocks is not None and index >= feed.blocks:
+            return None
+        data = feed.read_local(index)
+        return data if data is not None else await self._wait(feed, index, pid)
+
+    async def _wait(self, feed: Feed, index: int, pid: int) -> bytes | None:
+        """Await the block until it comes, ``fetch`` gives up or the reader does;
+        cancelling the wait withdraws the want from the network."""
+        result: list[bytes | None] = []
+        failure: list[BaseException] = []
+        gave_up = False
+
+        async def fetch(scope: trio.CancelScope) -> None:
+            try:
+                result.append(await self.fetch(feed, index))
+            except Exception as exc:  # reported below, not as an ExceptionGroup
+                failure.append(exc)
+            scope.cancel()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fetch, nursery.cancel_scope)
+            if pid > 0:
+                while True:
+                    await trio.sleep(POLL_INTERVAL)
+                    if reader_gave_up(pid):
+                        gave_up = True
+                        nursery.cancel_scope.cancel()
+                        break
+        if result:
+            return result[0]
+        if gave_up:
+            log.debug("reader %d gave up waiting for block %d", pid, index)
+            raise fail(errno.EINTR)
+        if failure and isinstance(failure[0], TimeoutError):
+            log.info("feed %s: %s", feed.hex and feed.hex[:16], failure[0])
+            raise fail(errno.ETIMEDOUT)
+        raise failure[0]
+
+
+def prefetch(state: FeedSlot, index: int) -> None:
+    """Ask the network for the blocks after ``index`` a reader will want next."""
+    feed = state.open()
+    if feed.blocks is not None and feed.local >= feed.blocks:
+        return
+    window = max(16, PREFETCH_BYTES // (state.block_size or 65536))
+    if index + window // 2 < state.prefetched_to:
+        return
+    start = max(index, state.prefetched_to)
+    end = index + window
+    if feed.blocks is not None:
+        end = min(end, feed.blocks)
+    state.prefetched_to = end
+    if start < end:
+        feed.prefetch(start, end)
+
+
+# -- open files --------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StatusReader:
+    """An open ``.status``: the JSON as it was when opened."""
+
+    data: bytes
+
+    async def read(self, off: int, size: int) -> bytes | memoryview:
+        return memoryview(self.data)[off : off + size]
+
+
+@dataclass(slots=True)
+class BlockReader:
+    """An open block file."""
+
+    blocks: Blocks
+    slot: FeedSlot
+    index: int
+    pid: int
+
+    async def read(self, off: int, size: int) -> bytes | memoryview:
+        state = self.slot
+        sequential = self.index == state.last_block_read + 1
+        state.last_block_read = self.index
+        if sequential:  # block files read one after another: fetch ahead like .feed
+            prefetch(state, self.index)
+        data = await self.blocks.get(state, self.index, self.pid)
+        if data is None:
+            return b""
+        return memoryview(data)[off : off + size]
+
+
+@dataclass(slots=True)
+class WholeReader:
+    """An open ``.feed`` (or name): its cursor says block ``next_block`` starts at byte
+    ``next_start``; it keeps the block last read and a range scan of local blocks."""
+
+    blocks: Blocks
+    slot: FeedSlot
+    pid: int
+    next_block: int = 0
+    next_start: int = 0
+    cached: tuple[int, bytes] | None = None
+    scan: Iterator[bytes] | None = None
+    scan_next: int = 0
+
+    async def read(self, off: int, size: int) -> bytes | memoryview:
+        """Bytes ``off .. off+size`` of the feed's blocks laid end to end."""
+        # Find the block holding ``off``: jump arithmetically in a feed of equal blocks,
+        # else walk on from the cursor (or from the start, for a backward seek).
+        block_size = sizes.block_size(self.slot) if self.slot.uniform else None
+        if block_size:
+            index = off // block_size
+            start = index * block_size
+        elif off >= self.next_start:
+            index, start = self.next_block, self.next_start
+        else:
+            index, start = 0, 0
+        parts: list[memoryview] = []
+        want = size
+        while want > 0:
+            data = await self._block(index)
+            if data is None:
+                break
+            end = start + len(data)
+            if off < end:
+                low = off - start
+                take = min(len(data) - low, want)
+                parts.append(memoryview(data)[low : low + take])
+                want -= take
+                off += take
+            if off >= end:
+                index, start = index + 1, end
+        self.next_block, self.next_start = index, start
+        if len(parts) == 1:
+            return parts[0]
+        return b"".join(parts)
+
+    async def _block(self, index: int) -> bytes | None:
+        """Block ``index``: the one read last, the next from the range scan of local
+        blocks, else fetched with prefetch ahead."""
+        if self.cached is not None and self.cached[0] == index:
+            return self.cached[1]
+        data = None
+        if self.scan is not None and self.scan_next == index:
+            data = next(self.scan, None)
+            self.scan_next += 1
+        if data is None:
+            self.scan = None
+            feed = self.slot.open()
+            if index in feed.bitfield:
+                self.scan = feed.iter_local(index)
+                self.scan_next = index + 1
+                data = next(self.scan, None)
+            if data is None:
+                self.scan = None
+                prefetch(self.slot, index)
+                data = await self.blocks.get(self.slot, index, self.pid)
+                if data is None:
+                    return None
+        self.cached = (index, data)
+        sizes.check_uniform(self.slot, index, len(data))
+        return data
+
+
+Reader = StatusReader | BlockReader | WholeReader
