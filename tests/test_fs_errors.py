@@ -10,6 +10,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +19,9 @@ import pytest
 
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="FUSE is not available")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+    reason="FUSE (/dev/fuse, fusermount3) is not available")
 
 BLOCK = 64 * 1024
 ID = "user.hyperfs.id"
@@ -40,12 +43,13 @@ def _fails(code: int, call: Callable[..., object], *args: object) -> None:
     assert got == code, f"{call.__name__}{args}: {errno.errorcode.get(got or 0, got)}"
 
 
-def _stored(m_dir: Path, tmp_path: Path, name: str, size: int) -> tuple[Path, bytes]:
-    """Copy ``size`` random bytes into the mount as ``name``: (its feed directory, bytes)."""
+def _stored(mnt: Path, tmp_path: Path, name: str, size: int) -> tuple[Path, bytes]:
+    """``cp`` a file of ``size`` random bytes into the mount as ``name``: (its feed
+    directory, the bytes)."""
     data = secrets.token_bytes(size)
     (tmp_path / name).write_bytes(data)
-    run("cp", tmp_path / name, m_dir)
-    return m_dir / os.getxattr(m_dir / name, ID).decode(), data
+    run("cp", tmp_path / name, mnt)
+    return mnt / os.getxattr(mnt / name, ID).decode(), data
 
 
 def test_writes_must_be_sequential(mounts: Mounts) -> None:

@@ -22,7 +22,9 @@ import pytest
 
 from hyperfs.testing.mounts import HYPERFS, Mounted, Mounts, run
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="FUSE is not available")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+    reason="FUSE (/dev/fuse, fusermount3) is not available")
 
 READER = r"""
 import ctypes, errno, os, signal, sys

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,9 @@ import trio
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
 from hyperfs.testing.network import store_feed
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="FUSE is not available")
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+    reason="FUSE (/dev/fuse, fusermount3) is not available")
 
 SHAPES = [(1000, 7, 333), (4096, 5, 1), (65536, 3, 65535), (65536, 4, 65536)]
 """(block size, blocks, bytes of the last block): short last blocks, and a full one."""
