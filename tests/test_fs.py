@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -49,10 +49,11 @@ def _feed_dirs(mnt: Path) -> list[str]:
     return [name for name in os.listdir(mnt) if len(name) == 64]
 
 
-def _errno(fn: object, *args: object) -> int:
+def _errno(fn: Callable[..., object], *args: object) -> int:
     try:
-        fn(*args)  # type: ignore[operator]
+        fn(*args)
     except OSError as exc:
+        assert exc.errno is not None, exc
         return exc.errno
     raise AssertionError(f"{fn}{args} did not fail")
 
@@ -261,13 +262,60 @@ def test_read_through_a_mount_fetches_from_another_mount(mounts: Mounts,
     assert seeder.address is not None
     reader = mounts.start(None, None, "--peer", seeder.address, "--timeout", "20")
     feed_dir = reader.mnt / feed_id
-    assert os.stat(feed_dir / "3").st_size == 0 or True  # never waits, whatever it knows
     assert run("cat", feed_dir / "3").stdout == source.read_bytes()[3 * BLOCK : 4 * BLOCK]
     assert os.getxattr(feed_dir, "user.hyperfs.blocks") == b"41"
     run("cmp", source, feed_dir / ".feed")
     blocks = b"".join(run("cat", feed_dir / str(i)).stdout for i in range(41))
     assert blocks == source.read_bytes()
     assert os.getxattr(feed_dir, "user.hyperfs.local") == b"41"
+
+
+NETWORK_WAIT = 60
+"""--timeout of the mount below: a stat that waited on the network would take this long."""
+PROMPT = 20.0
+"""Bound on every stat/getfattr/ls below together: a third of NETWORK_WAIT, so a single
+network wait fails it, and ten times the 2 s a listing of an unknown feed may wait, for a
+loaded 2-core machine."""
+
+
+def test_stat_getfattr_and_ls_never_wait_on_the_network(mounts: Mounts,
+                                                        tmp_path: Path) -> None:
+    """With the only seeder stopped (SIGSTOP: connected, never answering), stat, getfattr
+    and ls of a remote feed's files answer at once from what is known, and ask for nothing."""
+    source = _data(tmp_path, 40 * BLOCK + 777)
+    seeder = mounts.start(None, None, "--listen", "127.0.0.1:0")
+    run("cp", source, seeder.mnt)
+    feed_id = os.getxattr(seeder.mnt / source.name, "user.hyperfs.id").decode()
+    assert seeder.address is not None
+    reader = mounts.start(None, None, "--peer", seeder.address,
+                          "--timeout", str(NETWORK_WAIT))
+    feed_dir = reader.mnt / feed_id
+    # The last block (not sequential, so nothing is prefetched): the length becomes known.
+    assert (feed_dir / "40").read_bytes() == source.read_bytes()[40 * BLOCK :]
+    os.kill(seeder.proc.pid, signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        files = [feed_dir, feed_dir / ".feed", *(feed_dir / str(i) for i in range(41))]
+        sizes = [os.stat(path).st_size for path in files]
+        dumped = run("getfattr", "--absolute-names", "-d", "-m", "-", *files).stdout
+        listing = run("ls", "-la", feed_dir).stdout.decode().splitlines()
+        root = run("ls", "-la", reader.mnt).stdout.decode()
+        elapsed = time.monotonic() - began
+        status = json.loads((reader.mnt / ".status").read_bytes())
+    finally:
+        os.kill(seeder.proc.pid, signal.SIGCONT)
+    assert elapsed < PROMPT, f"stat/getfattr/ls took {elapsed:.1f} s"
+    assert sizes[1] == 0 and sizes[-1] == 777  # .feed: unknown without a full block
+    assert dumped.decode() == "".join(
+        f"# file: {path}\nuser.hyperfs.blocks=\"41\"\nuser.hyperfs.id=\"{feed_id}\"\n"
+        f"user.hyperfs.local=\"{local}\"\n\n"
+        for path, local in zip(files, ["1", "1", *["0"] * 40, "1"], strict=True))
+    names = [".feed", *map(str, range(41))]  # (the listing has no "." or "..")
+    assert sorted(line.split()[-1] for line in listing[1:]) == sorted(names)
+    assert feed_id in root.split()
+    [feed] = status["feeds"]
+    assert (feed["blocks"], feed["local"], feed["waiting"]) == (41, 1, 0)  # nothing moved
+    assert [f["inflight"] for f in status["network"]["feeds"]] == [0]  # nothing asked
 
 
 def test_read_through_a_mount_from_the_js_reference(mounts: Mounts, tmp_path: Path,

@@ -1,0 +1,139 @@
+"""The README's commands as a user runs them: `add -`, `fsck --repair` and `status`.
+
+Real ``hyperfs`` processes over real LevelDB directories; damage is done with plyvel while
+nothing runs, following the key layout documented in hyperfs/store/store.py.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import struct
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import plyvel
+import pytest
+
+from hyperfs.cli.options import default_status_file
+from hyperfs.testing.mounts import HYPERFS, Mounts, run
+from hyperfs.testing.network import HyperfsProcess, start_serve
+
+STATUS_WAIT = 20.0
+"""Bound on waiting for a node's status file to show something (it is rewritten every
+2 s): a broken node fails within it, a loaded machine has ample room."""
+LOCAL = ("--no-dht", "--no-mdns")
+"""Peers by address only: tests stay on this machine (HYPERFS_LOCAL_ONLY insists)."""
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> Iterator[Mounts]:
+    started = Mounts(tmp_path)
+    yield started  # pytest runs the rest even when the test failed
+    started.cleanup()
+
+
+def _add(db: Path, *args: str | Path, stdin: bytes | None = None) -> str:
+    return run(HYPERFS, "--db", db, "add", *args, input=stdin).stdout.decode().strip()
+
+
+def test_add_from_standard_input(tmp_path: Path) -> None:
+    data = secrets.token_bytes(100_037)
+    (tmp_path / "file").write_bytes(data)
+    piped = _add(tmp_path / "db", "-", "--block-size", "1000", stdin=data)
+    assert piped == _add(tmp_path / "other", tmp_path / "file", "--block-size", "1000")
+    assert run(HYPERFS, "--db", tmp_path / "db", "cat", piped, *LOCAL).stdout == data
+    empty = run(HYPERFS, "--db", tmp_path / "empty", "add", "-", input=b"", check=False)
+    assert (empty.returncode, empty.stdout) == (1, b"")
+    assert empty.stderr == b"hyperfs: cannot finalize a feed with no blocks\n"
+    assert run(HYPERFS, "--db", tmp_path / "empty", "ls").stdout == b""
+
+
+def _damage_block(db: Path, feed_id: str, index: int, data: bytes) -> None:
+    """Overwrite a stored block's value: ``i`` id -> u64 num, block at ``d`` num index."""
+    store = plyvel.DB(str(db))
+    try:
+        num = store.get(b"i" + bytes.fromhex(feed_id))
+        assert num is not None
+        key = b"d" + num + struct.pack(">Q", index)
+        assert store.get(key) is not None
+        store.put(key, data)
+    finally:
+        store.close()
+
+
+def test_fsck_repair_from_the_command_line(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    data = secrets.token_bytes(10_500)
+    feed_id = _add(db, "-", "--block-size", "1000", stdin=data)
+    shutil.copytree(db, tmp_path / "seed")  # an undamaged copy, to fetch from
+    _damage_block(db, feed_id, 3, data[4000:5000])  # a real block, in the wrong place
+
+    def fsck(*args: str) -> tuple[int, str]:
+        result = run(HYPERFS, "--db", db, "fsck", *args, check=False)
+        return result.returncode, result.stdout.decode()
+
+    assert fsck() == (1, f"hyperfs fsck: feed {feed_id[:16]}: block 3 does not match its "
+                         "leaf hash\n1 feeds, 11 blocks: 1 problem(s)\n")
+    assert fsck("--repair") == (0, "1 feeds, 11 blocks: ok, 1 damaged block(s) marked missing\n")
+    assert fsck() == (0, "1 feeds, 10 blocks: ok\n")
+    # Marked missing, the block is fetched again from a peer that has it.
+    seeder, port = start_serve(tmp_path / "seed")
+    with seeder:
+        fetched = run(HYPERFS, "--db", db, "cat", feed_id, "--peer", f"127.0.0.1:{port}",
+                      *LOCAL, "--timeout", "30")
+    assert fetched.stdout == data
+    assert fsck() == (0, "1 feeds, 11 blocks: ok\n")
+
+
+def _status_when(db: Path, ready: Callable[[dict[str, Any]], bool]) -> None:
+    """Wait (polling, bounded) until the status file of the node running on ``db`` shows
+    ``ready(status)``; the node rewrites it every 2 s, whole (an atomic rename)."""
+    path = default_status_file(db)
+    deadline = time.monotonic() + STATUS_WAIT
+    while not (path.exists() and ready(json.loads(path.read_bytes()))):
+        assert time.monotonic() < deadline, f"{path} never showed what was wanted"
+        time.sleep(0.05)  # polling a condition, not standing in for it
+
+
+def _status(db: Path) -> tuple[str, dict[str, Any]]:
+    """`hyperfs status` and `hyperfs status --json` of the node running on ``db``."""
+    text = run(HYPERFS, "--db", db, "status").stdout.decode()
+    return text, json.loads(run(HYPERFS, "--db", db, "status", "--json").stdout)
+
+
+def _no_node(db: Path) -> None:
+    result = run(HYPERFS, "--db", db, "status", check=False)
+    assert (result.returncode, result.stdout) == (1, b"")
+    assert result.stderr.decode() == (
+        f"hyperfs: no node is running on {db} (no live {default_status_file(db)})\n")
+
+
+def test_status_of_a_running_mount(mounts: Mounts) -> None:
+    m = mounts.start(None, None, "--listen", "127.0.0.1:0")
+    _status_when(m.db, lambda status: True)
+    text, status = _status(m.db)
+    assert text == f"pid {m.proc.pid}, listening on {m.address}, 0 peers\ndiscovery: off\n"
+    assert (status["pid"], status["listening"], status["peers"]) == (m.proc.pid, m.address, [])
+    assert m.stop() == 0
+    _no_node(m.db)
+
+
+def test_status_of_a_running_cat(tmp_path: Path) -> None:
+    """A cat waiting for a feed its peer does not have shows that peer and that feed."""
+    serve, port = start_serve(tmp_path / "serve")
+    feed_id = secrets.token_hex(32)
+    db = tmp_path / "db"
+    with serve, HyperfsProcess(["--db", str(db), "cat", feed_id, "--peer", f"127.0.0.1:{port}",
+                                "--timeout", "60"]) as cat:
+        _status_when(db, lambda status: [f["peers"] for f in status["feeds"]] == [1])
+        text, status = _status(db)
+        assert text == f"pid {cat.pid}, listening on nothing, 1 peers\ndiscovery: off\n"
+        assert (status["pid"], status["listening"]) == (cat.pid, None)
+        assert [peer["address"] for peer in status["peers"]] == [f"127.0.0.1:{port}"]
+        assert status["feeds"] == [
+            {"id": feed_id, "blocks": None, "local": 0, "peers": 1, "inflight": 0}]
+    _no_node(db)
