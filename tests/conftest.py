@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,8 @@ import pytest
 os.environ["HYPERFS_LOCAL_ONLY"] = "1"
 
 from hyperfs.testing import procs
-from hyperfs.testing.requirements import JS_PEER, js_available, require
+from hyperfs.testing.mounts import Mounts
+from hyperfs.testing.requirements import FUSE, JS_PEER, fuse_available, js_available, require
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -28,6 +30,16 @@ def _js_peers_cleanup() -> Iterator[None]:
     commands), by PID, even when the test failed."""
     yield
     procs.terminate_all()
+
+
+@pytest.fixture
+def mounts(tmp_path: Path) -> Iterator[Mounts]:
+    """Real `hyperfs mount` processes (hyperfs.testing.mounts), every one unmounted when
+    the test ends, also when it failed."""
+    require(fuse_available(), FUSE)
+    started = Mounts(tmp_path)
+    yield started
+    started.cleanup()
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ import secrets
 import shutil
 import struct
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import plyvel
-import pytest
 
-from hyperfs.cli.options import default_status_file
+from hyperfs.cli.status import default_status_file
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
 from hyperfs.testing.network import HyperfsProcess, start_serve
 
@@ -27,13 +26,6 @@ STATUS_WAIT = 20.0
 2 s): a broken node fails within it, a loaded machine has ample room."""
 LOCAL = ("--no-dht", "--no-mdns")
 """Peers by address only: tests stay on this machine (HYPERFS_LOCAL_ONLY insists)."""
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[Mounts]:
-    started = Mounts(tmp_path)
-    yield started  # pytest runs the rest even when the test failed
-    started.cleanup()
 
 
 def _add(db: Path, *args: str | Path, stdin: bytes | None = None) -> str:

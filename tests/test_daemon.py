@@ -11,7 +11,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import time
 from collections.abc import Iterator
@@ -21,10 +20,9 @@ import pytest
 
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
 from hyperfs.testing.procs import end_pid, has_ended, pids_mentioning
+from hyperfs.testing.requirements import FUSE, fuse_available, require
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="FUSE (/dev/fuse, fusermount3) is not available")
+require(fuse_available(), FUSE)
 
 LOCAL = ("--no-dht", "--no-mdns")
 

@@ -11,32 +11,19 @@ import errno
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
+from hyperfs.testing.requirements import FUSE, fuse_available, require
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="FUSE (/dev/fuse, fusermount3) is not available")
+require(fuse_available(), FUSE)
 
 BLOCK = 64 * 1024
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[Mounts]:
-    started = Mounts(tmp_path)
-    try:
-        yield started
-    finally:
-        started.cleanup()
 
 
 def _data(tmp_path: Path, size: int, name: str = "photo.jpg") -> Path:

@@ -10,29 +10,20 @@ import errno
 import json
 import os
 import secrets
-import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
+from hyperfs.testing.requirements import FUSE, fuse_available, require
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="FUSE (/dev/fuse, fusermount3) is not available")
+require(fuse_available(), FUSE)
 
 BLOCK = 64 * 1024
 ID = "user.hyperfs.id"
 LOCAL = "user.hyperfs.local"
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[Mounts]:
-    started = Mounts(tmp_path)
-    yield started  # pytest runs the rest even when the test failed
-    started.cleanup()
 
 
 def _fails(code: int, call: Callable[..., object], *args: object) -> None:

@@ -15,16 +15,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from hyperfs.testing.mounts import HYPERFS, Mounted, Mounts, run
+from hyperfs.testing.requirements import FUSE, fuse_available, require
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="FUSE (/dev/fuse, fusermount3) is not available")
+require(fuse_available(), FUSE)
 
 READER = r"""
 import ctypes, errno, os, signal, sys
@@ -39,13 +37,6 @@ print(errno.errorcode[ctypes.get_errno()] if got < 0 else buf.raw[:got].hex(), f
 STILL = 3.0
 """How long a --timeout 0 read must go on waiting: three times what --timeout 1 takes to
 fail (tests/test_fs.py::test_missing_block_times_out), so any finite short wait shows."""
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[Mounts]:
-    started = Mounts(tmp_path)
-    yield started  # pytest runs the rest even when the test failed
-    started.cleanup()
 
 
 class Reader:

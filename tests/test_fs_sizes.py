@@ -9,29 +9,18 @@ from __future__ import annotations
 
 import os
 import secrets
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
 from hyperfs.testing.network import store_feed
+from hyperfs.testing.requirements import FUSE, fuse_available, require
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
-    reason="FUSE (/dev/fuse, fusermount3) is not available")
+require(fuse_available(), FUSE)
 
 SHAPES = [(1000, 7, 333), (4096, 5, 1), (65536, 3, 65535), (65536, 4, 65536)]
 """(block size, blocks, bytes of the last block): short last blocks, and a full one."""
-
-
-@pytest.fixture
-def mounts(tmp_path: Path) -> Iterator[Mounts]:
-    started = Mounts(tmp_path)
-    yield started  # pytest runs the rest even when the test failed
-    started.cleanup()
 
 
 def test_block_sizes_of_hyperfs_add(mounts: Mounts, tmp_path: Path) -> None:
