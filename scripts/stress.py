@@ -1509,12 +1509,9 @@ async def case_readers(cfg: Config, work: Path) -> list[Result]:
     async with open_core(work / "db") as core:
         ids = []
         for k, data in enumerate(datas):
-            async with core.create_write_stream(block_size=64 * 1024) as stream:
-                await stream.write(data)
-            assert stream.id is not None
-            ids.append(stream.id)
-            with core.store.batch() as batch:
-                core.store.put_name(batch, f"r{k}".encode(), stream.id)
+            stream = core.create_write_stream(block_size=64 * 1024)
+            await stream.write(data)
+            ids.append(await stream.close(name=f"r{k}".encode()))
     mnt = work / "mnt"
     proc = await trio.to_thread.run_sync(start_mount, work / "db", mnt, work / "mount.log")
     try:

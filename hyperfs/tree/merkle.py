@@ -128,6 +128,10 @@ def verify(
     ``blocks`` and ``roots`` are what the receiver already trusts (None and () before
     the first block), ``stored`` looks up other nodes it has verified before. Raises
     :class:`BadProof` for anything that does not verify; the caller stores nothing then.
+
+    One function on purpose: it is the whole security argument of the project (every
+    byte from the network passes here), and read top to bottom it is one climb from the
+    leaf to a trusted node, with every way out a rejection.
     """
     if block < 0:
         raise BadProof(f"negative block index {block}")
