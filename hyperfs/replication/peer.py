@@ -1,6 +1,7 @@
 """One connection to a peer: a sans-I/O Connection driven over a trio Stream.
 
-The peer only moves bytes and translates protocol events into calls on the swarm, which
+The peer only moves bytes and translates protocol events into calls on the scheduler
+(``channel.FeedScheduler`` for one feed, :class:`Scheduler` for the connection), which
 decides what to request. Every way a remote can misbehave ends here, in :meth:`Peer.drop`,
 with the reason logged: the connection closes, its pending requests go back to the swarm,
 and nothing it sent is stored unless it verified.
@@ -10,14 +11,14 @@ the peer, with the reason logged, unless said otherwise):
 
 - per connection: frames of at most 5 MiB (checked on the length prefix, before buffering),
   at most 1024 channels the remote has open (``Connection(max_channels=)``), Have
-  bitfields of at most 2 MiB and not past a known feed end (+ ``BITFIELD_SLACK``);
+  bitfields of at most 2 MiB and not past a known feed end (+ ``channel.BITFIELD_SLACK``);
   replies queued for sending up to ``HIGH_WATER`` (then we stop reading the remote, so
   its requests wait in its own socket buffer: it stalls only itself); our requests in
   flight up to ``MAX_WINDOW`` blocks / ``WINDOW_BYTES``; reads of ``RECEIVE_SIZE``;
-- time: the remote's handshake within ``Swarm.handshake_timeout`` (10 s), every message
-  complete within ``Swarm.message_timeout`` (60 s) of its first byte, every send to it
+- time (``deadlines.Timeouts``): the remote's handshake within ``handshake`` (10 s),
+  every message complete within ``message`` (60 s) of its first byte, every send to it
   done within the same (a peer that does not read), and some answer to our requests
-  within ``Swarm.request_timeout`` (10 s): slowloris, silent and stalled peers go; a
+  within ``request`` (10 s): slowloris, silent and stalled peers go; a
   request passed over that long (later ones answered) is moved to another peer;
 - per channel: what the remote has is one bitfield, bounded as above; requests in flight
   are the connection's; a Response we did not ask for (or cancel) drops the peer;
@@ -27,30 +28,20 @@ the peer, with the reason logged, unless said otherwise):
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import Protocol
 
 import trio
 
 from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import BadProof
+from hyperfs.replication.channel import Channel, FeedScheduler
+from hyperfs.replication.deadlines import Clocks, Timeouts
+from hyperfs.replication.outbox import Outbox
 from hyperfs.tree.bitfield import Bitfield
+from hyperfs.wire import events
 from hyperfs.wire.connection import Connection, ProtocolError
-from hyperfs.wire.events import (
-    CancelReceived,
-    ExtensionReceived,
-    HandshakeReceived,
-    HaveReceived,
-    Joined,
-    Left,
-    Paused,
-    RequestReceived,
-    ResponseReceived,
-    Unpaused,
-)
-
-if TYPE_CHECKING:
-    from hyperfs.replication.swarm import FeedSwarm, Swarm
 
 log = logging.getLogger("hyperfs.peer")
 
@@ -63,65 +54,60 @@ interleaves producing replies with sending them."""
 WINDOW_BYTES = 8 << 20
 """Bytes we keep requested from one peer at once: enough to fill a fast link."""
 MIN_WINDOW, MAX_WINDOW = 16, 2048
-BITFIELD_SLACK = 64 * 1024
-"""How far a remote's Have bitfield may run past the feed's end (the reference pads it)."""
 ORDERED_PROOFS = "hyperfs-ordered-proofs"
 """Extension a peer lists to say it verifies Responses in the order they arrive, storing
 every one (even one it cancelled): proofs to it can then leave out the nodes that blocks
 sent before will have given it, which keeps a proof at one or two nodes in a download."""
 
 
-class Channel:
-    """One feed shared with one peer: what the remote has, what we asked it for."""
+class Scheduler(Protocol):
+    """What a peer tells its owner of the connection as a whole (``swarm.Swarm``)."""
 
-    __slots__ = ("cancelled", "feed_swarm", "ready", "remote_has", "remote_paused",
-                 "requested", "scan_pos", "scan_range", "sent")
+    def peer_ready(self, peer: Peer) -> None:
+        """The handshake is done: join the feeds wanted."""
 
-    def __init__(self, feed_swarm: FeedSwarm) -> None:
-        self.feed_swarm = feed_swarm
-        self.ready = False
-        self.remote_has = Bitfield()
-        self.sent: Bitfield | None = None  # blocks sent, if the remote takes ordered proofs
-        self.remote_paused = True
-        self.requested: dict[int, float] = {}
-        self.cancelled: set[int] = set()
-        self.scan_range: list[int | None] | None = None
-        self.scan_pos = 0
+    def serve(self, peer: Peer, feed_id: bytes) -> None:
+        """The remote joined a feed not joined with it yet: join it too, or not."""
+
+    def peer_closed(self, peer: Peer) -> None:
+        """The connection is over: close its channels (:meth:`Peer.close_channel`)."""
 
 
 class Peer:
-    """A connected remote. Made by :meth:`Swarm.add_peer`; runs in the swarm's nursery."""
+    """A connected remote. Made by ``Swarm.add_peer``; runs in the swarm's nursery.
 
-    def __init__(self, swarm: Swarm, stream: trio.abc.Stream, address: str | None) -> None:
-        self.swarm = swarm
+    ``batch`` groups the stores of one network read into one write (``Store.group``).
+    """
+
+    def __init__(self, scheduler: Scheduler, stream: trio.abc.Stream, address: str | None,
+                 *, peer_id: bytes, extensions: Sequence[str], timeouts: Timeouts,
+                 batch: Callable[[], AbstractContextManager[None]]) -> None:
+        self.scheduler = scheduler
         self.stream = stream
         self.address = address
-        self.conn = Connection(swarm.peer_id, [*swarm.core.extensions, ORDERED_PROOFS])
+        self.conn = Connection(peer_id, [*extensions, ORDERED_PROOFS])
         self.channels: dict[bytes, Channel] = {}
         self.handshaken = trio.Event()
         self.closed = trio.Event()
         self.close_reason: str | None = None
         self.inflight = 0
         self.window = 64
-        self.starved: dict[Channel, None] = {}  # channels that found the window full
-        self.bytes_in = self.bytes_out = 0
+        self.bytes_in = 0
         self.blocks_in = self.blocks_out = 0
-        self.last_progress = self.started = trio.current_time()
-        self._partial_since: float | None = None  # when the message in progress began
-        self._sending_since: float | None = None  # when the send in progress began
-        self._out: list[bytes] = []  # messages queued for the send loop
-        self._queued = 0  # their bytes
-        self._out_ready = trio.Event()
-        self._drained = trio.Event()
+        self.clocks = Clocks(timeouts)
+        self.outbox = Outbox(stream, self.clocks, before_send=self._flush_haves)
+        self._send = self.outbox.put
+        self._batch = batch
+        self._waiting: dict[Channel, None] = {}  # channels that found the window full
         self._haves: dict[bytes, list[int]] = {}
         self._handlers: dict[str, Callbacks[[bytes]]] = {}
         self._scope = trio.CancelScope()
         self._dispatch: dict[type, Callable] = {
-            HandshakeReceived: self._on_handshake, Joined: self._on_joined,
-            Left: self._on_left, HaveReceived: self._on_have, Paused: self._on_paused,
-            Unpaused: self._on_unpaused, RequestReceived: self._on_request,
-            ResponseReceived: self._on_response, CancelReceived: self._on_cancel,
-            ExtensionReceived: self._on_extension,
+            events.HandshakeReceived: self._on_handshake, events.Joined: self._on_joined,
+            events.Left: self._on_left, events.HaveReceived: self._on_have,
+            events.Paused: self._on_paused, events.Unpaused: self._on_unpaused,
+            events.RequestReceived: self._on_request, events.ResponseReceived: self._on_response,
+            events.CancelReceived: self._on_cancel, events.ExtensionReceived: self._on_extension,
         }
 
     def __repr__(self) -> str:
@@ -131,6 +117,10 @@ class Peer:
     @property
     def remote_id(self) -> bytes | None:
         return self.conn.remote_id
+
+    @property
+    def bytes_out(self) -> int:
+        return self.outbox.sent
 
     # -- the seed's extension API ------------------------------------------------------
 
@@ -156,11 +146,11 @@ class Peer:
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._send_loop)
+                    nursery.start_soon(self.outbox.run)
                     nursery.start_soon(self._watchdog)
                     await self._receive_loop()
-                    if self.close_reason == REMOTE_CLOSED:
-                        await self._flush()  # it half-closed: it still reads our answers
+                    if self.close_reason == REMOTE_CLOSED:  # it half-closed: it still
+                        await self.outbox.flush(self.clocks.timeouts.message)  # reads answers
                     nursery.cancel_scope.cancel()
         except* (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as group:
             reason = f"connection lost ({group.exceptions[0]})"
@@ -171,7 +161,7 @@ class Peer:
             self.close_reason = self.close_reason or "internal error"
         finally:
             self.close_reason = self.close_reason or "closed"
-            self.swarm.peer_closed(self)
+            self.scheduler.peer_closed(self)
             self.closed.set()
             await trio.aclose_forcefully(self.stream)
 
@@ -187,7 +177,7 @@ class Peer:
         self._scope.cancel()
 
     async def _receive_loop(self) -> None:
-        dispatch, group = self._dispatch, self.swarm.core.store.group
+        dispatch, batch, clocks, outbox = self._dispatch, self._batch, self.clocks, self.outbox
         while True:
             data = await self.stream.receive_some(RECEIVE_SIZE)
             if not data:
@@ -195,70 +185,40 @@ class Peer:
                 return
             self.bytes_in += len(data)
             try:
-                events = self.conn.receive_data(data)
+                received = self.conn.receive_data(bytes(data))  # (free: sockets give bytes)
             except ProtocolError as exc:
                 self.drop(f"protocol error: {exc}")
                 return
             if not self.conn.receiving:
-                self._partial_since = None
-            elif events or self._partial_since is None:
-                self._partial_since = trio.current_time()  # a new message began
+                clocks.message = None
+            elif received or clocks.message is None:
+                clocks.message = trio.current_time()  # a new message began
             done = 0
-            while done < len(events):
-                # Handle events until a good chunk of replies is queued, then let the send
-                # loop move it: sender and receiver then work at the same time.
-                with group():  # one LevelDB write for the blocks of this round
-                    while done < len(events) and self._queued < HIGH_WATER:
-                        dispatch[type(events[done])](events[done])
+            while done < len(received):
+                # Handle events until a good chunk of replies is queued, then let the writer
+                # move it: sender and receiver then work at the same time.
+                with batch():  # one LevelDB write for the blocks of this round
+                    while done < len(received) and outbox.queued < HIGH_WATER:
+                        dispatch[type(received[done])](received[done])
                         done += 1
                         if self.close_reason is not None:
                             return
-                if self._queued >= HIGH_WATER:
-                    self._drained = trio.Event()
-                    await self._drained.wait()
-                    if self._partial_since is not None:  # we were not reading: not its fault
-                        self._partial_since = trio.current_time()
-
-    async def _flush(self) -> None:
-        """Wait (at most the message timeout) until what is queued has been sent."""
-        with trio.move_on_after(self.swarm.message_timeout):
-            while self._out or self._sending_since is not None:
-                self._drained = trio.Event()
-                self._out_ready.set()
-                await self._drained.wait()
-
-    async def _send_loop(self) -> None:
-        while True:
-            await self._out_ready.wait()
-            self._out_ready = trio.Event()
-            self._flush_haves()
-            while self._out:
-                messages, self._out, self._queued = self._out, [], 0
-                self._sending_since = trio.current_time()
-                for data in _coalesce(messages):
-                    await self.stream.send_all(data)
-                    self.bytes_out += len(data)
-                self._sending_since = None
-            self._drained.set()
+                if outbox.queued >= HIGH_WATER:
+                    await outbox.drain()
+                    if clocks.message is not None:  # we were not reading: not its fault
+                        clocks.message = trio.current_time()
 
     async def _watchdog(self) -> None:
         """Drop the peer when a deadline of the module docstring's caps passes."""
-        swarm = self.swarm
-        request, handshake, message = (swarm.request_timeout, swarm.handshake_timeout,
-                                       swarm.message_timeout)
+        clocks = self.clocks
         while True:
-            await trio.sleep(min(request, handshake, message) / 4)
+            await trio.sleep(clocks.timeouts.period)
             now = trio.current_time()
-            if not self.handshaken.is_set() and now - self.started > handshake:
-                self.drop(f"no handshake within {handshake:g} s")
-            elif self._partial_since is not None and now - self._partial_since > message:
-                self.drop(f"a message took longer than {message:g} s to arrive")
-            elif self._sending_since is not None and now - self._sending_since > message:
-                self.drop(f"not reading: a send was blocked for {message:g} s")
-            elif self.inflight and now - self.last_progress > request:
-                self.drop(f"no answer to {self.inflight} requests for {request:g} s")
+            overdue = clocks.overdue(now, self.handshaken.is_set(), self.inflight)
+            if overdue is not None:
+                self.drop(overdue)
             elif self.inflight:
-                self._expire_passed_over(now - request)
+                self._expire_passed_over(now - clocks.timeouts.request)
 
     def _expire_passed_over(self, deadline: float) -> None:
         """Move requests the remote has passed over to other peers.
@@ -269,27 +229,19 @@ class Peer:
         remote claimed the block, and let the swarm ask someone else; a peer lying in its
         Haves thus loses its claims one by one instead of holding requests forever.
         """
-        if self.last_progress <= deadline:
+        if self.clocks.answered <= deadline:
             return
         for channel in list(self.channels.values()):
             passed = [block for block, asked in channel.requested.items() if asked < deadline]
             if not passed:
                 continue
             log.warning("peer %s passed over %d requests of %s; asking elsewhere",
-                     self.address or self.remote_id, len(passed),
-                     channel.feed_swarm.feed.hex)
+                        self.address or self.remote_id, len(passed), channel.feed.hex)
             for block in passed:
                 self.cancel(channel, block)
                 channel.remote_has.discard(block)
-                channel.feed_swarm.request_failed(self, block)
-            channel.feed_swarm.fill_all()
-        self._fill_starved()  # the expired requests made room for other feeds too
-
-    def _send(self, data: bytes) -> None:
-        if data:
-            self._out.append(data)
-            self._queued += len(data)
-            self._out_ready.set()
+            channel.scheduler.requests_failed(self, passed)
+        self._share_room()  # the expired requests made room for other feeds too
 
     def _flush_haves(self) -> None:
         for feed_id, blocks in self._haves.items():
@@ -297,16 +249,15 @@ class Peer:
                 self._send(self.conn.have(feed_id, blocks=blocks))
         self._haves.clear()
 
-    # -- what the swarm asks of us --------------------------------------------------------
+    # -- what the scheduler asks of us (channel.PeerLink) ----------------------------------
 
-    def join(self, feed_swarm: FeedSwarm) -> Channel:
+    def join(self, scheduler: FeedScheduler) -> Channel:
         """Open the feed's channel (if not open) and tell the remote we have it."""
-        feed_id = feed_swarm.feed.id
+        feed_id = scheduler.feed.id
         assert feed_id is not None
         channel = self.channels.get(feed_id)
         if channel is None:
-            channel = self.channels[feed_id] = Channel(feed_swarm)
-            feed_swarm.channels[self] = channel
+            channel = self.channels[feed_id] = Channel(scheduler)
             self._send(self.conn.join(feed_id))
             if self.conn.joined_remotely(feed_id):
                 self._channel_ready(channel)
@@ -317,118 +268,113 @@ class Peer:
         channel.ready = True
         if self.conn.remote_supports(ORDERED_PROOFS):
             channel.sent = Bitfield()
-        feed = channel.feed_swarm.feed
-        assert feed.id is not None
+        feed = channel.feed
         if feed.local:
-            self._send(self.conn.have(feed.id, bitfield=feed.bitfield.to_bytes()))
-        self._send(self.conn.unpause(feed.id))
+            self._send(self.conn.have(channel.feed_id, bitfield=feed.bitfield.to_bytes()))
+        self._send(self.conn.unpause(channel.feed_id))
 
     def request(self, channel: Channel, block: int) -> None:
-        feed_id = channel.feed_swarm.feed.id
-        assert feed_id is not None
         if not self.inflight:
-            self.last_progress = trio.current_time()
+            self.clocks.answered = trio.current_time()
         channel.requested[block] = trio.current_time()
         self.inflight += 1
-        self._send(self.conn.request(feed_id, block))
+        self._send(self.conn.request(channel.feed_id, block))
 
     def cancel(self, channel: Channel, block: int) -> None:
         if channel.requested.pop(block, None) is None:
             return
         self.inflight -= 1
         channel.cancelled.add(block)
-        feed_id = channel.feed_swarm.feed.id
-        assert feed_id is not None
-        self._send(self.conn.cancel(feed_id, block))
+        self._send(self.conn.cancel(channel.feed_id, block))
 
-    def queue_have(self, feed_id: bytes, block: int) -> None:
+    def queue_have(self, channel: Channel, block: int) -> None:
         """Tell the remote we stored a block; batched into one Have per send."""
-        self._haves.setdefault(feed_id, []).append(block)
-        self._out_ready.set()
+        self._haves.setdefault(channel.feed_id, []).append(block)
+        self.outbox.wake()
 
-    def _close_channel(self, feed_id: bytes) -> None:
+    def wait_for_room(self, channel: Channel) -> None:
+        """The window is full: fill ``channel`` again once there is room (see _share_room)."""
+        self._waiting[channel] = None
+
+    def _share_room(self) -> None:
+        """Share room in the window with the feeds that found it full, in turn (else a feed
+        whose first fill came when the window was full would never be asked for)."""
+        for channel in list(self._waiting):
+            if self.inflight >= self.window:
+                return
+            del self._waiting[channel]
+            channel.scheduler.fill(self, channel)  # back in `_waiting` if it fills the window
+
+    def close_channel(self, feed_id: bytes) -> None:
+        """Forget the feed's channel; what is in flight on it goes back to its scheduler."""
         channel = self.channels.pop(feed_id, None)
         if channel is not None:
-            self.starved.pop(channel, None)
+            self._waiting.pop(channel, None)
             self.inflight -= len(channel.requested)
-            channel.feed_swarm.channel_closed(self, channel)
+            channel.scheduler.channel_closed(self, channel)
 
     # -- protocol events -------------------------------------------------------------------
 
-    def _on_handshake(self, event: HandshakeReceived) -> None:
-        if event.peer_id == self.swarm.peer_id:
+    def _on_handshake(self, event: events.HandshakeReceived) -> None:
+        if event.peer_id == self.conn.peer_id:
             self.drop("connected to ourselves")
             return
         self.handshaken.set()
-        self.swarm.peer_ready(self)
+        self.scheduler.peer_ready(self)
 
-    def _on_joined(self, event: Joined) -> None:
+    def _on_joined(self, event: events.Joined) -> None:
         channel = self.channels.get(event.feed_id)
-        if channel is not None:
-            if not channel.ready:
-                self._channel_ready(channel)
-            return
-        feed_swarm = self.swarm.serve(event.feed_id)
-        if feed_swarm is not None:
-            self.join(feed_swarm)
+        if channel is None:
+            self.scheduler.serve(self, event.feed_id)
+        elif not channel.ready:
+            self._channel_ready(channel)
 
-    def _on_left(self, event: Left) -> None:
-        self._close_channel(event.feed_id)
+    def _on_left(self, event: events.Left) -> None:
+        self.close_channel(event.feed_id)
 
-    def _on_have(self, event: HaveReceived) -> None:
+    def _on_have(self, event: events.HaveReceived) -> None:
         channel = self.channels.get(event.feed_id)
         if channel is None:
             return
-        blocks = channel.feed_swarm.feed.blocks
-        if event.bitfield is not None:
-            if blocks is not None and len(event.bitfield) > (blocks + 7) // 8 + BITFIELD_SLACK:
-                self.drop(f"Have bitfield of {len(event.bitfield)} bytes for {blocks} blocks")
-                return
-            channel.remote_has = Bitfield(event.bitfield)
-        for block in event.blocks:
-            if blocks is not None and block >= blocks:
-                self.drop(f"Have of block {block} past the end ({blocks} blocks)")
-                return
-            channel.remote_has.add(block)
-        channel.scan_range = None
-        channel.feed_swarm.fill(self, channel)
+        wrong = channel.remote_have(event.bitfield, event.blocks)
+        if wrong is not None:
+            self.drop(wrong)
+            return
+        channel.scheduler.remote_has_changed(self, channel)
 
-    def _on_paused(self, event: Paused) -> None:
+    def _on_paused(self, event: events.Paused) -> None:
         channel = self.channels.get(event.feed_id)
         if channel is not None:
             channel.remote_paused = True
 
-    def _on_unpaused(self, event: Unpaused) -> None:
+    def _on_unpaused(self, event: events.Unpaused) -> None:
         channel = self.channels.get(event.feed_id)
         if channel is not None:
             channel.remote_paused = False
-            channel.feed_swarm.fill(self, channel)
+            channel.scheduler.fill(self, channel)
 
-    def _on_request(self, event: RequestReceived) -> None:
+    def _on_request(self, event: events.RequestReceived) -> None:
         channel = self.channels.get(event.feed_id)
         if channel is None or not channel.ready:
             return
-        feed = channel.feed_swarm.feed
+        feed = channel.feed
         if feed.blocks is not None and event.block >= feed.blocks:
             self.drop(f"requested block {event.block} past the end ({feed.blocks} blocks)")
             return
-        data = feed.read_local(event.block)
-        if data is None:
+        answer = channel.answer(event.block)
+        if answer is None:
             return  # not here (any more): the requester times out and asks elsewhere
-        proof = feed.proof(event.block, channel.remote_has, channel.sent)
-        if channel.sent is not None:
-            channel.sent.add(event.block)
-        self._send(self.conn.response(event.feed_id, event.block, data, proof))
+        self._send(self.conn.response(event.feed_id, event.block, *answer))
         self.blocks_out += 1
 
-    def _on_response(self, event: ResponseReceived) -> None:
+    def _on_response(self, event: events.ResponseReceived) -> None:
         channel = self.channels.get(event.feed_id)
         if channel is None:
             return  # crossed our Leave
         block = event.block
         if channel.requested.pop(block, None) is not None:
             self.inflight -= 1
-            self.last_progress = trio.current_time()
+            self.clocks.answered = trio.current_time()
             size = max(len(event.data), 256)
             self.window = max(MIN_WINDOW, min(MAX_WINDOW, WINDOW_BYTES // size))
         elif block in channel.cancelled:
@@ -436,31 +382,21 @@ class Peer:
         else:
             self.drop(f"sent block {block} that was never requested")
             return
-        feed_swarm = channel.feed_swarm
         try:
-            feed_swarm.feed.put(block, event.data, list(event.proof))
+            channel.feed.put(block, event.data, list(event.proof))
         except BadProof as exc:
-            feed_swarm.requeue(block)
+            channel.scheduler.requeue(block)
             self.drop(f"sent block {block} that fails verification: {exc}")
             return
         self.blocks_in += 1  # verified only: a liar must not look useful (network redials)
-        feed_swarm.fill(self, channel)
-        if self.starved and self.inflight < self.window:
-            self._fill_starved()
+        channel.scheduler.fill(self, channel)
+        if self._waiting and self.inflight < self.window:
+            self._share_room()
 
-    def _fill_starved(self) -> None:
-        """Share room in the window with the other feeds that found it full, in turn (else
-        a feed whose first fill came when the window was full would never be asked for)."""
-        for channel in list(self.starved):
-            if self.inflight >= self.window:
-                return
-            del self.starved[channel]
-            channel.feed_swarm.fill(self, channel)  # back in `starved` if it fills the window
-
-    def _on_cancel(self, event: CancelReceived) -> None:
+    def _on_cancel(self, event: events.CancelReceived) -> None:
         """We answer requests as they come, so there is never anything left to cancel."""
 
-    def _on_extension(self, event: ExtensionReceived) -> None:
+    def _on_extension(self, event: events.ExtensionReceived) -> None:
         handlers = self._handlers.get(event.name)
         if handlers is not None:
             handlers(event.payload)
@@ -477,18 +413,3 @@ class Peer:
             "blocks_out": self.blocks_out,
         }
 
-
-def _coalesce(messages: list[bytes], small: int = 16 * 1024) -> Iterator[bytes]:
-    """The queued messages as few writes: small ones joined, large ones (blocks) as they
-    are, so a 64 KiB block is not copied once more on its way to the socket."""
-    pending: list[bytes] = []
-    for data in messages:
-        if len(data) < small:
-            pending.append(data)
-            continue
-        if pending:
-            yield b"".join(pending)
-            pending = []
-        yield data
-    if pending:
-        yield b"".join(pending)

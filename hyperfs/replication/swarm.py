@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import trio
 
-from hyperfs.feeds.core import Core
+from hyperfs.feeds.core import Core, Held
 from hyperfs.feeds.feed import Feed
-from hyperfs.replication.peer import Channel, Peer
+from hyperfs.replication.channel import Channel, PeerLink
+from hyperfs.replication.deadlines import Timeouts
+from hyperfs.replication.peer import Peer
 
 log = logging.getLogger("hyperfs.swarm")
 
@@ -30,20 +33,42 @@ ENDGAME = 8
 """In-flight blocks at or below which a block may be asked of a second peer."""
 
 
-class FeedSwarm:
-    """One feed's share of the swarm: its channels and its requests in flight."""
+class _Scan:
+    """Where the scan of a prefetch range for one peer stopped: each block before ``pos``
+    in ``range`` was here, asked for, or not at the peer. A Have from it starts over."""
 
-    def __init__(self, swarm: Swarm, feed: Feed) -> None:
+    __slots__ = ("pos", "range")
+
+    def __init__(self) -> None:
+        self.range: list[int | None] | None = None
+        self.pos = 0
+
+
+class FeedSwarm:
+    """One feed's share of the swarm: its channels and its requests in flight.
+
+    The scheduler of the feed (``channel.FeedScheduler``): its peers tell it what they
+    hear, it tells them what to ask for.
+    """
+
+    def __init__(self, swarm: Swarm, held: Held) -> None:
         self.swarm = swarm
-        self.feed = feed
-        self.channels: dict[Peer, Channel] = {}
-        self.inflight: dict[int, set[Peer]] = {}
+        self._held = held  # the swarm's open of the feed, without interest
+        self.feed = feed = held.feed
+        self.channels: dict[PeerLink, Channel] = {}
+        self.inflight: dict[int, set[PeerLink]] = {}
         self.requeued: set[int] = set()
+        self._scans: dict[PeerLink, _Scan] = {}  # one per channel
         self._unlisten = feed.listen(self)
+
+    def join(self, peer: PeerLink) -> None:
+        """Share the feed with ``peer`` (if not shared yet)."""
+        self.channels[peer] = peer.join(self)
+        self._scans.setdefault(peer, _Scan())
 
     def close(self) -> None:
         self._unlisten()
-        self.swarm.core.release(self.feed, interested=False)
+        self._held.close()
 
     # -- feed listener ------------------------------------------------------------------
 
@@ -58,7 +83,6 @@ class FeedSwarm:
                     peer.cancel(channel, block)
 
     def feed_stored(self, feed: Feed, block: int) -> None:
-        assert feed.id is not None
         self.requeued.discard(block)
         for peer in self.inflight.pop(block, ()):
             channel = self.channels.get(peer)
@@ -66,7 +90,7 @@ class FeedSwarm:
                 peer.cancel(channel, block)  # end game: someone else was faster
         for peer, channel in self.channels.items():
             if channel.ready:
-                peer.queue_have(feed.id, block)
+                peer.queue_have(channel, block)
 
     def feed_prefetch(self, feed: Feed, block: int) -> None:
         self.fill_all()
@@ -77,19 +101,25 @@ class FeedSwarm:
         for peer, channel in list(self.channels.items()):
             self.fill(peer, channel)
 
-    def fill(self, peer: Peer, channel: Channel) -> None:
+    def fill(self, peer: PeerLink, channel: Channel) -> None:
         """Ask ``peer`` for blocks until its window is full or it has nothing we need."""
         if not channel.ready or channel.remote_paused:
             return
+        scan = self._scans[peer]
         while peer.inflight < peer.window:
-            block = self._pick(peer, channel)
+            block = self._pick(peer, channel, scan)
             if block is None:
                 return
             self.inflight.setdefault(block, set()).add(peer)
             peer.request(channel, block)
-        peer.starved[channel] = None  # the window is full: fill again when it has room
+        peer.wait_for_room(channel)
 
-    def _pick(self, peer: Peer, channel: Channel) -> int | None:
+    def remote_has_changed(self, peer: PeerLink, channel: Channel) -> None:
+        """The peer's Have may name blocks its scan passed: scan again from the start."""
+        self._scans[peer].range = None
+        self.fill(peer, channel)
+
+    def _pick(self, peer: PeerLink, channel: Channel, scan: _Scan) -> int | None:
         feed, has, inflight = self.feed, channel.remote_has, self.inflight
         local = feed.bitfield
         for block in feed.wanted:
@@ -101,16 +131,16 @@ class FeedSwarm:
             elif block not in inflight and block in has:
                 self.requeued.discard(block)
                 return block
-        block = self._pick_prefetch(channel)
-        if block is not None:
-            return block
+        found = self._pick_prefetch(channel, scan)
+        if found is not None:
+            return found
         if len(inflight) <= ENDGAME:
             for block, askers in inflight.items():
                 if peer not in askers and block in has and block not in channel.requested:
                     return block
         return None
 
-    def _pick_prefetch(self, channel: Channel) -> int | None:
+    def _pick_prefetch(self, channel: Channel, scan: _Scan) -> int | None:
         feed, has, inflight = self.feed, channel.remote_has, self.inflight
         local = feed.bitfield
         ranges = feed.prefetching
@@ -126,18 +156,18 @@ class FeedSwarm:
             if feed.blocks is not None and start >= limit:
                 ranges.remove(rng)  # done
                 continue
-            pos = channel.scan_pos if channel.scan_range is rng else start
+            pos = scan.pos if scan.range is rng else start
             pos = max(pos, start)
             while pos < limit:
                 if pos not in local and pos not in inflight and pos in has:
-                    channel.scan_range, channel.scan_pos = rng, pos + 1
+                    scan.range, scan.pos = rng, pos + 1
                     return pos
                 pos += 1
-            channel.scan_range, channel.scan_pos = rng, pos
+            scan.range, scan.pos = rng, pos
         return None
 
     def _in_prefetch(self, block: int) -> bool:
-        return any(start <= block and (end is None or block < end)  # type: ignore[operator]
+        return any(start is not None and start <= block and (end is None or block < end)
                    for start, end in self.feed.prefetching)
 
     def requeue(self, block: int) -> None:
@@ -146,45 +176,42 @@ class FeedSwarm:
         if block not in self.feed.bitfield:
             self.requeued.add(block)
 
-    def request_failed(self, peer: Peer, block: int) -> None:
-        """``peer`` will not answer its request for ``block``: ask someone else."""
-        askers = self.inflight.get(block)
-        if askers is not None:
-            askers.discard(peer)
-            if not askers:
-                self.requeue(block)
-
-    def channel_closed(self, peer: Peer, channel: Channel) -> None:
-        self.channels.pop(peer, None)
-        for block in channel.requested:
+    def requests_failed(self, peer: PeerLink, blocks: Iterable[int]) -> None:
+        """``peer`` will not answer its requests for ``blocks``: ask someone else."""
+        for block in blocks:
             askers = self.inflight.get(block)
             if askers is not None:
                 askers.discard(peer)
                 if not askers:
                     self.requeue(block)
         self.fill_all()
+
+    def channel_closed(self, peer: PeerLink, channel: Channel) -> None:
+        self.channels.pop(peer, None)
+        self._scans.pop(peer, None)
+        self.requests_failed(peer, channel.requested)
         self.swarm.maybe_forget(self)
 
 
 class Swarm:
-    """Every peer of a core, and a :class:`FeedSwarm` for each feed shared with them."""
+    """Every peer of a core, and a :class:`FeedSwarm` for each feed shared with them.
+
+    What its peers tell it is ``peer.Scheduler``; the timeouts are ``deadlines.Timeouts``.
+    """
 
     def __init__(self, core: Core, nursery: trio.Nursery, *, request_timeout: float = 10.0,
                  handshake_timeout: float = 10.0, message_timeout: float = 60.0,
                  peer_id: bytes | None = None) -> None:
         self.core = core
         self.nursery = nursery
-        self.request_timeout = request_timeout
-        self.handshake_timeout = handshake_timeout
-        """A peer that has not sent its handshake this long after connecting is dropped."""
-        self.message_timeout = message_timeout
-        """A peer whose message (or our send to it) takes longer than this is dropped."""
+        self.timeouts = Timeouts(request_timeout, handshake_timeout, message_timeout)
         self.peer_id = peer_id or os.urandom(32)
         self.peers: set[Peer] = set()
         self.feeds: dict[bytes, FeedSwarm] = {}
         self._unsubscribe = [core.on("interested", self._interested),
                              core.on("uninterested", self._uninterested)]
         for feed in core.interesting():
+            assert feed.id is not None  # interest is taken by id (Core.get)
             self._interested(feed.id)
 
     def close(self) -> None:
@@ -200,7 +227,9 @@ class Swarm:
 
     def add_peer(self, stream: trio.abc.Stream, address: str | None = None) -> Peer:
         """Start replicating over ``stream``; the peer runs until either side closes."""
-        peer = Peer(self, stream, address)
+        peer = Peer(self, stream, address, peer_id=self.peer_id,
+                    extensions=self.core.extensions, timeouts=self.timeouts,
+                    batch=self.core.store.group)
         self.peers.add(peer)
         self.nursery.start_soon(peer.run)
         return peer
@@ -215,13 +244,13 @@ class Swarm:
         """Handshake done: join every feed the local side wants."""
         for feed_id, feed_swarm in list(self.feeds.items()):
             if self.core.is_interested(feed_id):
-                peer.join(feed_swarm)
+                feed_swarm.join(peer)
         self.core.emit("peer", peer)
 
     def peer_closed(self, peer: Peer) -> None:
         self.peers.discard(peer)
         for feed_id in list(peer.channels):
-            peer._close_channel(feed_id)
+            peer.close_channel(feed_id)
         log.info("peer %s closed: %s", peer.address or peer.remote_id, peer.close_reason)
 
     # -- feeds ----------------------------------------------------------------------------
@@ -229,21 +258,19 @@ class Swarm:
     def _feed_swarm(self, feed_id: bytes) -> FeedSwarm:
         feed_swarm = self.feeds.get(feed_id)
         if feed_swarm is None:
-            feed = self.core.hold(feed_id).feed
-            feed_swarm = self.feeds[feed_id] = FeedSwarm(self, feed)
+            feed_swarm = self.feeds[feed_id] = FeedSwarm(self, self.core.hold(feed_id))
         return feed_swarm
 
-    def serve(self, feed_id: bytes) -> FeedSwarm | None:
-        """The feed a peer named, if we store it (or want it); else None."""
+    def serve(self, peer: Peer, feed_id: bytes) -> None:
+        """``peer`` named a feed: join it on that peer alone, if we store it (or want it)."""
         if feed_id in self.feeds or self.core.stored(feed_id):
-            return self._feed_swarm(feed_id)
-        return None
+            self._feed_swarm(feed_id).join(peer)
 
     def _interested(self, feed_id: bytes) -> None:
         feed_swarm = self._feed_swarm(feed_id)
         for peer in list(self.peers):
             if peer.handshaken.is_set():
-                peer.join(feed_swarm)
+                feed_swarm.join(peer)
 
     def _uninterested(self, feed_id: bytes) -> None:
         feed_swarm = self.feeds.get(feed_id)
@@ -271,10 +298,11 @@ class Swarm:
 
 
 @asynccontextmanager
-async def open_swarm(core: Core, **options: object) -> AsyncIterator[Swarm]:
-    """A swarm for ``core`` whose peers all end when the block exits."""
+async def open_swarm(core: Core, **options: Any) -> AsyncIterator[Swarm]:
+    """A swarm for ``core`` whose peers all end when the block exits (``options``: the
+    keywords of :class:`Swarm`)."""
     async with trio.open_nursery() as nursery:
-        swarm = Swarm(core, nursery, **options)  # type: ignore[arg-type]
+        swarm = Swarm(core, nursery, **options)
         try:
             yield swarm
         finally:
