@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 import trio
 
@@ -118,7 +119,7 @@ class HyperfsProcess(Watched):
 
 def start_serve(db: Path, *extra: str, timeout: float = 30) -> tuple[HyperfsProcess, int]:
     """``hyperfs --db DB serve --listen 127.0.0.1:0``, once it says where it listens."""
-    proc = HyperfsProcess(["--db", db, "serve", "--listen", "127.0.0.1:0", *extra])
+    proc = HyperfsProcess(["--db", str(db), "serve", "--listen", "127.0.0.1:0", *extra])
     try:
         match = proc.wait_line(r"^listening on ([\d.]+):(\d+)$", timeout)
     except BaseException:
@@ -132,18 +133,25 @@ async def astart_serve(db: Path, *extra: str, timeout: float = 30) -> tuple[Hype
     return await trio.to_thread.run_sync(lambda: start_serve(db, *extra, timeout=timeout))
 
 
-def run_hyperfs(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    """Run a ``hyperfs`` command to its end (bounded), capturing its output."""
-    return subprocess.run(_command(args), capture_output=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, check=False, env=ENV)
+Output = int | IO[bytes] | None
 
 
-async def arun_hyperfs(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+def run_hyperfs(*args: object, timeout: float = 60,
+                stdout: Output = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
+    """Run a ``hyperfs`` command to its end (bounded), capturing its output (its stdout
+    goes to ``stdout`` instead when given, e.g. a file for a large feed)."""
+    return subprocess.run(_command(args), stdout=stdout, stderr=subprocess.PIPE,
+                          timeout=timeout, stdin=subprocess.DEVNULL, check=False, env=ENV)
+
+
+async def arun_hyperfs(*args: object, timeout: float = 60,
+                       stdout: Output = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
     """`run_hyperfs` for trio tests whose peers run in the same event loop."""
     with trio.fail_after(timeout):
-        return await trio.run_process(_command(args), capture_stdout=True,
-                                      capture_stderr=True, check=False,
-                                      stdin=subprocess.DEVNULL, env=ENV)
+        out: dict[str, Any] = ({"capture_stdout": True} if stdout == subprocess.PIPE
+                               else {"stdout": stdout})
+        return await trio.run_process(_command(args), capture_stderr=True, check=False,
+                                      stdin=subprocess.DEVNULL, env=ENV, **out)
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[bytes], *words: str) -> str:
@@ -184,6 +192,14 @@ class PeerLog:
 
     def by_port(self, port: int) -> list[Peer]:
         return [p for p in self.peers if p.address and p.address.endswith(f":{port}")]
+
+
+def have_all(blocks: int) -> bytes:
+    """The bitfield of a peer that has all ``blocks`` blocks (most significant bit first)."""
+    field = bytearray(b"\xff" * (blocks // 8))
+    if blocks % 8:
+        field.append((0xFF00 >> (blocks % 8)) & 0xFF)
+    return bytes(field)
 
 
 class RawPeer:
