@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,7 +26,7 @@ from hyperfs.feeds.core import Core
 from hyperfs.feeds.feed import Feed
 from hyperfs.replication.peer import Peer
 from hyperfs.testing.procs import Watched
-from hyperfs.wire.connection import Connection
+from hyperfs.wire.connection import Connection, ProtocolError
 from hyperfs.wire.events import Event
 
 _SCRIPT = Path(sys.executable).parent / "hyperfs"
@@ -200,6 +200,30 @@ def have_all(blocks: int) -> bytes:
     if blocks % 8:
         field.append((0xFF00 >> (blocks % 8)) & 0xFF)
     return bytes(field)
+
+
+async def claim_all(stream: trio.SocketStream, source: Feed,
+                    on_event: Callable[[Connection, Event], Awaitable[bytes]]) -> None:
+    """Be a peer claiming all of ``source`` on ``stream`` (a fake or hostile seeder):
+    handshake, Join, Have of every block and Unpause at once, then send whatever
+    ``on_event`` returns for each event the remote sends, until it closes or breaks."""
+    feed_id, blocks = source.id, source.blocks
+    assert feed_id is not None and blocks is not None
+    conn = Connection(os.urandom(32))
+    out = bytearray(conn.start() + conn.join(feed_id))
+    out += conn.have(feed_id, bitfield=have_all(blocks)) + conn.unpause(feed_id)
+    try:
+        while True:
+            if out:
+                await stream.send_all(bytes(out))
+                out.clear()
+            data = await stream.receive_some(1 << 16)
+            if not data:
+                return
+            for event in conn.receive_data(data):
+                out += await on_event(conn, event)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
+        return
 
 
 class RawPeer:

@@ -69,6 +69,12 @@ async def mount_round(cfg: Config, work: Path, rng: random.Random, kind: str, k:
     return True, ""
 
 
+async def all_closed(log: PeerLog) -> None:
+    """Until every peer the seeder has seen has closed (the caller bounds the wait)."""
+    while still_open := [p for p in log.peers if not p.closed.is_set()]:
+        await still_open[0].closed.wait()
+
+
 async def replicate_round(cfg: Config, work: Path, rng: random.Random, k: int,
                           state: dict[str, Any]) -> tuple[bool, str]:
     """SIGKILL a `hyperfs cat` mid-download, then check and resume it: the resumed
@@ -86,8 +92,7 @@ async def replicate_round(cfg: Config, work: Path, rng: random.Random, k: int,
     proc.send_signal(signal.SIGKILL)
     await proc.wait()
     with trio.fail_after(10):  # the seeder notices the reset
-        while any(not p.closed.is_set() for p in log.peers):
-            await trio.sleep(0.02)
+        await all_closed(log)
     ok, line = await afsck(db)
     if not ok:
         return False, f"fsck after kill at {delay:.2f} s: {line}"
@@ -98,8 +103,7 @@ async def replicate_round(cfg: Config, work: Path, rng: random.Random, k: int,
         result = await hyperfs("--db", db, "cat", fid.hex(), "--peer", f"{HOST}:{port}",
                                stdout=f)
     with trio.fail_after(10):
-        while any(not p.closed.is_set() for p in log.peers):
-            await trio.sleep(0.02)
+        await all_closed(log)
     sent = sum(p.blocks_out for p in log.peers) - sent_before
     good = result.returncode == 0 and file_sha(out) == state["sha"] and sent == blocks - local
     state["resumed_local"].append(local)

@@ -4,9 +4,10 @@ reason logged, finish the download with correct data, and store nothing unverifi
 
 from __future__ import annotations
 
-import os
+import functools
 import re
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -14,7 +15,7 @@ import trio
 
 from hyperfs import open_core
 from hyperfs.feeds.feed import Feed
-from hyperfs.testing.network import have_all
+from hyperfs.testing.network import claim_all
 from hyperfs.testing.stress.common import (
     HOST,
     Config,
@@ -30,8 +31,8 @@ from hyperfs.testing.stress.common import (
     store,
 )
 from hyperfs.testing.stress.raw import partial_serve, relay
-from hyperfs.wire.connection import Connection, ProtocolError
-from hyperfs.wire.events import CancelReceived, RequestReceived
+from hyperfs.wire.connection import Connection
+from hyperfs.wire.events import CancelReceived, Event, RequestReceived
 
 
 def _flip(data: bytes) -> bytes:
@@ -82,49 +83,49 @@ class Liar:
         return b""
 
     async def handle(self, stream: trio.SocketStream) -> None:
+        """One connection of the victim's: claim everything, misbehave, and measure."""
+        self.connections += 1
+        offence = Offence()
+        await claim_all(stream, self.source, functools.partial(self.on_event, offence))
+        if offence.lied is not None:
+            self.latencies.append(trio.current_time() - offence.lied)
+
+    async def on_event(self, offence: Offence, conn: Connection, event: Event) -> bytes:
         fid, blocks = self.source.id, self.source.blocks
         assert fid is not None and blocks is not None
-        self.connections += 1
-        conn = Connection(os.urandom(32))
-        out = bytearray(conn.start() + conn.join(fid) + conn.have(fid, bitfield=have_all(blocks))
-                        + conn.unpause(fid))
-        lied: float | None = None
         claims = self.kind.startswith("Have claiming")  # measured until it is passed over
-        unasked = self.kind.startswith("Response for a block")
-        asked: set[int] = set()
-        try:
-            while True:
-                if out:
-                    await stream.send_all(bytes(out))
-                    out.clear()
-                data = await stream.receive_some(1 << 16)
-                if not data:
-                    break
-                for event in conn.receive_data(data):
-                    if isinstance(event, RequestReceived) and unasked:
-                        asked.add(event.block)
-                        if lied is None and len(asked) >= 8:  # one the victim never asked
-                            block = max(set(range(blocks)) - asked)
-                            unasked_data = self.source.read_local(block)
-                            assert unasked_data is not None
-                            out += conn.response(fid, block, unasked_data,
-                                                 self.source.proof(block))
-                            lied = trio.current_time()
-                            self.offended.set()
-                    elif isinstance(event, RequestReceived):
-                        reply = self.answer(conn, event.block)
-                        if reply == b"" or not claims:
-                            self.offended.set()
-                        if lied is None and (reply == b"" or not claims):
-                            lied = trio.current_time()
-                        out += reply
-                    elif isinstance(event, CancelReceived) and claims and lied is not None:
-                        self.latencies.append(trio.current_time() - lied)  # moved away
-                        lied = None
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
-            pass
-        if lied is not None:
-            self.latencies.append(trio.current_time() - lied)
+        if isinstance(event, RequestReceived) and self.kind.startswith("Response for a"):
+            offence.asked.add(event.block)
+            if offence.lied is not None or len(offence.asked) < 8:
+                return b""
+            block = max(set(range(blocks)) - offence.asked)  # one the victim never asked
+            data = self.source.read_local(block)
+            assert data is not None
+            self.offend(offence)
+            return conn.response(fid, block, data, self.source.proof(block))
+        if isinstance(event, RequestReceived):
+            reply = self.answer(conn, event.block)
+            if reply == b"" or not claims:
+                self.offend(offence)
+            return reply
+        if isinstance(event, CancelReceived) and claims and offence.lied is not None:
+            self.latencies.append(trio.current_time() - offence.lied)  # moved away
+            offence.lied = None
+        return b""
+
+    def offend(self, offence: Offence) -> None:
+        """Note the first offence of this connection; open the gate to the honest seeder."""
+        if offence.lied is None:
+            offence.lied = trio.current_time()
+        self.offended.set()
+
+
+@dataclass
+class Offence:
+    """One connection of a liar: when it (last) first misbehaved, and what was asked."""
+
+    lied: float | None = None
+    asked: set[int] = field(default_factory=set)
 
 
 async def victim(cfg: Config, work: Path, liar: Liar, port: int, tag: str,
