@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,8 @@ from hyperfs.net.discovery.keys import discovery_key
 from hyperfs.net.discovery.mdns import MdnsNode, MdnsOptions, open_mdns
 from hyperfs.net.node import open_node
 from hyperfs.net.node_discovery import DiscoveryConfig
+from hyperfs.testing import zeroconf
+from hyperfs.testing.discovery import free_udp_port
 
 FAST = {"initial_retry": 0.25, "stats_interval": 0.5}
 HYPERFS = str(Path(sys.executable).with_name("hyperfs"))
@@ -136,14 +137,8 @@ async def bench_dht(count: int, runs: int) -> dict[str, object]:
     }
 
 
-def _free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 async def bench_mdns(runs: int) -> dict[str, object]:
-    options = MdnsOptions(interfaces=("127.0.0.1",), port=_free_udp_port())
+    options = MdnsOptions(interfaces=("127.0.0.1",), port=free_udp_port())
     warm: list[float] = []
     cold: list[float] = []
     async with open_mdns(7001, options) as holder:
@@ -257,7 +252,7 @@ async def bench_first_byte(count: int, runs: int) -> dict[str, object]:
                     cat_times.append(await _cat_first_byte(
                         base / f"cat{run}", feed_id,
                         ["--no-mdns", "--dht-listen", f"127.0.3.{run + 2}:0", *boot]))
-        mdns = MdnsOptions(interfaces=("127.0.0.1",), port=_free_udp_port())
+        mdns = MdnsOptions(interfaces=("127.0.0.1",), port=free_udp_port())
         async with open_core(base / "holder") as core, open_node(
                 core, discovery=DiscoveryConfig(mdns=mdns)) as holder:
             for run, feed_id in enumerate(ids):
@@ -299,4 +294,5 @@ if __name__ == "__main__":
     parser.add_argument("--nodes", type=int, default=20, help="private DHT size")
     parser.add_argument("--runs", type=int, default=9, help="runs per measurement")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    zeroconf.install()  # the benchmark runs mDNS on free ports, never on 5353
     trio.run(main, parser.parse_args())

@@ -7,47 +7,15 @@ HANG (generous on purpose: a loaded machine is slow, and speed is the benchmarks
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
-
 import trio
 
 from hyperfs.net.discovery import DhtOptions, open_discovery
-from hyperfs.net.discovery.dht import PUBLIC_ROUTERS, DhtNode, open_dht, session_settings
+from hyperfs.net.discovery.dht import PUBLIC_ROUTERS, session_settings
 from hyperfs.net.discovery.keys import discovery_key, seed_info_hash
+from hyperfs.testing.discovery import FAST, assert_private, private_dht
 from hyperfs.testing.seeds import seeded_random
 
-FAST: dict[str, Any] = {"initial_retry": 0.2, "stats_interval": 0.5}
 HANG = 30  # seconds before a wait counts as hung
-
-
-def assert_private(settings: dict[str, Any]) -> None:
-    """Nothing in ``settings`` can make libtorrent talk outside 127.0.0.0/8."""
-    assert settings["dht_bootstrap_nodes"] == ""
-    assert settings["enable_lsd"] is False
-    assert settings["enable_upnp"] is False
-    assert settings["enable_natpmp"] is False
-    for endpoint in settings["listen_interfaces"].split(","):
-        host = endpoint.rsplit(":", 1)[0].strip("[]")
-        assert ipaddress.ip_address(host).is_loopback, endpoint
-
-
-@asynccontextmanager
-async def private_dht(hosts: list[str]) -> AsyncIterator[list[DhtNode]]:
-    """A private DHT: node i knows nodes i-1 and i-2; the first node knows the last."""
-    async with AsyncExitStack() as stack:
-        nodes: list[DhtNode] = []
-        for host in hosts:
-            known = [(n.address, n.port) for n in nodes[-2:]]
-            options = DhtOptions.private(bind=host, bootstrap_nodes=known, **FAST)
-            assert_private(session_settings(options))
-            nodes.append(await stack.enter_async_context(open_dht(options)))
-        nodes[0].add_node(nodes[-1].address, nodes[-1].port)
-        for node in nodes:
-            assert_private(node.settings())  # what the live session really uses
-        yield nodes
 
 
 def test_default_options_are_public_but_private_ones_are_not() -> None:

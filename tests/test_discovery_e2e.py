@@ -22,28 +22,26 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
-from test_dht import assert_private
-from test_mdns import netns_pair  # noqa: F401  (the two-namespace fixture)
 
 from hyperfs.cli.main import build_parser
 from hyperfs.cli.network import LOCAL_ONLY_ENV, check_local_only, discovery_config
 from hyperfs.feeds.core import open_core
 from hyperfs.net.discovery import DhtOptions, MdnsOptions
-from hyperfs.net.discovery.dht import PUBLIC_ROUTERS, DhtNode, open_dht, session_settings
+from hyperfs.net.discovery.dht import PUBLIC_ROUTERS, DhtNode, session_settings
 from hyperfs.net.discovery.keys import discovery_key
 from hyperfs.net.node import BlockTimeout, open_node
 from hyperfs.net.node_discovery import DiscoveryConfig
+from hyperfs.testing.discovery import FAST, assert_private, private_dht
+from hyperfs.testing.discovery import free_udp_port as _free_udp_port
 from hyperfs.testing.mounts import Mounts
 from hyperfs.testing.requirements import fuse_available, require
 from hyperfs.testing.seeds import seeded_random
 
 HYPERFS = str(Path(sys.executable).with_name("hyperfs"))
 ENV = {**os.environ, LOCAL_ONLY_ENV: "1"}
-FAST: dict[str, Any] = {"initial_retry": 0.2, "stats_interval": 0.5}
 HANG = 60  # seconds before a wait counts as hung (a round, a --timeout, process start-up)
 
 
@@ -81,27 +79,13 @@ def test_test_settings_are_private(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.seed_compat and not config.dht.restrict_ips
     assert_private(session_settings(config.dht))
     mdns = discovery_config(parse("cat", "00" * 32, "--no-dht", "--mdns-interface",
-                                  "127.0.0.1", "--mdns-port", "5399"))
+                                  "127.0.0.1"))
     assert mdns is not None and mdns.dht is None and mdns.mdns is not None
-    assert (mdns.mdns.interfaces, mdns.mdns.port) == (("127.0.0.1",), 5399)
+    assert (mdns.mdns.interfaces, mdns.mdns.port) == (("127.0.0.1",), 5353)
     assert discovery_config(parse("cat", "00" * 32, "--no-dht", "--no-mdns")) is None
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-@asynccontextmanager
-async def private_dht(hosts: list[str]) -> AsyncIterator[list[DhtNode]]:
-    """Plain DHT nodes on ``hosts``, each knowing the previous ones (bootstrap for all)."""
-    async with AsyncExitStack() as stack:
-        nodes: list[DhtNode] = []
-        for host in hosts:
-            known = [(n.address, n.port) for n in nodes]
-            options = DhtOptions.private(bind=host, bootstrap_nodes=known, **FAST)
-            nodes.append(await stack.enter_async_context(open_dht(options)))
-        for node in nodes:
-            assert_private(node.settings())
-        yield nodes
 
 
 def boot_args(nodes: list[DhtNode]) -> list[str]:
@@ -272,14 +256,6 @@ async def test_node_holds_stored_feeds_and_caps_mdns(tmp_path: Path) -> None:
                     await node.get(want, 0, 0.1)
 
 
-def _free_udp_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # -- mDNS between two network namespaces ---------------------------------------------------
 
 
@@ -290,7 +266,7 @@ def feed_db(tmp_path: Path) -> Iterator[tuple[Path, str, bytes]]:
 
 
 async def test_mdns_alone_between_namespaces(
-    netns_pair: tuple[tuple[str, str], tuple[str, str]],  # noqa: F811
+    netns_pair: tuple[tuple[str, str], tuple[str, str]],
     feed_db: tuple[Path, str, bytes], tmp_path: Path,
 ) -> None:
     (ns_a, addr_a), (ns_b, addr_b) = netns_pair

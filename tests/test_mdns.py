@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,22 +22,17 @@ from hyperfs.net.discovery.keys import discovery_key
 from hyperfs.net.discovery.mdns import (
     MAX_TXT_KEYS,
     MDNS_PORT,
-    _PortPatch,
     decode_keys,
     encode_keys,
     open_mdns,
 )
+from hyperfs.testing.discovery import free_udp_port
 from hyperfs.testing.seeds import seeded_random
+from hyperfs.testing.zeroconf import PortPatch as _PortPatch
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_SCRIPT = Path(__file__).resolve().parent / "discovery_mdns_peer.py"
 HANG = 30  # seconds before a wait counts as hung
-
-
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -102,36 +95,6 @@ async def test_open_discovery_over_mdns(loopback: MdnsOptions) -> None:
 
 
 # -- two network namespaces joined by a veth pair ------------------------------------------
-
-
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
-
-
-@pytest.fixture
-def netns_pair() -> Iterator[tuple[tuple[str, str], tuple[str, str]]]:
-    """Namespaces A and B with a veth link 10.77.0.1/24 <-> 10.77.0.2/24; removed after."""
-    tag = f"{os.getpid() % 100000}"
-    ns_a, ns_b = f"hfsd{tag}a", f"hfsd{tag}b"
-    created: list[str] = []
-    try:
-        try:
-            _ip("netns", "add", ns_a)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            detail = getattr(exc, "stderr", "") or exc
-            pytest.skip(f"cannot create network namespaces (needs root + iproute2): {detail}")
-        created.append(ns_a)
-        _ip("netns", "add", ns_b)
-        created.append(ns_b)
-        _ip(*f"link add v{tag}a netns {ns_a} type veth peer name v{tag}b netns {ns_b}".split())
-        for ns, dev, addr in ((ns_a, f"v{tag}a", "10.77.0.1"), (ns_b, f"v{tag}b", "10.77.0.2")):
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            _ip("-n", ns, "link", "set", dev, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-        yield (ns_a, "10.77.0.1"), (ns_b, "10.77.0.2")
-    finally:
-        for ns in created:  # deleting a namespace deletes its end of the veth pair
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
 
 
 async def test_mdns_between_network_namespaces(

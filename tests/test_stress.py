@@ -20,6 +20,8 @@ import trio
 from hyperfs import open_core
 from hyperfs.net.node import open_node
 from hyperfs.replication.peer import Peer
+from hyperfs.testing import rawwire
+from hyperfs.testing.jsref import js_encode
 from hyperfs.wire.connection import Connection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,6 +35,25 @@ def test_stress_quick_every_case_holds() -> None:
     assert not failed, json.dumps(failed, indent=1)
     assert result.returncode == 0, result.stderr.decode()[-3000:]
     assert len(report["cases"]) >= 30
+
+
+def test_hand_built_bytes_are_what_the_reference_encodes(requires_js: None) -> None:
+    """The stress suite's independent encoder (hyperfs.testing.rawwire) agrees with the JS
+    reference's own schema encoder, so attacks built with it say what they claim."""
+    peer, feed = os.urandom(32), os.urandom(32)
+    js = js_encode([
+        ("Handshake", {"protocol": "hypercore", "id": peer, "extensions": ["a", "b"]}),
+        ("Handshake", {"protocol": "hypercore", "version": 1, "id": peer}),
+        ("Join", {"channel": 3, "id": feed}),
+        ("Request", {"channel": 300, "block": 2**40 + 5}),
+    ])
+    assert js[0] == rawwire.frames(rawwire.handshake(peer, ["b", "a"]))[0][0]
+    assert js[1] == rawwire.frames(rawwire.handshake(peer, version=1))[0][0]
+    assert bytes([rawwire.JOIN]) + js[2] == rawwire.frames(rawwire.join(3, feed))[0][0]
+    assert bytes([rawwire.REQUEST]) + js[3] == rawwire.frames(
+        rawwire.request(300, 2**40 + 5))[0][0]
+    (payload,), rest = rawwire.frames(rawwire.join(3, feed) + b"\x05")
+    assert dict(rawwire.fields(payload[1:])) == {1: 3, 2: feed} and rest == b"\x05"
 
 
 async def _closed_peer(node_peers: set[Peer], before: set[Peer]) -> Peer:

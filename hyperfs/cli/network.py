@@ -27,13 +27,12 @@ from pathlib import Path
 import trio
 
 from hyperfs.base.signals import wait_for_stop_signal
-from hyperfs.cli.arguments import host_port, ipv4, port_number
+from hyperfs.cli.arguments import host_port, ipv4
 from hyperfs.cli.status import publish_status, status_path
 from hyperfs.feeds.core import Core, open_core
 from hyperfs.net.address import parse_address
 from hyperfs.net.discovery import DhtOptions, MdnsOptions
 from hyperfs.net.discovery.dht import PUBLIC_ROUTERS
-from hyperfs.net.discovery.mdns import MDNS_PORT
 from hyperfs.net.node import Node, open_node
 from hyperfs.net.node_discovery import DiscoveryConfig
 
@@ -73,9 +72,6 @@ def add_network_options(parser: argparse.ArgumentParser, *, listen: str | None) 
                        default=None, help="IPv4 address of an interface for mDNS "
                                           "(repeatable; default: the --listen host if it "
                                           "is specific, else every interface)")
-    group.add_argument("--mdns-port", metavar="PORT", type=port_number, default=MDNS_PORT,
-                       help=f"UDP port of mDNS (default {MDNS_PORT}; others only find "
-                            "nodes using the same)")
     group.add_argument("--seed-compat", action="store_true",
                        help="also announce and look up the first 20 bytes of each id, as "
                             "the original implementation does (reveals the ids)")
@@ -108,7 +104,7 @@ def discovery_config(args: argparse.Namespace) -> DiscoveryConfig | None:
     mdns = None
     if not args.no_mdns:
         interfaces = tuple(args.mdns_interface or ([specific] if specific else []))
-        mdns = MdnsOptions(interfaces=interfaces, port=args.mdns_port)
+        mdns = MdnsOptions(interfaces=interfaces)
     config = DiscoveryConfig(dht=dht, mdns=mdns, seed_compat=args.seed_compat)
     if os.environ.get(LOCAL_ONLY_ENV):
         check_local_only(config)

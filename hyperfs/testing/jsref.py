@@ -31,6 +31,7 @@ from hyperfs.testing.procs import Watched
 JS_DIR = Path(__file__).resolve().parents[2] / "tests" / "js"
 REF_JS = JS_DIR / "ref.js"
 BENCH_CORE_JS = JS_DIR / "bench_core.js"
+ENCODE_JS = JS_DIR / "encode.js"
 NODE = shutil.which("node")
 JS_AVAILABLE = NODE is not None and (JS_DIR / "node_modules" / "hypercore").is_dir()
 DEFAULT_TIMEOUT = 120.0
@@ -116,6 +117,29 @@ def js_ids(feeds: Iterable[Sequence[bytes]], timeout: float = DEFAULT_TIMEOUT) -
     if len(ids) != len(lines):
         raise peer._fail(f"{len(ids)} ids for {len(lines)} feeds")
     return ids
+
+
+def js_encode(messages: Sequence[tuple[str, dict[str, Any]]],
+              timeout: float = DEFAULT_TIMEOUT) -> list[bytes]:
+    """Protobuf bodies the reference's own schema encoder makes for (message name,
+    fields) pairs, e.g. ("Join", {"channel": 0, "id": feed_id}); bytes values are sent
+    as {"hex": ...} (tests/js/encode.js)."""
+    if not JS_AVAILABLE:
+        raise JsRefError(_MISSING)
+
+    def revivable(value: Any) -> Any:
+        if isinstance(value, bytes):
+            return {"hex": value.hex()}
+        if isinstance(value, list):
+            return [revivable(v) for v in value]
+        return value
+
+    entries = [[name, {k: revivable(v) for k, v in fields.items()}] for name, fields in messages]
+    done = subprocess.run([str(NODE), str(ENCODE_JS)], input=json.dumps(entries).encode(),
+                          cwd=JS_DIR, capture_output=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise JsRefError(f"encode.js failed ({done.returncode}): {done.stderr.decode()}")
+    return [bytes.fromhex(line) for line in done.stdout.decode().split()]
 
 
 def start_js_seeder(

@@ -90,6 +90,12 @@ class Mounts:
                 return
         raise MountFailed(f"no mount within {READY_TIMEOUT} s: {mounted.errors()}")
 
+    def __enter__(self) -> Mounts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
     def cleanup(self) -> None:
         for mounted in self.started:
             if mounted.proc.poll() is None:
@@ -102,14 +108,15 @@ class Mounts:
             if mounted.proc.stdout is not None:
                 mounted.proc.stdout.close()
         for mnt in self.points:
-            if not _is_fuse_mount(mnt):
+            if not is_mounted(mnt):
                 continue
             if subprocess.run(["fusermount3", "-u", str(mnt)],
                               capture_output=True).returncode != 0:
                 subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
 
 
-def _is_fuse_mount(path: Path) -> bool:
+def is_mounted(path: Path) -> bool:
+    """Whether anything (FUSE, tmpfs) is mounted at ``path``, stale mounts included."""
     target = os.fsencode(path)
     with open("/proc/self/mountinfo", "rb") as mountinfo:
         return any(line.split()[4] == target for line in mountinfo)

@@ -15,8 +15,9 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import IO, Any
 
 import trio
 
@@ -25,7 +26,7 @@ from hyperfs.feeds.core import Core
 from hyperfs.feeds.feed import Feed
 from hyperfs.replication.peer import Peer
 from hyperfs.testing.procs import Watched
-from hyperfs.wire.connection import Connection
+from hyperfs.wire.connection import Connection, ProtocolError
 from hyperfs.wire.events import Event
 
 _SCRIPT = Path(sys.executable).parent / "hyperfs"
@@ -113,7 +114,7 @@ class HyperfsProcess(Watched):
 
 def start_serve(db: Path, *extra: str, timeout: float = 30) -> tuple[HyperfsProcess, int]:
     """``hyperfs --db DB serve --listen 127.0.0.1:0``, once it says where it listens."""
-    proc = HyperfsProcess(["--db", db, "serve", "--listen", "127.0.0.1:0", *extra])
+    proc = HyperfsProcess(["--db", str(db), "serve", "--listen", "127.0.0.1:0", *extra])
     try:
         match = proc.wait_line(r"^listening on ([\d.]+):(\d+)$", timeout)
     except BaseException:
@@ -127,18 +128,25 @@ async def astart_serve(db: Path, *extra: str, timeout: float = 30) -> tuple[Hype
     return await trio.to_thread.run_sync(lambda: start_serve(db, *extra, timeout=timeout))
 
 
-def run_hyperfs(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    """Run a ``hyperfs`` command to its end (bounded), capturing its output."""
-    return subprocess.run(_command(args), capture_output=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL, check=False, env=ENV)
+Output = int | IO[bytes] | None
 
 
-async def arun_hyperfs(*args: object, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+def run_hyperfs(*args: object, timeout: float = 60,
+                stdout: Output = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
+    """Run a ``hyperfs`` command to its end (bounded), capturing its output (its stdout
+    goes to ``stdout`` instead when given, e.g. a file for a large feed)."""
+    return subprocess.run(_command(args), stdout=stdout, stderr=subprocess.PIPE,
+                          timeout=timeout, stdin=subprocess.DEVNULL, check=False, env=ENV)
+
+
+async def arun_hyperfs(*args: object, timeout: float = 60,
+                       stdout: Output = subprocess.PIPE) -> subprocess.CompletedProcess[bytes]:
     """`run_hyperfs` for trio tests whose peers run in the same event loop."""
     with trio.fail_after(timeout):
-        return await trio.run_process(_command(args), capture_stdout=True,
-                                      capture_stderr=True, check=False,
-                                      stdin=subprocess.DEVNULL, env=ENV)
+        out: dict[str, Any] = ({"capture_stdout": True} if stdout == subprocess.PIPE
+                               else {"stdout": stdout})
+        return await trio.run_process(_command(args), capture_stderr=True, check=False,
+                                      stdin=subprocess.DEVNULL, env=ENV, **out)
 
 
 def assert_clean_error(result: subprocess.CompletedProcess[bytes], *words: str) -> str:
@@ -179,6 +187,38 @@ class PeerLog:
 
     def by_port(self, port: int) -> list[Peer]:
         return [p for p in self.peers if p.address and p.address.endswith(f":{port}")]
+
+
+def have_all(blocks: int) -> bytes:
+    """The bitfield of a peer that has all ``blocks`` blocks (most significant bit first)."""
+    field = bytearray(b"\xff" * (blocks // 8))
+    if blocks % 8:
+        field.append((0xFF00 >> (blocks % 8)) & 0xFF)
+    return bytes(field)
+
+
+async def claim_all(stream: trio.SocketStream, source: Feed,
+                    on_event: Callable[[Connection, Event], Awaitable[bytes]]) -> None:
+    """Be a peer claiming all of ``source`` on ``stream`` (a fake or hostile seeder):
+    handshake, Join, Have of every block and Unpause at once, then send whatever
+    ``on_event`` returns for each event the remote sends, until it closes or breaks."""
+    feed_id, blocks = source.id, source.blocks
+    assert feed_id is not None and blocks is not None
+    conn = Connection(os.urandom(32))
+    out = bytearray(conn.start() + conn.join(feed_id))
+    out += conn.have(feed_id, bitfield=have_all(blocks)) + conn.unpause(feed_id)
+    try:
+        while True:
+            if out:
+                await stream.send_all(bytes(out))
+                out.clear()
+            data = await stream.receive_some(1 << 16)
+            if not data:
+                return
+            for event in conn.receive_data(data):
+                out += await on_event(conn, event)
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
+        return
 
 
 class RawPeer:

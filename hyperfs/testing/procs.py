@@ -87,6 +87,25 @@ class Watched:
         if self.proc.poll() is None:
             os.kill(self.pid, sig)
 
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> int:
+        """End it with ``sig`` (a stopped process is continued first so it can act on
+        it), SIGKILL if it outlives ``timeout``; returns its exit status."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGCONT)
+            self.kill(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self.proc.wait(10)
+        self.terminate()  # only forgets it: it has ended
+        return self.proc.returncode
+
+    def memory(self) -> dict[str, int]:
+        """VmRSS, RssAnon and VmHWM (kB) of the process now (empty once it ended)."""
+        return memory(self.pid)
+
     def terminate(self) -> None:
         """End this process and reap it; harmless if it already ended."""
         if self.proc.poll() is None:
@@ -104,6 +123,17 @@ class Watched:
 
     def __exit__(self, *exc: object) -> None:
         self.terminate()
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS, RssAnon and VmHWM (kB) of process ``pid`` now, from /proc."""
+    out: dict[str, int] = {}
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/status") as status:
+        for line in status:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "VmHWM"):
+                out[key] = int(value.split()[0])
+    return out
 
 
 def terminate_all() -> None:

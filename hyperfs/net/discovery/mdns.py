@@ -21,9 +21,10 @@ the trio token's ``run_sync_soon``, so neither side ever blocks the other and th
 other threads.
 
 Non-standard mDNS port (tests only): zeroconf reads its port from module constants, bound
-in default arguments and module globals at import time. :func:`open_mdns` rewrites those
-for the process while any instance with a custom port is open (see ``_PortPatch``); all
-instances in one process must then use the same port.
+in default arguments and module globals at import time. Moving it means patching
+zeroconf, which is test-only code: ``hyperfs.testing.zeroconf`` does it and installs
+:data:`port_override`, which :func:`open_mdns` uses while an instance with a custom port
+is open; all instances in one process must then use the same port.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import ipaddress
 import logging
 import math
 import os
-import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -42,9 +42,6 @@ from typing import Any, TypeVar
 import ifaddr
 import trio
 import zeroconf
-import zeroconf._core as _zc_core
-import zeroconf._handlers.query_handler as _zc_query_handler
-import zeroconf._utils.net as _zc_net
 from zeroconf import DNSQuestionType, IPVersion, ServiceStateChange
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
@@ -106,57 +103,20 @@ class _Stats:
     errors: list[str] = field(default_factory=list)
 
 
-class _PortPatch:
-    """Process-wide override of zeroconf's mDNS port, reference counted.
-
-    zeroconf has no per-instance port: ``_MDNS_PORT`` is baked into default arguments
-    (sockets, sends) and module globals (the unicast-source test of the query handler).
-    We rewrite exactly those while custom-port instances exist and restore them after.
-    """
-
-    _lock = threading.Lock()
-    _users = 0
-    _port = MDNS_PORT
-
-    @classmethod
-    def acquire(cls, port: int) -> None:
-        with cls._lock:
-            if cls._users and port != cls._port:
-                raise RuntimeError(
-                    f"mDNS port {cls._port} already in use in this process; cannot also use {port}"
-                )
-            if cls._users == 0 and port != cls._port:
-                cls._apply(port)
-            cls._users += 1
-
-    @classmethod
-    def release(cls) -> None:
-        with cls._lock:
-            cls._users -= 1
-            if cls._users == 0 and cls._port != MDNS_PORT:
-                cls._apply(MDNS_PORT)
-
-    @classmethod
-    def _apply(cls, port: int) -> None:
-        _set_default(_zc_net.new_socket, "port", port)
-        _set_default(_zc_core.Zeroconf.async_send, "port", port)
-        _set_default(_zc_core.Zeroconf.send, "port", port)
-        _zc_net._MDNS_PORT = port  # new_respond_socket
-        _zc_core._MDNS_PORT = port  # async_send_with_transport's "port or _MDNS_PORT"
-        _zc_query_handler._MDNS_PORT = port  # "port != _MDNS_PORT" = legacy unicast querier
-        cls._port = port
+PortOverride = Callable[[int], contextlib.AbstractContextManager[object]]
+port_override: PortOverride | None = None
+"""What moves zeroconf off port 5353 for this process while an instance uses another
+port. zeroconf has no per-instance port, so this patches zeroconf itself: only tests do
+that, and ``hyperfs.testing.zeroconf.install()`` is what sets this."""
 
 
-def _set_default(func: Callable[..., Any], name: str, value: object) -> None:
-    """Replace the default of positional parameter ``name`` of a Python function."""
-    code = func.__code__  # type: ignore[attr-defined]
-    defaults = list(func.__defaults__ or ())  # type: ignore[attr-defined]
-    params = code.co_varnames[: code.co_argcount]
-    index = params.index(name) - (len(params) - len(defaults))
-    if index < 0:
-        raise RuntimeError(f"{func.__qualname__}: {name} has no default")
-    defaults[index] = value
-    func.__defaults__ = tuple(defaults)  # type: ignore[attr-defined]
+def _on_port(port: int) -> contextlib.AbstractContextManager[object]:
+    if port == MDNS_PORT:
+        return contextlib.nullcontext()
+    if port_override is None:
+        raise ValueError(f"mDNS port {port}: zeroconf only runs on {MDNS_PORT} unless a test "
+                         "installs hyperfs.testing.zeroconf")
+    return port_override(port)
 
 
 def _check_key(key: bytes) -> bytes:
@@ -476,8 +436,7 @@ async def open_mdns(
     node = MdnsNode(port, options)
     if on_peer is not None:
         node.add_listener(on_peer)
-    _PortPatch.acquire(options.port)
-    try:
+    with _on_port(options.port):
         async with trio.open_nursery() as nursery:
 
             async def run_thread() -> None:
@@ -504,5 +463,3 @@ async def open_mdns(
                 node._stop_loop()
                 # The worker ends once the loop stops; cancel our own trio tasks only.
                 nursery.cancel_scope.cancel()
-    finally:
-        _PortPatch.release()
