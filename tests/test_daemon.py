@@ -122,7 +122,8 @@ def test_daemon_that_cannot_mount_fails_fast_and_leaves_nothing(
                            (holder.db, empty, "is in use by another process")]:
         started = time.monotonic()
         line = _fails("--db", db, "mount", "--daemon", mnt, *LOCAL)
-        assert time.monotonic() - started < 15
+        # Ended by the child's error, not by the parent's 60 s wait for readiness.
+        assert time.monotonic() - started < 30
         assert error in line
         assert _mountinfo(mnt) is None
         assert pids_mentioning(str(mnt)) == []  # the child has ended too

@@ -256,13 +256,14 @@ async def connection_flood(cfg: Config, port: int) -> Result:
     """1,000 connections at once that never say anything."""
     count = 1000
     streams: list[trio.SocketStream] = []
-    started = trio.current_time()
     closed: list[float] = []
     failed: list[str] = []  # a connect that fails is not a close in time: it fails the row
 
-    async def hold(stream: trio.SocketStream) -> None:
+    async def hold(stream: trio.SocketStream, connected: float) -> None:
+        # Timed from this connection's own connect: the 1,000 connects are made one
+        # after another, and on a loaded machine the last comes seconds after the first.
         await read_until_closed(stream)
-        closed.append(trio.current_time() - started)
+        closed.append(trio.current_time() - connected)
 
     bound = cfg.handshake_timeout + 15
     with trio.move_on_after(bound + 10):
@@ -274,14 +275,14 @@ async def connection_flood(cfg: Config, port: int) -> Result:
                     failed.append(f"connect failed: {exc}")
                     continue
                 streams.append(stream)
-                nursery.start_soon(hold, stream)
+                nursery.start_soon(hold, stream, trio.current_time())
     for stream in streams:
         await trio.aclose_forcefully(stream)
     worst = max(closed) if closed else float("nan")
     held = sum(1 for t in closed if t <= bound)
     return Result(f"hostile client: connection flood ({count:,} idle connects)", count, held,
-                  f"all closed within {worst:.1f} s (cap {MAX_PEERS} peers, the rest "
-                  f"refused at accept; handshake timeout {cfg.handshake_timeout:g} s)",
+                  f"each closed within {worst:.1f} s of its connect (cap {MAX_PEERS} peers, "
+                  f"the rest refused at accept; handshake timeout {cfg.handshake_timeout:g} s)",
                   failed[:10])
 
 
