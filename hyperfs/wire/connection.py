@@ -180,6 +180,11 @@ class Connection:
         """Whether the remote has the feed's channel open."""
         return feed_id in self._remote_feeds
 
+    def remote_channels(self) -> tuple[dict[int, bytes], int]:
+        """The channels the remote has open (its channel number -> feed id, a copy) and
+        how many numbers it has used: what the caps bound, for tests and the fuzzer."""
+        return dict(self._remote), self._remote_opened
+
     # -- sending -------------------------------------------------------------------------
 
     def start(self) -> bytes:

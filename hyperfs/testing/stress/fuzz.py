@@ -31,12 +31,12 @@ from hyperfs.wire.messages import (
 
 
 def check_state(conn: Connection) -> None:
-    """The channel table stays bounded and consistent. (Connection has no public view of
-    it, so this reads its private fields: it is the state under test.)"""
-    remote = conn._remote
+    """The channel table stays bounded and consistent."""
+    remote, opened = conn.remote_channels()
     assert len(remote) <= 16
-    assert {v: k for k, v in remote.items()} == conn._remote_feeds
-    assert all(ch < conn._remote_opened for ch in remote)
+    assert len(set(remote.values())) == len(remote)  # one channel per feed
+    assert all(conn.joined_remotely(feed_id) for feed_id in remote.values())
+    assert all(ch < opened for ch in remote)
 
 
 def decoder_property(budget: Any, counts: dict[str, int]) -> Callable[[], None]:
