@@ -32,6 +32,7 @@ from hyperfs.testing.network import (
     arun_hyperfs,
     assert_clean_error,
     astart_serve,
+    claim_all,
     copy_db,
     local_blocks,
     make_blocks,
@@ -39,8 +40,15 @@ from hyperfs.testing.network import (
     store_feed,
     store_partial,
 )
-from hyperfs.wire.connection import Connection, ProtocolError
-from hyperfs.wire.events import HandshakeReceived, HaveReceived, Joined, RequestReceived, Unpaused
+from hyperfs.wire.connection import Connection
+from hyperfs.wire.events import (
+    Event,
+    HandshakeReceived,
+    HaveReceived,
+    Joined,
+    RequestReceived,
+    Unpaused,
+)
 from hyperfs.wire.framing import MAX_MESSAGE, frame
 from hyperfs.wire.messages import Handshake, Join, encode
 from hyperfs.wire.protobuf import encode_varint
@@ -52,14 +60,6 @@ HANG = 60  # seconds before a wait counts as hung
 def _port(node: Node) -> int:
     assert node.address is not None
     return node.address[1]
-
-
-def _all_set(blocks: int) -> bytes:
-    """A Have bitfield for ``blocks`` blocks, all present."""
-    field = bytearray(b"\xff" * (blocks // 8))
-    if blocks % 8:
-        field.append((0xFF00 >> (blocks % 8)) & 0xFF)
-    return bytes(field)
 
 
 class StoredListener:
@@ -241,33 +241,22 @@ async def fake_seeder(source: Feed, answer: Answer | None, *, asked: trio.Event 
     with ``answer(feed, block)``, or never if None. ``asked`` is set at the first Request;
     answers wait for ``gate()`` to return."""
     feed_id = source.id
-    assert feed_id is not None and source.blocks is not None
-    have = _all_set(source.blocks)
+    assert feed_id is not None
+
+    async def on_event(conn: Connection, event: Event) -> bytes:
+        if not isinstance(event, RequestReceived):
+            return b""
+        if asked is not None:
+            asked.set()
+        if answer is None:
+            return b""
+        if gate is not None:
+            await gate()
+        block, proof = answer(source, event.block)
+        return conn.response(feed_id, event.block, block, proof)
 
     async def handle(stream: trio.SocketStream) -> None:
-        conn = Connection(os.urandom(32))
-        out = bytearray(conn.start())
-        out += conn.join(feed_id) + conn.have(feed_id, bitfield=have) + conn.unpause(feed_id)
-        try:
-            while True:
-                if out:
-                    await stream.send_all(bytes(out))
-                    out.clear()
-                data = await stream.receive_some(1 << 16)
-                if not data:
-                    return
-                for event in conn.receive_data(data):
-                    if not isinstance(event, RequestReceived):
-                        continue
-                    if asked is not None:
-                        asked.set()
-                    if answer is not None:
-                        if gate is not None:
-                            await gate()
-                        block, proof = answer(source, event.block)
-                        out += conn.response(feed_id, event.block, block, proof)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
-            return
+        await claim_all(stream, source, on_event)
 
     async with trio.open_nursery() as nursery:
         serve = partial(trio.serve_tcp, handle, 0, host="127.0.0.1")
