@@ -75,7 +75,8 @@ class FeedSlot:
     """One feed as the filesystem knows it beyond the core.
 
     Its feed is opened (``core.get``) on first use and kept open while mounted. The size
-    fields are learned once by :mod:`hyperfs.fs.sizes`; ``last_block_read`` and
+    fields are learned once by :mod:`hyperfs.fs.sizes` (``exact``: every block's size
+    is known, not guessed); ``last_block_read`` and
     ``prefetched_to`` are the prefetch policy's of :mod:`hyperfs.fs.reads`.
     """
 
@@ -86,6 +87,7 @@ class FeedSlot:
     block_size: int | None = None
     last_size: int | None = None
     uniform: bool = True
+    exact: bool = False
     last_block_read: int = -1
     prefetched_to: int = 0
 
