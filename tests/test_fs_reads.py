@@ -15,6 +15,7 @@ import secrets
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -131,15 +132,15 @@ def test_guessed_sizes_never_serve_wrong_bytes(mounts: Mounts, tmp_path: Path) -
         assert run("cat", feed_dir / ".feed").stdout == b"".join(VARIED)
 
 
-def _status(m: Mounted) -> dict[str, object]:
-    status: dict[str, object] = json.loads((m.mnt / ".status").read_bytes())
-    return status
+def _status(m: Mounted) -> Any:
+    """The mount's .status, as parsed JSON."""
+    return json.loads((m.mnt / ".status").read_bytes())
 
 
 def _connected(m: Mounted) -> None:
     """Wait (bounded) until the mount has a peer connection up."""
     deadline = time.monotonic() + CONNECT_WAIT
-    while not _status(m)["network"]["peers"]:  # type: ignore[index]  # JSON
+    while not _status(m)["network"]["peers"]:
         assert time.monotonic() < deadline, f"no peer within {CONNECT_WAIT} s"
         time.sleep(0.05)
 
@@ -181,14 +182,14 @@ def test_metadata_storms_move_no_block(mounts: Mounts, tmp_path: Path) -> None:
              for feed_id in ids[:50] for name in (".feed", *map(str, range(BLOCKS)))]
 
     status = _status(reader)
-    assert {f["id"]: (f["blocks"], f["local"], f["waiting"])  # type: ignore[index]
-            for f in status["feeds"]} == {  # type: ignore[attr-defined]
+    assert {f["id"]: (f["blocks"], f["local"], f["waiting"])
+            for f in status["feeds"]} == {
         feed_id.hex(): (BLOCKS, 2 * (n % 2), 0) for n, feed_id in enumerate(ids)}
     network = status["network"]
-    assert [f["inflight"] for f in network["feeds"]] == [0] * FEEDS  # type: ignore[index]
+    assert [f["inflight"] for f in network["feeds"]] == [0] * FEEDS
     assert [(p["blocks_in"], p["inflight"])
-            for p in network["peers"]] == [(0, 0)]  # type: ignore[index]
-    assert [p["blocks_out"] for p in _status(seeder)["network"]["peers"]] == [0]  # type: ignore[index]
+            for p in network["peers"]] == [(0, 0)]
+    assert [p["blocks_out"] for p in _status(seeder)["network"]["peers"]] == [0]
 
     assert listing.count("\n-r--r--r-- ") == FEEDS * BLOCKS  # every block file listed
     sizes = {}
