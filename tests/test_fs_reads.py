@@ -186,7 +186,7 @@ def test_metadata_storms_move_no_block(mounts: Mounts, tmp_path: Path) -> None:
             for f in status["feeds"]} == {
         feed_id.hex(): (BLOCKS, 2 * (n % 2), 0) for n, feed_id in enumerate(ids)}
     network = status["network"]
-    assert [f["inflight"] for f in network["feeds"]] == [0] * FEEDS
+    assert all(f["inflight"] == 0 for f in network["feeds"])
     assert [(p["blocks_in"], p["inflight"])
             for p in network["peers"]] == [(0, 0)]
     assert [p["blocks_out"] for p in _status(seeder)["network"]["peers"]] == [0]

@@ -1,7 +1,8 @@
 """What ``stat``, ``ls`` and ``getfattr`` see: attributes, listings and xattrs.
 
 None of it waits on the network (listing a feed whose length is unknown waits at most
-``LIST_WAIT`` for it) and none of it reads more than a block or two: sizes come from
+``LIST_WAIT`` for it) or even tells peers of a feed (it peeks: :meth:`FeedSlot.peek`),
+and none of it reads more than a block or two: sizes come from
 :mod:`hyperfs.fs.sizes`. ``st_blocks`` counts only what is local.
 """
 
@@ -107,7 +108,7 @@ class Attributes:
                                  sizes.whole_local_bytes(state),
                                  IMMUTABLE_TIMEOUT if state.exact else ATTR_TIMEOUT)
             case BlockFile(state, index):
-                check_block(state.open(), index)
+                check_block(state.peek(), index)
                 return self._block(state, index, exact)
         assert_never(node)
 
@@ -115,7 +116,7 @@ class Attributes:
         return self.make(upload.ino, UPLOAD_MODE, upload.size, upload.size, 0)
 
     def _block(self, state: FeedSlot, index: int, exact: bool) -> pyfuse3.EntryAttributes:
-        local = index in state.open().bitfield
+        local = index in state.peek().bitfield
         known = sizes.exact_block_size(state, index) if local and exact else None
         if known is not None:
             return self.make(state.block_ino(index), FILE_MODE, known, known,
@@ -149,8 +150,9 @@ async def list_dir(namespace: Namespace, node: Inode) -> Listing:
             listing.entries.append((feed_id.hex().encode(), namespace.slot(feed_id).dir_ino))
         return listing
     if isinstance(node, FeedDir):
-        feed = node.slot.open()
-        if feed.blocks is None:
+        feed = node.slot.peek()
+        if feed.blocks is None:  # ask the network: peers say the length
+            feed = node.slot.open()
             with trio.move_on_after(LIST_WAIT):
                 await feed.ready()
         return Listing([(WHOLE_NAME, node.slot.whole_ino)], node.slot)
@@ -178,7 +180,7 @@ def _reply_blocks(state: FeedSlot, attributes: Attributes, index: int, offset: i
                   token: pyfuse3.ReaddirToken) -> None:
     """Block entries ``index ..``, computed, not stored, into one reused attribute object
     (readdir_reply copies it): no storage reads, no per-block objects kept."""
-    feed = state.open()
+    feed = state.peek()
     blocks = min(feed.blocks or 0, MAX_BLOCKS)
     if index >= blocks:
         return
@@ -223,7 +225,7 @@ def xattr(node: Inode, name: bytes) -> bytes:
         raise fail(pyfuse3.ENOATTR)
     if name == XATTR_ID:
         return state.id.hex().encode()
-    feed = state.open()
+    feed = state.peek()
     if name == XATTR_BLOCKS:
         return b"?" if feed.blocks is None else str(feed.blocks).encode()
     if index is not None:

@@ -35,7 +35,7 @@ def block_size(state: FeedSlot) -> int | None:
     """The size of every block but the last, from the first local non-last block."""
     if state.block_size is not None:
         return state.block_size
-    feed = state.open()
+    feed = state.peek()
     if feed.blocks is None or feed.blocks < 2:
         return None
     for index in feed.bitfield.iter_set(0, feed.blocks - 1):
@@ -49,7 +49,7 @@ def block_size(state: FeedSlot) -> int | None:
 def last_size(state: FeedSlot) -> int | None:
     """The size of the last block, once it is local."""
     if state.last_size is None:
-        feed = state.open()
+        feed = state.peek()
         if feed.blocks and feed.has(feed.blocks - 1):
             data = feed.read_local(feed.blocks - 1)
             if data is not None:
@@ -59,7 +59,7 @@ def last_size(state: FeedSlot) -> int | None:
 
 def block_len(state: FeedSlot, index: int) -> int:
     """The guessed size of block ``index`` (0 while unknown)."""
-    feed = state.open()
+    feed = state.peek()
     if feed.blocks is not None and index == feed.blocks - 1:
         return last_size(state) or 0
     return block_size(state) or 0
@@ -67,7 +67,7 @@ def block_len(state: FeedSlot, index: int) -> int:
 
 def whole_size(state: FeedSlot) -> int:
     """The size of the blocks laid end to end, 0 while unknown (or not uniform)."""
-    feed = state.open()
+    feed = state.peek()
     if not feed.blocks or not state.uniform:
         return 0
     last = last_size(state)
@@ -81,7 +81,7 @@ def whole_size(state: FeedSlot) -> int:
 
 def whole_local_bytes(state: FeedSlot) -> int:
     """About how many of the feed's bytes are held here (for st_blocks and du)."""
-    feed = state.open()
+    feed = state.peek()
     if not feed.local:
         return 0
     size = block_size(state) or last_size(state) or 0
@@ -90,7 +90,7 @@ def whole_local_bytes(state: FeedSlot) -> int:
 
 def exact_block_size(state: FeedSlot, index: int) -> int | None:
     """The size of block ``index`` read from storage, None when it is not local."""
-    data = state.open().read_local(index)
+    data = state.peek().read_local(index)
     if data is None:
         return None
     check_uniform(state, index, len(data))
@@ -100,7 +100,7 @@ def exact_block_size(state: FeedSlot, index: int) -> int | None:
 def exact_whole_size(state: FeedSlot) -> int | None:
     """The whole feed's size when every block's size is known (see the module's
     docstring), else None; checks a small complete local feed's blocks first."""
-    feed = state.open()
+    feed = state.peek()
     if not state.exact and feed.blocks and feed.local >= feed.blocks:
         guess = (block_size(state) or last_size(state) or 0) * feed.blocks
         if guess <= CHECK_BYTES:
