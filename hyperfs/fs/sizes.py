@@ -101,7 +101,7 @@ def exact_whole_size(state: FeedSlot) -> int | None:
     """The whole feed's size when every block's size is known (see the module's
     docstring), else None; checks a small complete local feed's blocks first."""
     feed = state.peek()
-    if not state.exact and feed.blocks and feed.local >= feed.blocks:
+    if not state.exact and state.uniform and feed.blocks and feed.local >= feed.blocks:
         guess = (block_size(state) or last_size(state) or 0) * feed.blocks
         if guess <= CHECK_BYTES:
             checked = 0
