@@ -1,7 +1,8 @@
 """What ``stat``, ``ls`` and ``getfattr`` see: attributes, listings and xattrs.
 
 None of it waits on the network (listing a feed whose length is unknown waits at most
-``LIST_WAIT`` for it) and none of it reads more than a block or two: sizes come from
+``LIST_WAIT`` for it) or even tells peers of a feed (it peeks: :meth:`FeedSlot.peek`),
+and none of it reads more than a block or two: sizes come from
 :mod:`hyperfs.fs.sizes`. ``st_blocks`` counts only what is local.
 """
 
@@ -48,10 +49,16 @@ BLKSIZE = 1 << 20
 LIST_WAIT = 2.0
 """How long listing a feed of unknown length waits for the length to become known."""
 ATTR_TIMEOUT = 1.0
+"""The root, names (renamed, rebound to another feed) and sizes that may still change."""
 BLOCK_ATTR_TIMEOUT = 10.0
-"""Block files' attributes change only when a block arrives or is dropped (rm, which
-the kernel invalidates itself); kept long enough for `ls -l` of 100,000 blocks to stat
-every entry from the attributes the listing brought (readdirplus)."""
+"""Block files' guessed sizes change only when the block size is learned, so they are
+kept long enough for `ls -l` of 100,000 blocks to stat every entry from the attributes
+the listing brought (readdirplus). Opening a file through the page cache makes the
+kernel ask for the exact size again (:func:`hyperfs.fs.reads.file_info`)."""
+IMMUTABLE_TIMEOUT = 300.0
+"""Feed directories and files whose size is exact never change, so `ls -R`, `find` and
+`du` over them again ask nothing for this long; only ``st_blocks`` (what is local)
+can lag behind by as much, when blocks arrive or are dropped."""
 
 DIR_MODE = stat.S_IFDIR | 0o755
 FILE_MODE = stat.S_IFREG | 0o444
@@ -85,17 +92,23 @@ class Attributes:
         """``node``'s attributes; a block file's size is read from storage when ``exact``
         (stat of that one file), else guessed (listings). ENOENT past a feed's end."""
         match node:
-            case Root() | FeedDir():
+            case Root():
                 return self.make(node.ino, DIR_MODE)
+            case FeedDir():
+                return self.make(node.ino, DIR_MODE, timeout=IMMUTABLE_TIMEOUT)
             case StatusFile():
                 return self.make(node.ino, FILE_MODE, 0, 0, 0)
             case UploadFile(upload):
                 return self.upload(upload)
-            case NameFile(slot=state) | WholeFeed(slot=state):
+            case NameFile(slot=state):
                 return self.make(node.ino, FILE_MODE, sizes.whole_size(state),
                                  sizes.whole_local_bytes(state))
+            case WholeFeed(slot=state):
+                return self.make(node.ino, FILE_MODE, sizes.whole_size(state),
+                                 sizes.whole_local_bytes(state),
+                                 IMMUTABLE_TIMEOUT if state.exact else ATTR_TIMEOUT)
             case BlockFile(state, index):
-                check_block(state.open(), index)
+                check_block(state.peek(), index)
                 return self._block(state, index, exact)
         assert_never(node)
 
@@ -103,19 +116,14 @@ class Attributes:
         return self.make(upload.ino, UPLOAD_MODE, upload.size, upload.size, 0)
 
     def _block(self, state: FeedSlot, index: int, exact: bool) -> pyfuse3.EntryAttributes:
-        feed = state.open()
-        local = index in feed.bitfield
-        size = 0
-        if local and exact:
-            data = feed.read_local(index)
-            size = 0 if data is None else len(data)
-            local = data is not None
-            if data is not None:
-                sizes.check_uniform(state, index, size)
-        else:
-            size = sizes.block_len(state, index)
-        return self.make(state.block_ino(index), FILE_MODE, size, size if local else 0,
-                         BLOCK_ATTR_TIMEOUT)
+        local = index in state.peek().bitfield
+        known = sizes.exact_block_size(state, index) if local and exact else None
+        if known is not None:
+            return self.make(state.block_ino(index), FILE_MODE, known, known,
+                             IMMUTABLE_TIMEOUT)
+        size = sizes.block_len(state, index)
+        return self.make(state.block_ino(index), FILE_MODE, size,
+                         size if local and not exact else 0, BLOCK_ATTR_TIMEOUT)
 
 
 # -- listings ----------------------------------------------------------------------------
@@ -142,8 +150,9 @@ async def list_dir(namespace: Namespace, node: Inode) -> Listing:
             listing.entries.append((feed_id.hex().encode(), namespace.slot(feed_id).dir_ino))
         return listing
     if isinstance(node, FeedDir):
-        feed = node.slot.open()
-        if feed.blocks is None:
+        feed = node.slot.peek()
+        if feed.blocks is None:  # ask the network: peers say the length
+            feed = node.slot.open()
             with trio.move_on_after(LIST_WAIT):
                 await feed.ready()
         return Listing([(WHOLE_NAME, node.slot.whole_ino)], node.slot)
@@ -171,7 +180,7 @@ def _reply_blocks(state: FeedSlot, attributes: Attributes, index: int, offset: i
                   token: pyfuse3.ReaddirToken) -> None:
     """Block entries ``index ..``, computed, not stored, into one reused attribute object
     (readdir_reply copies it): no storage reads, no per-block objects kept."""
-    feed = state.open()
+    feed = state.peek()
     blocks = min(feed.blocks or 0, MAX_BLOCKS)
     if index >= blocks:
         return
@@ -216,7 +225,7 @@ def xattr(node: Inode, name: bytes) -> bytes:
         raise fail(pyfuse3.ENOATTR)
     if name == XATTR_ID:
         return state.id.hex().encode()
-    feed = state.open()
+    feed = state.peek()
     if name == XATTR_BLOCKS:
         return b"?" if feed.blocks is None else str(feed.blocks).encode()
     if index is not None:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import pyfuse3
 
-from hyperfs.feeds.core import Core, WriteStream
+from hyperfs.feeds.core import Core, Held, WriteStream
 from hyperfs.feeds.feed import Feed
 from hyperfs.fs.errnos import fail
 
@@ -74,8 +74,10 @@ def check_block(feed: Feed, index: int) -> None:
 class FeedSlot:
     """One feed as the filesystem knows it beyond the core.
 
-    Its feed is opened (``core.get``) on first use and kept open while mounted. The size
-    fields are learned once by :mod:`hyperfs.fs.sizes`; ``last_block_read`` and
+    Its feed is opened on first use and kept open while mounted: without wanting it
+    (:meth:`peek`, for what is known here) or wanting it (:meth:`open`). The size
+    fields are learned once by :mod:`hyperfs.fs.sizes` (``exact``: every block's size
+    is known, not guessed); ``last_block_read`` and
     ``prefetched_to`` are the prefetch policy's of :mod:`hyperfs.fs.reads`.
     """
 
@@ -83,9 +85,12 @@ class FeedSlot:
     id: bytes
     core: Core = field(repr=False)
     feed: Feed | None = None
+    held: Held | None = field(default=None, repr=False)
+    wanted: bool = False
     block_size: int | None = None
     last_size: int | None = None
     uniform: bool = True
+    exact: bool = False
     last_block_read: int = -1
     prefetched_to: int = 0
 
@@ -100,11 +105,33 @@ class FeedSlot:
     def block_ino(self, index: int) -> int:
         return self.slot * STRIDE + 2 + index
 
-    def open(self) -> Feed:
-        """The feed, opened on first use: it is then recorded and looked for on the network."""
+    def peek(self) -> Feed:
+        """The feed, for what is known of it here (sizes, listings, xattrs): opened
+        without wanting it (``core.hold``), so peers are neither told nor asked, and
+        `ls -R` of a thousand feeds sends nothing."""
         if self.feed is None:
-            self.feed = self.core.get(self.id)
+            self.held = self.core.hold(self.id)
+            self.feed = self.held.feed
         return self.feed
+
+    def open(self) -> Feed:
+        """The feed, wanted (``core.get``): it is then recorded and looked for on the
+        network."""
+        if not self.wanted or self.feed is None:
+            self.feed = self.core.get(self.id)
+            self.wanted = True
+        return self.feed
+
+    def close(self) -> None:
+        """Undo :meth:`peek` and :meth:`open` (at unmount, or the feed was deleted)."""
+        feed, held, wanted = self.feed, self.held, self.wanted
+        self.feed, self.held, self.wanted = None, None, False
+        try:
+            if wanted and feed is not None:
+                feed.close()
+        finally:
+            if held is not None:
+                held.close()
 
 
 @dataclass(slots=True)
@@ -217,12 +244,10 @@ class Namespace:
     def close(self) -> None:
         """Close every feed opened through the filesystem (at unmount)."""
         for state in self._slots.values():
-            if state.feed is not None:
-                feed, state.feed = state.feed, None
-                try:
-                    feed.close()
-                except Exception:  # unmounting goes on whatever one feed says
-                    log.exception("closing feed %s", state.id.hex()[:16])
+            try:
+                state.close()
+            except Exception:  # unmounting goes on whatever one feed says
+                log.exception("closing feed %s", state.id.hex()[:16])
 
     def name_inode(self, name: bytes) -> int:
         """The inode of a root name, numbered on first sight."""

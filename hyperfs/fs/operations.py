@@ -37,7 +37,15 @@ from hyperfs.fs.inodes import (
     WholeFeed,
     check_block,
 )
-from hyperfs.fs.reads import BlockReader, Blocks, Fetch, Reader, StatusReader, WholeReader
+from hyperfs.fs.reads import (
+    BlockReader,
+    Blocks,
+    Fetch,
+    Reader,
+    StatusReader,
+    WholeReader,
+    file_info,
+)
 from hyperfs.fs.status import status_json
 from hyperfs.fs.uploads import Uploads
 
@@ -131,7 +139,7 @@ class Operations(pyfuse3.Operations):
             case BlockFile(state, index):
                 check_block(state.open(), index)
                 reader = BlockReader(self.blocks, state, index, ctx.pid)
-        return pyfuse3.FileInfo(fh=self._new_fh(reader), direct_io=True)
+        return file_info(node, self._new_fh(reader))
 
     @fuse_errors
     async def read(  # type: ignore[override]  # pyfuse3 takes any buffer: no copy per read

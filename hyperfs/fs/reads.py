@@ -11,6 +11,11 @@
   copies run at replication speed.
 * Local whole-feed reads use one range scan per reader (``Feed.iter_local``), every block
   still checked against its leaf hash.
+* Caching (:func:`file_info`): a file whose size is exact (:mod:`hyperfs.fs.sizes`) is
+  read through the kernel's page cache, so mmap works and re-reads never reach us; a
+  feed's files keep their cached pages from one open to the next (a feed never changes),
+  a name's do not (it may be bound to another feed). Every other file, and ``.status``
+  (made at open, size 0), uses direct I/O, which reads to the true end of the data.
 """
 
 from __future__ import annotations
@@ -21,12 +26,13 @@ import signal
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
+import pyfuse3
 import trio
 
 from hyperfs.feeds.feed import Feed
 from hyperfs.fs import sizes
 from hyperfs.fs.errnos import fail
-from hyperfs.fs.inodes import FeedSlot
+from hyperfs.fs.inodes import BlockFile, FeedSlot, NameFile, StatusFile, WholeFeed
 
 log = logging.getLogger("hyperfs.fs")
 
@@ -183,6 +189,8 @@ class WholeReader:
     cached: tuple[int, bytes] | None = None
     scan: Iterator[bytes] | None = None
     scan_next: int = 0
+    checked: int = 0
+    """Blocks 0 .. checked-1 were read in order (their sizes seen: sizes.read_in_order)."""
 
     async def read(self, off: int, size: int) -> bytes | memoryview:
         """Bytes ``off .. off+size`` of the feed's blocks laid end to end."""
@@ -239,8 +247,32 @@ class WholeReader:
                 if data is None:
                     return None
         self.cached = (index, data)
-        sizes.check_uniform(self.slot, index, len(data))
+        if index == self.checked:
+            self.checked = sizes.read_in_order(self.slot, index, len(data))
+        else:
+            sizes.check_uniform(self.slot, index, len(data))
         return data
 
 
 Reader = StatusReader | BlockReader | WholeReader
+
+
+def file_info(node: StatusFile | NameFile | WholeFeed | BlockFile, fh: int) -> pyfuse3.FileInfo:
+    """The reply to opening ``node`` for reading as handle ``fh``: through the page cache
+    when its size is exact, else direct I/O (see the module's docstring)."""
+    match node:
+        case BlockFile(state, index):
+            exact = sizes.exact_block_size(state, index) is not None
+        case WholeFeed(slot=state) | NameFile(slot=state):
+            exact = sizes.exact_whole_size(state) is not None
+        case StatusFile():
+            exact = False
+    if exact:
+        # The kernel may hold a guess of this size (from a listing, or from before the
+        # size was known) and would trust it: make it ask again before it reads.
+        try:
+            pyfuse3.invalidate_inode(node.ino, attr_only=True)
+        except OSError as exc:  # not cached in the kernel: nothing to forget
+            log.debug("invalidating inode %d: %s", node.ino, exc)
+    return pyfuse3.FileInfo(fh=fh, direct_io=not exact,
+                            keep_cache=exact and not isinstance(node, NameFile))

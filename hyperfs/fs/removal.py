@@ -68,7 +68,6 @@ async def rmdir(namespace: Namespace, parent_ino: int, name: bytes) -> None:
         raise fail(errno.ENOENT)
     state = namespace.known(feed_id)
     if state is not None and state.feed is not None:
-        state.feed.close()
-        state.feed = None
+        state.close()
         sizes.forget(state)
     await namespace.core.remove(feed_id)

@@ -19,7 +19,7 @@ def status_json(namespace: Namespace, mountpoint: str,
     feeds = []
     for info in core.info():
         state = namespace.known(info.id)
-        feed = state.feed if state is not None else None
+        feed = state.feed if state is not None and state.wanted else None
         feeds.append({
             "id": info.id.hex(),
             "blocks": info.blocks,
