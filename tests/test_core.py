@@ -21,7 +21,7 @@ from hyperfs import (
     open_core,
     parse_id,
 )
-from hyperfs.store.layout import block_key
+from hyperfs.store.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = [bytes([i]) * (i * 37 % 300) for i in range(50)]
@@ -56,7 +56,8 @@ async def test_unfinished_feed_is_discarded_on_open(tmp_path: Path) -> None:
     core.close()  # as if the process died before finalize
     async with open_core(tmp_path) as core:
         assert core.info() == [] and core.check().ok
-        assert list(core.store.db.iterator(prefix=b"d")) == []
+        assert list(core.store.db.iterator(prefix=b"l")) == list(core.store.db.iterator(prefix=b"d")) == []
+        assert core.store.data.numbers() == []  # its data file is gone too
 
 
 def test_bad_ids() -> None:
@@ -118,12 +119,16 @@ def test_foreign_leveldb_is_rejected(tmp_path: Path) -> None:
 
 
 def _overwrite_block(path: Path, num: int, index: int, data: bytes) -> None:
-    """Damage a stored block behind hyperfs's back, with plyvel, while the core is closed."""
-    db = plyvel.DB(str(path))
-    key = block_key(num, index)
-    assert db.get(key) is not None
-    db.put(key, data)
-    db.close()
+    """Damage a stored block behind hyperfs's back, in its data file, while the core is
+    closed: ``data`` is written over the block's bytes (cut to the block's length)."""
+    store = Store(path)
+    place = store.data.place_of(num, index)
+    store.close()
+    assert place is not None
+    file, offset, length = place
+    with open(file, "r+b") as out:
+        out.seek(offset)
+        out.write(data[:length])
 
 
 async def test_block_damaged_on_disk_is_detected_and_never_returned(

@@ -214,7 +214,7 @@ class Core:
                 if feed.num == num:
                     feed.drop(index)
                     return
-            self.store.drop_block(num, index)
+            self.store.data.drop(num, index)
 
         return fsck.check(self.store, repair=drop if repair else None)
 
