@@ -202,11 +202,12 @@ class Core:
             result.append(FeedInfo(feed_id, blocks, local))
         return result
 
-    def check(self, *, repair: bool = False) -> fsck.Report:
-        """Check the database's invariants (see :mod:`hyperfs.fsck`).
+    def check(self, *, repair: bool = False, scrub: bool = True) -> fsck.Report:
+        """Check the database's invariants (see :mod:`hyperfs.store.fsck`).
 
-        With ``repair``, blocks that fail their hash check are marked missing, exactly as
-        a read that finds them would, instead of being reported.
+        With ``repair``, damaged blocks (outside their file, failing their crc32c or, with
+        ``scrub``, their SHA-256 leaf hash) are marked missing, exactly as a read that
+        finds them would, instead of being reported; orphan data files are deleted.
         """
 
         def drop(num: int, index: int) -> None:
@@ -216,7 +217,7 @@ class Core:
                     return
             self.store.data.drop(num, index)
 
-        return fsck.check(self.store, repair=drop if repair else None)
+        return fsck.check(self.store, repair=drop if repair else None, scrub=scrub)
 
     # -- streams --------------------------------------------------------------------------
 
