@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator
+from concurrent import futures
 from contextlib import nullcontext
 from typing import Protocol
 
@@ -153,19 +154,23 @@ class Feed:
         """Append one block, or a list of blocks in one atomic write."""
         if self._builder is None:
             raise FeedFinalized("cannot append to a finalized feed")
-        items = [data] if isinstance(data, BytesLike) else list(data)
-        blocks = [item if isinstance(item, bytes) else _as_bytes(item) for item in items]
+        blocks = [data] if isinstance(data, BytesLike) else list(data)
+        for item in blocks:
+            if not isinstance(item, BytesLike):
+                raise TypeError(f"blocks must be bytes, not {type(item).__name__}")
         builder, store, num, bitfield = self._builder, self._store, self.num, self.bitfield
         start, saved_roots = builder.blocks, list(builder.roots)
         end = start + len(blocks)
+        nodes = _extend_beside(builder, blocks)
         try:
             with store.batch() as batch:
-                store.put_nodes(batch, num, builder.extend(blocks))
-                store.data.append(batch, num, start, blocks)
+                store.data.append(batch, num, start, blocks)  # while the nodes are hashed
+                store.put_nodes(batch, num, nodes.result())
                 bitfield.add_range(start, end)
                 for page in range(start // PAGE_BITS, (end - 1) // PAGE_BITS + 1):
                     store.put_page(batch, num, page, bitfield.page(page))
         except BaseException:
+            futures.wait([nodes])  # the hashing thread is done with the builder
             for index in range(start, end):
                 bitfield.discard(index)
             builder.roots, builder.blocks = saved_roots, start
@@ -442,7 +447,18 @@ class Feed:
         self.close()
 
 
-def _as_bytes(item: object) -> bytes:
-    if isinstance(item, bytearray | memoryview):
-        return bytes(item)
-    raise TypeError(f"blocks must be bytes, not {type(item).__name__}")
+_HASHER = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperfs-hash")
+HASH_BESIDE_BYTES = 1 << 20
+"""Appends at least this large are hashed in a worker thread while their bytes are written
+(hashlib's SHA-256 runs without the GIL): the append of a big file costs about the larger
+of hashing and writing, not their sum."""
+
+
+def _extend_beside(builder: merkle.TreeBuilder,
+                   blocks: list[BytesLike]) -> futures.Future[list[merkle.Node]]:
+    """``builder.extend(blocks)``, in the hashing thread when the blocks are large."""
+    if sum(len(block) for block in blocks) >= HASH_BESIDE_BYTES:
+        return _HASHER.submit(builder.extend, blocks)
+    done: futures.Future[list[merkle.Node]] = futures.Future()
+    done.set_result(builder.extend(blocks))
+    return done
