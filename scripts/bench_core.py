@@ -134,13 +134,11 @@ def med(rows: list[dict[str, float]], key: str) -> float:
 
 
 def bench_blocks(args: argparse.Namespace, trees: dict[str, Path]) -> None:
-    js_bench_core = None
-    if not args.no_js:
-        from hyperfs.testing.jsref import JS_AVAILABLE, js_bench_core  # type: ignore[no-redef]
+    from hyperfs.testing import jsref
 
-        if not JS_AVAILABLE:
-            print("(JS reference not installed: scripts/setup.sh; running without it)")
-            js_bench_core = None
+    use_js = not args.no_js and jsref.JS_AVAILABLE
+    if not args.no_js and not use_js:
+        print("(JS reference not installed: scripts/setup.sh; running without it)")
     for count, size in CASES:
         count //= 10 if args.quick else 1
         rows: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
@@ -157,8 +155,8 @@ def bench_blocks(args: argparse.Namespace, trees: dict[str, Path]) -> None:
                 hashlib.sha256(b"\0" + sample[at:at + size]).digest()
             seconds = time.perf_counter() - start
             rows["SHA-256 only"].append({"append": seconds, "read": seconds})
-            if js_bench_core is not None:
-                result = js_bench_core(count, size)
+            if use_js:
+                result = jsref.js_bench_core(count, size)
                 rows["JS 1.8.0"].append({"append": result["append_seconds"],
                                          "read": result["read_seconds"]})
         mb = count * size / 1e6

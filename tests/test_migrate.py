@@ -159,6 +159,7 @@ def test_migration_killed_at_random_points_resumes(tmp_path: Path) -> None:
         child = subprocess.Popen([sys.executable, "-c", MIGRATE_CHILD, str(db), "13"],
                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                  text=True)
+        assert child.stdout is not None
         try:
             for _ in range(rnd.randint(0, 4)):
                 if child.stdout.readline() in ("", "done\n"):

@@ -154,10 +154,8 @@ class Feed:
         """Append one block, or a list of blocks in one atomic write."""
         if self._builder is None:
             raise FeedFinalized("cannot append to a finalized feed")
-        blocks = [data] if isinstance(data, BytesLike) else list(data)
-        for item in blocks:
-            if not isinstance(item, BytesLike):
-                raise TypeError(f"blocks must be bytes, not {type(item).__name__}")
+        items = [data] if isinstance(data, BytesLike) else list(data)
+        blocks = [item if isinstance(item, bytes | memoryview) else _view(item) for item in items]
         builder, store, num, bitfield = self._builder, self._store, self.num, self.bitfield
         start, saved_roots = builder.blocks, list(builder.roots)
         end = start + len(blocks)
@@ -454,8 +452,15 @@ HASH_BESIDE_BYTES = 1 << 20
 of hashing and writing, not their sum."""
 
 
+def _view(item: object) -> memoryview:
+    """A bytearray block as a view (written before append returns: no copy needed)."""
+    if isinstance(item, bytearray):
+        return memoryview(item)
+    raise TypeError(f"blocks must be bytes, not {type(item).__name__}")
+
+
 def _extend_beside(builder: merkle.TreeBuilder,
-                   blocks: list[BytesLike]) -> futures.Future[list[merkle.Node]]:
+                   blocks: list[bytes | memoryview]) -> futures.Future[list[merkle.Node]]:
     """``builder.extend(blocks)``, in the hashing thread when the blocks are large."""
     if sum(len(block) for block in blocks) >= HASH_BESIDE_BYTES:
         return _HASHER.submit(builder.extend, blocks)

@@ -81,7 +81,8 @@ class BlockStore:
             return None
         return self.files.path(num), location.offset, location.length
 
-    def append(self, batch: Batch, num: int, start: int, blocks: Sequence[bytes]):
+    def append(self, batch: Batch, num: int, start: int,
+               blocks: Sequence[bytes | memoryview]) -> None:
         """Blocks ``start, start+1, ...`` of a writable feed: their bytes written now at
         the end of its file, in one call; their ``l`` keys in ``batch``."""
         files, put, pack, head = self.files, batch.put, KEY.pack, prefix(LOCATION, num)
@@ -108,20 +109,22 @@ class BlockStore:
         if shape is not None and shape[2] and shape[1] <= shape[0] and shape[0]:
             self._put_slots(batch, num, Slots(0, shape[0]))
 
-    def put(self, batch: Batch, num: int, index: int, data: bytes, blocks: int):
+    def put(self, batch: Batch, num: int, index: int, data: bytes, blocks: int) -> None:
         """Block ``index`` of a feed of ``blocks`` blocks (a verified put): its bytes
         written now at its place, its ``l`` key in ``batch``."""
         files, length = self.files, len(data)
-        slots = self._slots.get(num, False)
-        if slots is False:
+        if num not in self._slots:
             raw = self._store.get(prefix(SLOTS, num))
-            slots = self._slots[num] = None if raw is None else Slots._make(
-                SLOTS_VALUE.unpack(raw))
+            self._slots[num] = None if raw is None else Slots._make(SLOTS_VALUE.unpack(raw))
+        slots = self._slots[num]
         if slots is None and index != blocks - 1 and length:
             slots = self._put_slots(batch, num, Slots(files.end(num), length))
-        offset = files.end(num) if slots is None else slots.place(
-            index, length, blocks, files.end(num))
-        files.write(num, offset, (data,))
+        if not length:  # an empty block has no bytes to place
+            offset = 0
+        else:
+            offset = files.end(num) if slots is None else slots.place(
+                index, length, blocks, files.end(num))
+            files.write(num, offset, (data,))
         batch.put(location_key(num, index), LOCATION_VALUE.pack(offset, length, crc32c(data)))
 
     def _put_slots(self, batch: Batch, num: int, slots: Slots) -> Slots:

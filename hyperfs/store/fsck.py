@@ -153,7 +153,7 @@ def _check_blocks(store: Store, num: int, name: str, limit: int, bitfield: Bitfi
             problems.append(f"feed {name}: block {index} is stored but not marked held")
         if 2 * index >= limit:
             problems.append(f"feed {name}: block {index} is past the feed's end")
-        if location.offset + location.length > size:
+        if location.length and location.offset + location.length > size:
             damaged.append((index, "does not match: it lies past the end of its data file"))
             continue
         data = store.data.read_raw(num, location)
