@@ -9,6 +9,7 @@ model is in :mod:`.store`'s docstring).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,23 @@ if TYPE_CHECKING:
     from hyperfs.store.store import Batch, Store
 
 
+@dataclass
+class _Shape:
+    """What a writable feed's appends were like, for finalize to record its slots."""
+
+    size: int
+    """The first block's size."""
+    last: int
+    """The last block's size so far."""
+    fits: bool
+    """Whether every block so far is at ``index * size`` and all before the last are of
+    ``size`` (then the slots ``Slots(0, size)`` describe the file)."""
+
+    def add(self, offset: int, length: int, index: int) -> None:
+        self.fits = self.fits and self.last == self.size and offset == index * self.size
+        self.last = length
+
+
 class BlockStore:
     """The blocks of every feed of one :class:`.store.Store` (its :attr:`~.Store.data`)."""
 
@@ -38,7 +56,7 @@ class BlockStore:
         self._store = store
         self.files = files
         self._slots: dict[int, Slots | None] = {}
-        self._appended: dict[int, tuple[int, int, bool]] = {}  # see append
+        self._appended: dict[int, _Shape] = {}
 
     def forget(self, num: int) -> None:
         """Delete feed ``num``'s data file (its keys are the store's to delete)."""
@@ -88,26 +106,23 @@ class BlockStore:
         files, put, pack, head = self.files, batch.put, KEY.pack, prefix(LOCATION, num)
         offset = files.end(num)
         files.write(num, offset, blocks, writeback=True)
-        value = LOCATION_VALUE.pack
-        shape = self._appended.get(num)
+        value, shape = LOCATION_VALUE.pack, self._appended.get(num)
         for index, data in enumerate(blocks, start):
             length = len(data)
             put(pack(head, index), value(offset, length, crc32c(data)))
+            if index == 0:
+                shape = self._appended[num] = _Shape(length, length, offset == 0)
+            elif shape is not None:
+                shape.add(offset, length, index)
             offset += length
-            if shape is None:
-                shape = (length, length, True)
-            else:  # (first size, last size, all before the last of the first size)
-                shape = (shape[0], length, shape[2] and shape[1] == shape[0])
-        if shape is not None:
-            self._appended[num] = shape
 
     def seal(self, batch: Batch, num: int) -> None:
         """Before finalize's synced ``batch``: the feed's bytes to disk, and its slots
         recorded when its blocks allow (so a block fetched again lands at its place)."""
         self.files.sync(num)
         shape = self._appended.get(num)
-        if shape is not None and shape[2] and shape[1] <= shape[0] and shape[0]:
-            self._put_slots(batch, num, Slots(0, shape[0]))
+        if shape is not None and shape.fits and 0 < shape.last <= shape.size:
+            self._put_slots(batch, num, Slots(0, shape.size))
 
     def put(self, batch: Batch, num: int, index: int, data: bytes, blocks: int) -> None:
         """Block ``index`` of a feed of ``blocks`` blocks (a verified put): its bytes

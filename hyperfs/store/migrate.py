@@ -56,7 +56,8 @@ def move_blocks(store: Store, progress: Progress | None = None) -> int:
 
     ``progress`` hears each step; without it, a progress bar shows on a terminal.
     """
-    total = sum(store.bitfield(num).count for num in store.numbers(DATA))
+    total = sum(store.bitfield(num).count - sum(1 for _ in store.data.locations(num))
+                for num in store.numbers(DATA))  # held, less what an earlier run moved
     log.warning("moving the block data of %s into files (format 2): %d blocks; if "
                 "interrupted, this goes on at the next open", store.path, total)
     moved = 0

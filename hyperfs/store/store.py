@@ -110,13 +110,17 @@ class Store:
         self.migrated = 0
         try:
             legacy = self._check_format()
-            self.data = BlockStore(self, DataFiles(self.path / "data"))
-            """The feeds' blocks: bytes in data files, places in ``l`` keys."""
+        except BaseException:
+            self.db.close()
+            raise
+        self.data = BlockStore(self, DataFiles(self.path / "data"))
+        """The feeds' blocks: bytes in data files, places in ``l`` keys."""
+        try:
             if legacy:
                 self.migrated = migrate.move_blocks(self, progress)
             migrate.move_names(self)
         except BaseException:
-            self.db.close()
+            self.close()
             raise
         raw = self.db.get(NEXT_KEY)
         self._next = U64.unpack(raw)[0] if raw else 0
