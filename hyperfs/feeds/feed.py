@@ -32,7 +32,7 @@ from hyperfs.store.store import Store
 from hyperfs.tree import merkle
 from hyperfs.tree.bitfield import PAGE_BITS, Bitfield
 from hyperfs.tree.flat_tree import full_roots, left_span, right_span
-from hyperfs.tree.hashes import tree_id
+from hyperfs.tree.hashes import leaf_hash, tree_id
 
 log = logging.getLogger("hyperfs.feed")
 
@@ -159,16 +159,15 @@ class Feed:
         builder, store, num, bitfield = self._builder, self._store, self.num, self.bitfield
         start, saved_roots = builder.blocks, list(builder.roots)
         end = start + len(blocks)
-        nodes = _extend_beside(builder, blocks)
+        leaves = _hash_beside(blocks)
         try:
             with store.batch() as batch:
-                store.data.append(batch, num, start, blocks)  # while the nodes are hashed
-                store.put_nodes(batch, num, nodes.result())
+                store.data.append(batch, num, start, blocks)  # while the leaves are hashed
+                store.put_nodes(batch, num, builder.extend_leaves(leaves()))
                 bitfield.add_range(start, end)
                 for page in range(start // PAGE_BITS, (end - 1) // PAGE_BITS + 1):
                     store.put_page(batch, num, page, bitfield.page(page))
         except BaseException:
-            futures.wait([nodes])  # the hashing thread is done with the builder
             for index in range(start, end):
                 bitfield.discard(index)
             builder.roots, builder.blocks = saved_roots, start
@@ -445,13 +444,6 @@ class Feed:
         self.close()
 
 
-_HASHER = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperfs-hash")
-HASH_BESIDE_BYTES = 1 << 20
-"""Appends at least this large are hashed in a worker thread while their bytes are written
-(hashlib's SHA-256 runs without the GIL): the append of a big file costs about the larger
-of hashing and writing, not their sum."""
-
-
 def _view(item: object) -> memoryview:
     """A bytearray block as a view (written before append returns: no copy needed)."""
     if isinstance(item, bytearray):
@@ -459,11 +451,23 @@ def _view(item: object) -> memoryview:
     raise TypeError(f"blocks must be bytes, not {type(item).__name__}")
 
 
-def _extend_beside(builder: merkle.TreeBuilder,
-                   blocks: list[bytes | memoryview]) -> futures.Future[list[merkle.Node]]:
-    """``builder.extend(blocks)``, in the hashing thread when the blocks are large."""
-    if sum(len(block) for block in blocks) >= HASH_BESIDE_BYTES:
-        return _HASHER.submit(builder.extend, blocks)
-    done: futures.Future[list[merkle.Node]] = futures.Future()
-    done.set_result(builder.extend(blocks))
-    return done
+_HASHERS = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="hyperfs-hash")
+HASH_BESIDE_BYTES = 1 << 20
+"""Appends at least this large are hashed by two worker threads while their bytes are
+written (hashlib's SHA-256 runs without the GIL): a big append then costs about the
+larger of writing and half the hashing, not their sum."""
+
+
+def _hash_beside(blocks: list[bytes | memoryview]) -> Callable[[], list[bytes]]:
+    """The leaf hashes of ``blocks``: a function that waits for them. Large blocks are
+    hashed in two halves by the worker threads; small ones at once."""
+    if sum(len(block) for block in blocks) < HASH_BESIDE_BYTES:
+        leaves = [leaf_hash(block) for block in blocks]
+        return lambda: leaves
+    half = len(blocks) // 2
+    parts = [_HASHERS.submit(_leaf_hashes, part) for part in (blocks[:half], blocks[half:])]
+    return lambda: parts[0].result() + parts[1].result()
+
+
+def _leaf_hashes(blocks: list[bytes | memoryview]) -> list[bytes]:
+    return [leaf_hash(block) for block in blocks]
