@@ -105,7 +105,7 @@ class BlockStore:
         the end of its file, in one call; their ``l`` keys in ``batch``."""
         files, put, pack, head = self.files, batch.put, KEY.pack, prefix(LOCATION, num)
         offset = files.end(num)
-        files.write(num, offset, blocks)
+        files.write(num, offset, blocks, durable=True)
         value, shape = LOCATION_VALUE.pack, self._appended.get(num)
         for index, data in enumerate(blocks, start):
             length = len(data)
