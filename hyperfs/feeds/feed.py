@@ -5,7 +5,9 @@ gives it its id) or *known by id* (a finalized feed, held wholly or in part, fil
 verified :meth:`Feed.put` calls from the network). Readers await :meth:`Feed.get`; the
 replication layer learns what readers wait for through a :class:`FeedListener` and
 answers with ``put``. All state lives in the store; memory holds only the bitfield, the
-roots and the pending roots of a writable feed.
+roots and the pending roots of a writable feed. (One class of ~400 lines: writing,
+reading, waiting and serving all keep the same bitfield in step with the store, and
+that rule is easiest to check in one place.)
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Iterable, Iterator
-from concurrent import futures
 from contextlib import nullcontext
 from typing import Protocol
 
@@ -26,13 +27,14 @@ from hyperfs.base.errors import (
     FeedFinalized,
     InvalidIndex,
 )
+from hyperfs.feeds.hashing import as_block, hash_beside
 from hyperfs.feeds.names import Names, new_entry
 from hyperfs.store.entry import Entry, Kind
 from hyperfs.store.store import Store
 from hyperfs.tree import merkle
 from hyperfs.tree.bitfield import PAGE_BITS, Bitfield
 from hyperfs.tree.flat_tree import full_roots, left_span, right_span
-from hyperfs.tree.hashes import leaf_hash, tree_id
+from hyperfs.tree.hashes import tree_id
 
 log = logging.getLogger("hyperfs.feed")
 
@@ -155,11 +157,11 @@ class Feed:
         if self._builder is None:
             raise FeedFinalized("cannot append to a finalized feed")
         items = [data] if isinstance(data, BytesLike) else list(data)
-        blocks = [item if isinstance(item, bytes | memoryview) else _view(item) for item in items]
+        blocks = [as_block(item) for item in items]
         builder, store, num, bitfield = self._builder, self._store, self.num, self.bitfield
         start, saved_roots = builder.blocks, list(builder.roots)
         end = start + len(blocks)
-        leaves = _hash_beside(blocks)
+        leaves = hash_beside(blocks)
         try:
             with store.batch() as batch:
                 store.data.append(batch, num, start, blocks)  # while the leaves are hashed
@@ -442,32 +444,3 @@ class Feed:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _view(item: object) -> memoryview:
-    """A bytearray block as a view (written before append returns: no copy needed)."""
-    if isinstance(item, bytearray):
-        return memoryview(item)
-    raise TypeError(f"blocks must be bytes, not {type(item).__name__}")
-
-
-_HASHERS = futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="hyperfs-hash")
-HASH_BESIDE_BYTES = 1 << 20
-"""Appends at least this large are hashed by two worker threads while their bytes are
-written (hashlib's SHA-256 runs without the GIL): a big append then costs about the
-larger of writing and half the hashing, not their sum."""
-
-
-def _hash_beside(blocks: list[bytes | memoryview]) -> Callable[[], list[bytes]]:
-    """The leaf hashes of ``blocks``: a function that waits for them. Large blocks are
-    hashed in two halves by the worker threads; small ones at once."""
-    if sum(len(block) for block in blocks) < HASH_BESIDE_BYTES:
-        leaves = [leaf_hash(block) for block in blocks]
-        return lambda: leaves
-    half = len(blocks) // 2
-    parts = [_HASHERS.submit(_leaf_hashes, part) for part in (blocks[:half], blocks[half:])]
-    return lambda: parts[0].result() + parts[1].result()
-
-
-def _leaf_hashes(blocks: list[bytes | memoryview]) -> list[bytes]:
-    return [leaf_hash(block) for block in blocks]
