@@ -1,53 +1,54 @@
 #!/usr/bin/env python3
-"""Benchmark of the feed core: append+finalize and full read-back, on disk.
+"""Benchmark of the feed core: appends, read-back and `hyperfs add` of big files, on disk.
 
-Side by side, in one run and on the same random data sizes:
+Side by side, in one run (the machine is shared: read the ratios, not the MB/s):
 
-* hyperfs: ``Core.create_write_stream`` (one write per block, then finalize), then
-  ``Core.create_read_stream`` over the whole feed, each block verified against its hash;
-* the JS reference, hypercore 1.8.0 on memdb (``tests/js/bench_core.js``), doing the same;
-* the physical limit of our design: hashlib SHA-256 of every block plus plyvel write
-  batches of the blocks and their hashes (same options, same batch sizes as hyperfs), and
-  for reading, two LevelDB range scans with a SHA-256 check per block.
+* blocks: ``Core.create_write_stream`` (one write per block, then finalize), then
+  ``Core.create_read_stream`` over the whole feed, for hyperfs as it is and, with
+  ``--before DIR``, the hyperfs source tree in DIR (e.g. ``git archive`` of an older
+  commit); the JS reference, hypercore 1.8.0 on memdb (``tests/js/bench_core.js``); and
+  SHA-256 alone of the same blocks, the bound that reads no longer pay;
+* big files (``--big``, e.g. 256M,4G): `hyperfs add` of a file of random bytes (the
+  whole command, start-up included) against `cp` of it to the same disk (an in-kernel
+  copy_file_range), `dd bs=4M conv=fdatasync` (a copy through user space, synced, as
+  hyperfs must make: it hashes what it stores) and `openssl dgst -sha256` of it, then a
+  full read-back of the feed (timed inside the reading process), with each command's
+  peak RSS (memory must stay flat as the file grows);
+* memory of the block path: a child appending N and 10 N blocks, which must stay flat.
 
-Medians of ``--runs`` runs, with ratios. Then memory: peak RSS and Python's traced peak of
-a child process appending N and 10 N blocks, which must stay flat.
+Every hyperfs figure comes from a child process (so ``--before`` runs the same code path
+with the older tree first on sys.path); medians of ``--runs`` runs, with ratios.
 
-    .venv/bin/python scripts/bench_core.py [--runs 5] [--quick] [--no-js]
+    .venv/bin/python scripts/bench_core.py [--runs 3] [--quick] [--no-js]
+        [--before /tmp/hyperfs-before] [--big 256M,4G] [--dir /tmp]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from hashlib import sha256
 from pathlib import Path
 
-import trio
-
-from hyperfs import open_core
-from hyperfs.feeds.streams import WriteStream
-from hyperfs.store.layout import KEY
-from hyperfs.store.store import Store
-
 ROOT = Path(__file__).resolve().parent.parent
-
 CASES = [(100_000, 1024), (2_000, 64 * 1024)]
 
-
-def make_blocks(count: int, size: int) -> list[bytes]:
-    data = os.urandom(count * size)
-    return [data[i * size : (i + 1) * size] for i in range(count)]
-
-
-async def run_hyperfs(blocks: list[bytes], workdir: Path) -> dict[str, float]:
-    """Append+finalize through the write stream, then read the feed back."""
+BLOCKS_CHILD = """
+import json, os, sys, tempfile, time
+sys.path.insert(0, sys.argv[1])
+import trio
+from hyperfs import open_core
+count, size, workdir = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+data = os.urandom(count * size)
+blocks = [data[i * size:(i + 1) * size] for i in range(count)]
+async def main():
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         async with open_core(tmp) as core:
             start = time.perf_counter()
@@ -55,45 +56,30 @@ async def run_hyperfs(blocks: list[bytes], workdir: Path) -> dict[str, float]:
                 for block in blocks:
                     await stream.write(block)
             append = time.perf_counter() - start
-            start = time.perf_counter()
-            count = 0
+            start, count = time.perf_counter(), 0
             async for block in core.create_read_stream(stream.id):
-                if block is not blocks[count] and block != blocks[count]:
+                if block != blocks[count]:
                     raise AssertionError(f"block {count} differs")
                 count += 1
             read = time.perf_counter() - start
             assert count == len(blocks)
-    return {"append": append, "read": read}
+    print(json.dumps({"append": append, "read": read}))
+trio.run(main)
+"""
 
-
-def run_physical(blocks: list[bytes], workdir: Path) -> dict[str, float]:
-    """The floor for our design: hash + LevelDB batches of the same keys and values."""
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        store = Store(tmp)  # the same plyvel options hyperfs uses
-        db, pack = store.db, KEY.pack
-        data_prefix, hash_prefix = b"d" + bytes(8), b"h" + bytes(8)
-        per_batch = max(1, min(WriteStream.FLUSH_BLOCKS, WriteStream.FLUSH_BYTES // len(blocks[0])))
-        start = time.perf_counter()
-        for first in range(0, len(blocks), per_batch):
-            with db.write_batch(transaction=True) as batch:
-                for index in range(first, min(first + per_batch, len(blocks))):
-                    block = blocks[index]
-                    batch.put(pack(hash_prefix, 2 * index), sha256(b"\0" + block).digest())
-                    batch.put(pack(data_prefix, index), block)
-        db.put(b"!done", b"", sync=True)  # finalize's one synced write
-        append = time.perf_counter() - start
-        start = time.perf_counter()
-        hashes = db.iterator(prefix=hash_prefix, include_key=False, fill_cache=False)
-        count = 0
-        for block in db.iterator(prefix=data_prefix, include_key=False, fill_cache=False):
-            if sha256(b"\0" + block).digest() != next(hashes):
-                raise AssertionError("hash mismatch")
-            count += 1
-        read = time.perf_counter() - start
-        assert count == len(blocks)
-        store.close()
-    return {"append": append, "read": read}
-
+READ_CHILD = """
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import trio
+from hyperfs import open_core
+async def main():
+    async with open_core(sys.argv[2]) as core:
+        start, total = time.perf_counter(), 0
+        async for block in core.create_read_stream(sys.argv[3]):
+            total += len(block)
+        print(json.dumps({"seconds": time.perf_counter() - start, "bytes": total}))
+trio.run(main)
+"""
 
 MEMORY_CHILD = """
 import json, os, resource, sys, tempfile, tracemalloc, trio
@@ -127,64 +113,154 @@ trio.run(main)
 """
 
 
-def memory(blocks: int, size: int, workdir: Path) -> dict[str, int]:
-    out = subprocess.run(
-        [sys.executable, "-c", MEMORY_CHILD, str(blocks), str(size), str(workdir), str(ROOT)],
-        capture_output=True, text=True, check=True,
-    )
-    return json.loads(out.stdout)
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
+    """Run ``cmd`` to its end: (seconds, its peak RSS in bytes, its stdout).
+
+    Under /usr/bin/time, whose own small RSS is what the command starts from (a child
+    forked from this process would start from ours). It runs in / so that ``python -m``
+    imports hyperfs from PYTHONPATH, not from the current folder."""
+    with tempfile.NamedTemporaryFile() as rss:
+        start = time.perf_counter()
+        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], env=env,
+                              cwd="/", stdout=subprocess.PIPE, check=True)
+        seconds = time.perf_counter() - start
+        return seconds, int(Path(rss.name).read_text().split()[-1]) * 1024, done.stdout.decode()
+
+
+def hyperfs_env(tree: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(tree)}
 
 
 def med(rows: list[dict[str, float]], key: str) -> float:
     return statistics.median(row[key] for row in rows)
 
 
+def bench_blocks(args: argparse.Namespace, trees: dict[str, Path]) -> None:
+    from hyperfs.testing import jsref
+
+    use_js = not args.no_js and jsref.JS_AVAILABLE
+    if not args.no_js and not use_js:
+        print("(JS reference not installed: scripts/setup.sh; running without it)")
+    for count, size in CASES:
+        count //= 10 if args.quick else 1
+        rows: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        rows["SHA-256 only"], rows["JS 1.8.0"] = [], []
+        sample = os.urandom(count * size)
+        for _ in range(args.runs):
+            for name, tree in trees.items():
+                out = subprocess.run([sys.executable, "-c", BLOCKS_CHILD, str(tree), str(count),
+                                      str(size), str(args.dir)], capture_output=True, text=True,
+                                     check=True)
+                rows[name].append(json.loads(out.stdout))
+            start = time.perf_counter()
+            for at in range(0, len(sample), size):
+                hashlib.sha256(b"\0" + sample[at:at + size]).digest()
+            seconds = time.perf_counter() - start
+            rows["SHA-256 only"].append({"append": seconds, "read": seconds})
+            if use_js:
+                result = jsref.js_bench_core(count, size)
+                rows["JS 1.8.0"].append({"append": result["append_seconds"],
+                                         "read": result["read_seconds"]})
+        mb = count * size / 1e6
+        print(f"\n== {count} x {size // 1024} KiB ({mb:.0f} MB), medians of {args.runs} runs, "
+              f"on disk in {args.dir}")
+        print(f"{'':14}{'append+finalize':>30}{'read back':>30}")
+        for name, runs in rows.items():
+            if runs:
+                a, r = med(runs, "append"), med(runs, "read")
+                print(f"{name:14}{count / a:>12,.0f} blk/s {mb / a:>8.0f} MB/s"
+                      f"{count / r:>12,.0f} blk/s {mb / r:>8.0f} MB/s")
+        ours = rows["hyperfs"]
+        for name, runs in rows.items():
+            if runs and name != "hyperfs":
+                print(f"hyperfs / {name}: append {med(runs, 'append') / med(ours, 'append'):.2f}x,"
+                      f" read {med(runs, 'read') / med(ours, 'read'):.2f}x")
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    return int(float(text[:-1]) * units[text[-1].upper()]) if text[-1].isalpha() else int(text)
+
+
+def make_file(path: Path, size: int) -> None:
+    """``size`` incompressible bytes (64 MiB of random bytes, each copy made different)."""
+    chunk = os.urandom(64 << 20)
+    with open(path, "wb") as out:
+        for at in range(0, size, len(chunk)):
+            out.write(at.to_bytes(8, "big") + chunk[8 : min(len(chunk), size - at)])
+
+
+def bench_big(args: argparse.Namespace, trees: dict[str, Path], size_text: str) -> None:
+    """`hyperfs add` of one big file, against cp and openssl on the same bytes; then the
+    feed's full read-back, against SHA-256 (openssl) of the same bytes."""
+    size = parse_size(size_text)
+    mb = size / 1e6
+    rows: dict[str, list[tuple[float, int]]] = {}
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        source = Path(tmp) / "source"
+        make_file(source, size)
+        for _ in range(args.runs):
+            for name, tree in trees.items():
+                db = Path(tmp) / "db"
+                add = [sys.executable, "-m", "hyperfs.cli", "--db", str(db), "add", str(source)]
+                seconds, rss, out = timed(add, env=hyperfs_env(tree))
+                rows.setdefault(f"{name} add", []).append((seconds, rss))
+                read = [sys.executable, "-c", READ_CHILD, str(tree), str(db), out.strip()]
+                _, rss, out = timed(read, env=hyperfs_env(tree))
+                result = json.loads(out)
+                assert result["bytes"] == size
+                rows.setdefault(f"{name} read back", []).append((result["seconds"], rss))
+                shutil.rmtree(db)
+            copy = Path(tmp) / "copy"
+            for name, cmd in (("cp", ["cp", str(source), str(copy)]),
+                              ("dd bs=4M fdatasync", ["dd", f"if={source}", f"of={copy}",
+                                                      "bs=4M", "conv=fdatasync", "status=none"])):
+                seconds, rss, _ = timed(cmd)
+                rows.setdefault(name, []).append((seconds, rss))
+                copy.unlink()
+            seconds, rss, _ = timed(["openssl", "dgst", "-sha256", str(source)])
+            rows.setdefault("openssl sha256", []).append((seconds, rss))
+    print(f"\n== a {size_text} file ({mb:.0f} MB), medians of {args.runs} runs, in {args.dir}")
+    medians = {name: statistics.median(s for s, _ in runs) for name, runs in rows.items()}
+    for name, runs in rows.items():
+        print(f"{name:22}{mb / medians[name]:>8.0f} MB/s   peak RSS "
+              f"{max(r for _, r in runs) / 2**20:6.0f} MiB")
+    bound = max(medians["cp"], medians["openssl sha256"])
+    for name in trees:
+        add = medians[f"{name} add"]
+        print(f"{name}: add {bound / add:.0%} of the slower of cp and SHA-256, "
+              f"{medians['dd bs=4M fdatasync'] / add:.0%} of dd; read back "
+              f"{medians['openssl sha256'] / medians[f'{name} read back']:.2f}x SHA-256 of the "
+              "same bytes")
+
+
+def memory(blocks: int, size: int, workdir: Path) -> dict[str, int]:
+    out = subprocess.run(
+        [sys.executable, "-c", MEMORY_CHILD, str(blocks), str(size), str(workdir)],
+        capture_output=True, text=True, check=True, env=hyperfs_env(ROOT),
+    )
+    return json.loads(out.stdout)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the databases go (a disk, not tmpfs, for 'on disk')")
+    parser.add_argument("--before", type=Path, default=None,
+                        help="a hyperfs source tree to compare with (its hyperfs/ inside)")
+    parser.add_argument("--big", default="", help="file sizes for `hyperfs add`, e.g. 256M,4G")
     parser.add_argument("--no-js", action="store_true", help="skip the JS reference")
+    parser.add_argument("--no-blocks", action="store_true", help="skip the block cases")
     parser.add_argument("--quick", action="store_true", help="10x fewer blocks")
     parser.add_argument("--memory-blocks", type=int, default=100_000,
                         help="N for the memory check (N and 10 N blocks of 1 KiB)")
     args = parser.parse_args()
-    js_bench_core = None
-    if not args.no_js:
-        from hyperfs.testing.jsref import JS_AVAILABLE, js_bench_core  # type: ignore[no-redef]
-
-        if not JS_AVAILABLE:
-            print("(JS reference not installed: scripts/setup.sh; running without it)")
-            js_bench_core = None
-    summary = {}
-    for count, size in CASES:
-        if args.quick:
-            count //= 10
-        blocks = make_blocks(count, size)
-        ours, phys, js = [], [], []
-        for _ in range(args.runs):
-            ours.append(trio.run(run_hyperfs, blocks, args.dir))
-            phys.append(run_physical(blocks, args.dir))
-            if js_bench_core is not None:
-                result = js_bench_core(count, size)
-                js.append({"append": result["append_seconds"], "read": result["read_seconds"]})
-        mb = count * size / 1e6
-        label = f"{count} x {size // 1024} KiB"
-        print(f"\n== {label} ({mb:.0f} MB), medians of {args.runs} runs, on disk in {args.dir}")
-        print(f"{'':12}{'append+finalize':>30}{'read back':>30}")
-        rows = [("hyperfs", ours), ("physical", phys)] + ([("JS 1.8.0", js)] if js else [])
-        for name, runs in rows:
-            a, r = med(runs, "append"), med(runs, "read")
-            print(f"{name:12}{count / a:>12,.0f} blk/s {mb / a:>8.0f} MB/s"
-                  f"{count / r:>12,.0f} blk/s {mb / r:>8.0f} MB/s")
-        a, r = med(ours, "append"), med(ours, "read")
-        line = (f"hyperfs/physical: append {med(phys, 'append') / a:.0%}, "
-                f"read {med(phys, 'read') / r:.0%}")
-        if js:
-            line += (f"; hyperfs/JS: append {med(js, 'append') / a:.2f}x, "
-                     f"read {med(js, 'read') / r:.2f}x")
-        print(line)
-        summary[label] = {"hyperfs": ours, "physical": phys, "js": js}
+    trees = {"hyperfs": ROOT} | ({"before": args.before.resolve()} if args.before else {})
+    if not args.no_blocks:
+        bench_blocks(args, trees)
+    for size_text in filter(None, args.big.split(",")):
+        bench_big(args, trees, size_text)
     n = args.memory_blocks // (10 if args.quick else 1)
     small, large = memory(n, 1024, args.dir), memory(10 * n, 1024, args.dir)
     print("\n== memory, 1 KiB blocks (append + read back)")

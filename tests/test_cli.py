@@ -1,7 +1,7 @@
 """The README's commands as a user runs them: `add -`, `fsck --repair` and `status`.
 
-Real ``hyperfs`` processes over real LevelDB directories; damage is done with plyvel while
-nothing runs, following the key layout documented in hyperfs/store/store.py.
+Real ``hyperfs`` processes over real databases; damage is done to a block's bytes in its
+data file while nothing runs (hyperfs.testing.damage).
 """
 
 from __future__ import annotations
@@ -9,15 +9,13 @@ from __future__ import annotations
 import json
 import secrets
 import shutil
-import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import plyvel
-
 from hyperfs.cli.status import default_status_file
+from hyperfs.testing.damage import damage_block
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
 from hyperfs.testing.network import HyperfsProcess, start_serve
 
@@ -44,33 +42,22 @@ def test_add_from_standard_input(tmp_path: Path) -> None:
     assert run(HYPERFS, "--db", tmp_path / "empty", "ls").stdout == b""
 
 
-def _damage_block(db: Path, feed_id: str, index: int, data: bytes) -> None:
-    """Overwrite a stored block's value: ``i`` id -> u64 num, block at ``d`` num index."""
-    store = plyvel.DB(str(db))
-    try:
-        num = store.get(b"i" + bytes.fromhex(feed_id))
-        assert num is not None
-        key = b"d" + num + struct.pack(">Q", index)
-        assert store.get(key) is not None
-        store.put(key, data)
-    finally:
-        store.close()
-
-
 def test_fsck_repair_from_the_command_line(tmp_path: Path) -> None:
     db = tmp_path / "db"
     data = secrets.token_bytes(10_500)
     feed_id = _add(db, "-", "--block-size", "1000", stdin=data)
     shutil.copytree(db, tmp_path / "seed")  # an undamaged copy, to fetch from
-    _damage_block(db, feed_id, 3, data[4000:5000])  # a real block, in the wrong place
+    # a real block, in the wrong place
+    damage_block(db, bytes.fromhex(feed_id), 3, lambda _old: data[4000:5000])
 
     def fsck(*args: str) -> tuple[int, str]:
         result = run(HYPERFS, "--db", db, "fsck", *args, check=False)
         return result.returncode, result.stdout.decode()
 
     assert fsck() == (1, f"hyperfs fsck: feed {feed_id[:16]}: block 3 does not match its "
-                         "leaf hash\n1 feeds, 11 blocks: 1 problem(s)\n")
-    assert fsck("--repair") == (0, "1 feeds, 11 blocks: ok, 1 damaged block(s) marked missing\n")
+                         "crc32c\n1 feeds, 11 blocks: 1 problem(s)\n")
+    assert fsck("--repair") == (0, "1 feeds, 11 blocks: ok, 1 repaired (damaged blocks marked "
+                                   "missing, orphan files deleted)\n")
     assert fsck() == (0, "1 feeds, 10 blocks: ok\n")
     # Marked missing, the block is fetched again from a peer that has it.
     seeder, port = start_serve(tmp_path / "seed")

@@ -21,7 +21,7 @@ from hyperfs import (
     open_core,
     parse_id,
 )
-from hyperfs.store.layout import block_key
+from hyperfs.testing.damage import damage_block
 
 ROOT = Path(__file__).resolve().parent.parent
 BLOCKS = [bytes([i]) * (i * 37 % 300) for i in range(50)]
@@ -56,7 +56,9 @@ async def test_unfinished_feed_is_discarded_on_open(tmp_path: Path) -> None:
     core.close()  # as if the process died before finalize
     async with open_core(tmp_path) as core:
         assert core.info() == [] and core.check().ok
-        assert list(core.store.db.iterator(prefix=b"d")) == []
+        for kind in (b"l", b"d"):  # no block's place, nor (format 1) its data
+            assert list(core.store.db.iterator(prefix=kind)) == []
+        assert core.store.data.numbers() == []  # its data file is gone too
 
 
 def test_bad_ids() -> None:
@@ -118,23 +120,12 @@ def test_foreign_leveldb_is_rejected(tmp_path: Path) -> None:
         Core(tmp_path)
 
 
-def _overwrite_block(path: Path, num: int, index: int, data: bytes) -> None:
-    """Damage a stored block behind hyperfs's back, with plyvel, while the core is closed."""
-    db = plyvel.DB(str(path))
-    key = block_key(num, index)
-    assert db.get(key) is not None
-    db.put(key, data)
-    db.close()
-
-
 async def test_block_damaged_on_disk_is_detected_and_never_returned(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     feed_id = await make_feed(tmp_path)
-    async with open_core(tmp_path) as core:
-        num = core.get(feed_id).num
-    _overwrite_block(tmp_path, num, 7, b"evil" + BLOCKS[7])
-    _overwrite_block(tmp_path, num, 20, BLOCKS[21])
+    damage_block(tmp_path, feed_id, 7, lambda _old: b"evil" + BLOCKS[7])
+    damage_block(tmp_path, feed_id, 20, lambda _old: BLOCKS[21])
     async with open_core(tmp_path) as core:
         report = core.check()
         assert not report.ok and any("block 7 " in p for p in report.problems)
@@ -159,9 +150,7 @@ async def test_block_damaged_on_disk_is_detected_and_never_returned(
 
 async def test_fsck_repair_marks_damage_missing(tmp_path: Path) -> None:
     feed_id = await make_feed(tmp_path)
-    async with open_core(tmp_path) as core:
-        num = core.get(feed_id).num
-    _overwrite_block(tmp_path, num, 3, b"x")
+    damage_block(tmp_path, feed_id, 3, lambda _old: b"x")
     result = subprocess.run(
         [sys.executable, "-m", "hyperfs.cli", "--db", str(tmp_path), "fsck"],
         cwd=ROOT, capture_output=True, text=True, check=False,

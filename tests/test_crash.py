@@ -1,5 +1,6 @@
-"""Kill -9 a process at random moments while it appends, finalizes and puts: the
-database it leaves must always pass the consistency check and show no half-done change.
+"""Kill -9 a process at random moments while it appends, finalizes and puts (in random
+order, into the data files' slots or past them): the database it leaves must always pass
+the consistency check (data files included) and show no half-done change.
 
 The child prints a line after every operation; the parent kills it after a random number
 of lines (so at a random point of whatever comes next), with no sleeps. The same two
@@ -38,8 +39,9 @@ CHILD = textwrap.dedent("""
             say("open")
             while True:
                 feed = src.add()
+                one_size = rnd.choice((None, 4096, 65536))  # slots, or mixed sizes
                 for _ in range(rnd.randint(1, 4)):
-                    await feed.append([os.urandom(rnd.choice((0, 1, 100, 5000, 40000)))
+                    await feed.append([os.urandom(one_size or rnd.choice((0, 1, 100, 5000, 40000)))
                                        for _ in range(rnd.randint(1, 120))])
                     say("append")
                 await feed.finalize()

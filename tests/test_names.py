@@ -19,6 +19,7 @@ from hyperfs.base.errors import (
 )
 from hyperfs.feeds.names import Names, XattrTooLarge, new_entry
 from hyperfs.store.entry import MAX_XATTRS_SIZE, Entry, Kind, decode, encode
+from hyperfs.store.migrate import open_store
 from hyperfs.store.store import Store
 
 
@@ -191,7 +192,7 @@ def test_names_from_before_records_are_migrated(tmp_path: Path) -> None:
     db.put(b"!format", b"hyperfs 1")
     db.put(b"nold.bin", b"\x07" * 32)
     db.close()
-    store = Store(tmp_path)
+    store, _moved = open_store(tmp_path)
     try:
         entry = Names(store).require(b"old.bin")
         assert (entry.kind, entry.feed_id, entry.mode, entry.uid) == (

@@ -102,15 +102,19 @@ def _progress(feed: Feed) -> Iterator[Callable[[int], None]]:
 
 def fsck_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repair", action="store_true",
-                        help="mark blocks that fail their hash check as missing, to fetch again")
+                        help="mark damaged blocks as missing, to fetch again, and delete "
+                             "data files that belong to no feed")
+    parser.add_argument("--quick", action="store_true",
+                        help="check every block's crc32c only, not its SHA-256 (the scrub)")
 
 
 async def fsck(args: argparse.Namespace) -> int:
     async with open_core(args.db) as core:
-        report = core.check(repair=args.repair)
+        report = core.check(repair=args.repair, scrub=not args.quick)
     for problem in report.problems:
         print(f"hyperfs fsck: {problem}")
     verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-    repaired = f", {report.repaired} damaged block(s) marked missing" if report.repaired else ""
+    repaired = f", {report.repaired} repaired (damaged blocks marked missing, orphan files " \
+        "deleted)" if report.repaired else ""
     print(f"{report.feeds} feeds, {report.blocks} blocks: {verdict}{repaired}")
     return 0 if report.ok else 1

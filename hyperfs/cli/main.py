@@ -2,7 +2,7 @@
 
 :data:`COMMANDS` lists every sub-command, in the order `hyperfs --help` shows them; each one's
 arguments and work live in the module of what it does (:mod:`.feeds`, :mod:`.network`,
-:mod:`.status`, :mod:`.mount`). This file only parses arguments and turns every
+:mod:`.status`, :mod:`.mount`, :mod:`.migrate`). This file only parses arguments and turns every
 :class:`HyperfsError` (and OSError) into a clear message and exit status.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 
 from hyperfs.base.errors import HyperfsError
-from hyperfs.cli import feeds, mount, network, status
+from hyperfs.cli import feeds, migrate, mount, network, status
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,8 @@ COMMANDS = (
             status.show_status, status.status_arguments),
     Command("fsck", "check the database's consistency (and repair blocks)",
             feeds.fsck, feeds.fsck_arguments),
+    Command("migrate", "move an earlier hyperfs's database to this format (also done on open)",
+            migrate.migrate),
     Command("mount", "mount the feeds as a filesystem (in the foreground, or --daemon)",
             mount.mount, mount.mount_arguments, description=mount.MOUNT_DESCRIPTION),
     Command("umount", "unmount a hyperfs mount and wait for its process to end",

@@ -21,7 +21,7 @@ from hyperfs.feeds.feed import Feed, check_index
 from hyperfs.feeds.names import Names
 from hyperfs.feeds.streams import WriteStream
 from hyperfs.store import fsck
-from hyperfs.store.store import Store
+from hyperfs.store.migrate import open_store
 from hyperfs.tree.hashes import parse_id
 
 log = logging.getLogger("hyperfs.core")
@@ -50,7 +50,8 @@ class Core:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.store = Store(path)
+        self.store, self.migrated = open_store(path)
+        """The database; ``migrated``: blocks moved from an earlier format on this open."""
         self._feeds: dict[bytes, Feed] = {}
         self._opens: dict[bytes, int] = {}
         self._interest: dict[bytes, int] = {}
@@ -202,11 +203,12 @@ class Core:
             result.append(FeedInfo(feed_id, blocks, local))
         return result
 
-    def check(self, *, repair: bool = False) -> fsck.Report:
-        """Check the database's invariants (see :mod:`hyperfs.fsck`).
+    def check(self, *, repair: bool = False, scrub: bool = True) -> fsck.Report:
+        """Check the database's invariants (see :mod:`hyperfs.store.fsck`).
 
-        With ``repair``, blocks that fail their hash check are marked missing, exactly as
-        a read that finds them would, instead of being reported.
+        With ``repair``, damaged blocks (outside their file, failing their crc32c or, with
+        ``scrub``, their SHA-256 leaf hash) are marked missing, exactly as a read that
+        finds them would, instead of being reported; orphan data files are deleted.
         """
 
         def drop(num: int, index: int) -> None:
@@ -214,9 +216,9 @@ class Core:
                 if feed.num == num:
                     feed.drop(index)
                     return
-            self.store.drop_block(num, index)
+            self.store.data.drop(num, index)
 
-        return fsck.check(self.store, repair=drop if repair else None)
+        return fsck.check(self.store, repair=drop if repair else None, scrub=scrub)
 
     # -- streams --------------------------------------------------------------------------
 

@@ -5,7 +5,9 @@ gives it its id) or *known by id* (a finalized feed, held wholly or in part, fil
 verified :meth:`Feed.put` calls from the network). Readers await :meth:`Feed.get`; the
 replication layer learns what readers wait for through a :class:`FeedListener` and
 answers with ``put``. All state lives in the store; memory holds only the bitfield, the
-roots and the pending roots of a writable feed.
+roots and the pending roots of a writable feed. (One class of ~400 lines: writing,
+reading, waiting and serving all keep the same bitfield in step with the store, and
+that rule is easiest to check in one place.)
 """
 
 from __future__ import annotations
@@ -25,13 +27,14 @@ from hyperfs.base.errors import (
     FeedFinalized,
     InvalidIndex,
 )
+from hyperfs.feeds.hashing import as_block, hash_beside
 from hyperfs.feeds.names import Names, new_entry
 from hyperfs.store.entry import Entry, Kind
 from hyperfs.store.store import Store
 from hyperfs.tree import merkle
 from hyperfs.tree.bitfield import PAGE_BITS, Bitfield
 from hyperfs.tree.flat_tree import full_roots, left_span, right_span
-from hyperfs.tree.hashes import LEAF_STATE, leaf_hash, tree_id
+from hyperfs.tree.hashes import tree_id
 
 log = logging.getLogger("hyperfs.feed")
 
@@ -154,14 +157,15 @@ class Feed:
         if self._builder is None:
             raise FeedFinalized("cannot append to a finalized feed")
         items = [data] if isinstance(data, BytesLike) else list(data)
-        blocks = [item if isinstance(item, bytes) else _as_bytes(item) for item in items]
+        blocks = [as_block(item) for item in items]
         builder, store, num, bitfield = self._builder, self._store, self.num, self.bitfield
         start, saved_roots = builder.blocks, list(builder.roots)
         end = start + len(blocks)
+        leaves = hash_beside(blocks)
         try:
             with store.batch() as batch:
-                store.put_nodes(batch, num, builder.extend(blocks))
-                store.put_blocks(batch, num, start, blocks)
+                store.data.append(batch, num, start, blocks)  # while the leaves are hashed
+                store.put_nodes(batch, num, builder.extend_leaves(leaves()))
                 bitfield.add_range(start, end)
                 for page in range(start // PAGE_BITS, (end - 1) // PAGE_BITS + 1):
                     store.put_page(batch, num, page, bitfield.page(page))
@@ -183,10 +187,11 @@ class Feed:
         ``entry`` gives the name's mode, owner, times and xattrs (default: 0644, now,
         this process's user), ``replace`` lets it replace a file of that name.
 
-        One synced batch writes the id, the length, the end of the pending mark and the
-        name; an earlier copy of the same feed (the same content stored before, perhaps
-        in part) is retired in that batch too, so there is never a moment with two
-        records for one id. The owner then deletes the retired copy's data.
+        The feed's data file is synced to disk first; then one synced batch writes the id,
+        the length, the end of the pending mark and the name; an earlier copy of the same
+        feed (the same content stored before, perhaps in part) is retired in that batch
+        too, so there is never a moment with two records for one id. The owner then
+        deletes the retired copy's data.
         """
         builder, store, num = self._builder, self._store, self.num
         if builder is None:
@@ -198,6 +203,7 @@ class Feed:
         previous = store.lookup(feed_id)
         replaced = previous if previous is not None and previous != num else None
         with store.batch(sync=True) as batch:
+            store.data.seal(batch, num)
             store.put_feed(batch, num, feed_id, blocks)
             store.put_pending(batch, num, False)
             if replaced is not None:
@@ -260,32 +266,41 @@ class Feed:
 
         Stops at the first block not held (or damaged on disk: that one is dropped, as
         :meth:`get` does), so a reader can fall back to :meth:`get` there. Whole-feed
-        reads take this path: two LevelDB range scans instead of two lookups per block,
-        every block still checked against its stored leaf hash.
+        reads take this path: one LevelDB range scan and a ``pread`` per block, every
+        block checked against its crc32c (see :mod:`hyperfs.store.store` for why that,
+        not SHA-256, is the check on reads).
         """
         check_index(start)
         if end is None:  # the feed's end; a writable feed's is what was appended so far
             end = self.blocks if self.blocks is not None else (
                 self._builder.blocks if self._builder is not None else 0)
-        bitfield, index, leaf_state = self.bitfield, start, LEAF_STATE.copy
-        for data, digest in self._store.iter_blocks(self.num, start, end):
+        bitfield, index = self.bitfield, start
+        for data in self._store.data.iter(self.num, start, end):
             if index not in bitfield:
                 return
-            hasher = leaf_state()  # leaf_hash, inlined
-            hasher.update(data)
-            if hasher.digest() != digest:
+            if data is None:
                 self._damaged(index)
                 return
             yield data
             index += 1
 
+    def read_into(self, index: int, buffer: memoryview) -> int | None:
+        """Block ``index`` read into the start of ``buffer`` if it is stored here (and
+        passes its check), without waiting: its length, else None. No bytes object is
+        made: for serving from a reusable buffer. ValueError if ``buffer`` is too small
+        (no block is larger than a wire message)."""
+        if check_index(index) not in self.bitfield:
+            return None
+        length = self._store.data.read_into(self.num, index, buffer)
+        if length is None:
+            self._damaged(index)
+        return length
+
     def _read(self, index: int) -> bytes | None:
-        data = self._store.block(self.num, index)
-        expected = self._store.node(self.num, 2 * index)
-        if data is not None and expected is not None and leaf_hash(data) == expected:
-            return data
-        self._damaged(index)
-        return None
+        data = self._store.data.read(self.num, index)
+        if data is None:
+            self._damaged(index)
+        return data
 
     def _damaged(self, index: int) -> None:
         """A held block is gone or no longer matches its hash: never return it, refetch it."""
@@ -372,9 +387,8 @@ class Feed:
         self.bitfield.add(index)
         try:
             with store.batch() as batch:
-                for node, digest in verified.nodes:
-                    store.put_node(batch, num, node, digest)
-                store.put_block(batch, num, index, data)
+                store.put_nodes(batch, num, verified.nodes)
+                store.data.put(batch, num, index, data, verified.blocks)
                 page = index // PAGE_BITS
                 store.put_page(batch, num, page, self.bitfield.page(page))
                 if verified.roots is not None:
@@ -394,13 +408,14 @@ class Feed:
             self._waiters.pop(index).set()  # their get() now returns None
 
     def drop(self, index: int) -> bool:
-        """Forget the local copy of a block (its verified hash stays, so it can return)."""
+        """Forget the local copy of a block (its verified hash stays, so it can return;
+        its bytes stay in the data file until a copy fetched again overwrites them)."""
         check_index(index)
         if not self.bitfield.discard(index):
             return False
         try:
             with self._store.batch() as batch:
-                self._store.delete_block(batch, self.num, index)
+                self._store.data.delete(batch, self.num, index)
                 page = index // PAGE_BITS
                 self._store.put_page(batch, self.num, page, self.bitfield.page(page))
         except BaseException:
@@ -429,9 +444,3 @@ class Feed:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _as_bytes(item: object) -> bytes:
-    if isinstance(item, bytearray | memoryview):
-        return bytes(item)
-    raise TypeError(f"blocks must be bytes, not {type(item).__name__}")

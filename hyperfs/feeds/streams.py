@@ -11,7 +11,9 @@ class WriteStream:
 
     With ``block_size`` set, what is written is a byte stream cut into blocks of that
     size (the last one may be shorter); without it, every write is one block, as in the
-    seed. Blocks are buffered up to a few MiB so each LevelDB batch is large.
+    seed. Blocks are buffered up to a few MiB so each LevelDB batch is large. Blocks cut
+    from a ``bytes`` write are views of it, not copies (bytes never change); other
+    buffers may be reused by the writer, so what is kept of them is copied.
     """
 
     FLUSH_BYTES = 4 << 20
@@ -22,7 +24,7 @@ class WriteStream:
             raise ValueError("block size must be positive")
         self.feed = feed
         self.block_size = block_size
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | memoryview] = []
         self._pending_bytes = 0
         self._partial = bytearray()
 
@@ -59,8 +61,9 @@ class WriteStream:
             self._partial.clear()
             self._pending_bytes += size
         whole = len(view) - len(view) % size
+        keep = (lambda part: part) if isinstance(data, bytes) else bytes
         for offset in range(0, whole, size):
-            self._pending.append(bytes(view[offset : offset + size]))
+            self._pending.append(keep(view[offset : offset + size]))
         self._pending_bytes += whole
         self._partial += view[whole:]
 

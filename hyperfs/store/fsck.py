@@ -1,20 +1,24 @@
 """Consistency check of a core's database (``hyperfs fsck``, :meth:`Core.check`).
 
-Every logical change is one atomic LevelDB batch, so whatever happens to the process the
-database must satisfy the invariants below. This module states them as code, walking
-the store with bounded memory (one feed's bitfield at a time), so that crash tests, users
-after a power cut, and bug reports can all ask the same question: is this database sound?
+Every logical change is one atomic LevelDB batch, written after the block bytes it points
+at, so whatever happens to the process the database must satisfy the invariants below.
+This module states them as code, walking the store with bounded memory (one feed's
+bitfield at a time), so that crash tests, users after a power cut, and bug reports can
+all ask the same question: is this database sound?
 
 Checked, for every feed with an id:
 - its ``i`` and ``m`` records point at each other;
 - when its length is known, its full roots are stored and hash to its id;
-- every bit set in its bitfield is within the feed, has its block stored, and the block's
-  leaf hash equals the stored verified leaf node; no block is stored without its bit;
+- every bit set in its bitfield is within the feed and has its block stored; no block is
+  stored without its bit; every stored block lies within its data file, its bytes match
+  their crc32c, and (unless ``scrub`` is off) their leaf hash equals the stored verified
+  leaf node, the SHA-256 check that reads leave to fsck;
 - every stored tree node is within the feed, and either is a full root or has its parent
   stored, and every stored parent whose children are both stored is their hash.
-And for the database: the format marker is there, no data is stored under a feed number
-that has no record (except, with ``pending_ok``, a writable feed not yet finalized, which
-nobody can see), and every name points at a stored feed.
+And for the database: the format marker is there, no key and no data file is stored
+under a feed number that has no record (except, with ``pending_ok``, a writable feed not
+yet finalized, which nobody can see), no format 1 block data is left, and every name
+points at a stored feed.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from hyperfs.store.layout import PER_FEED
+from crc32c import crc32c
+
+from hyperfs.store.layout import DATA, PER_FEED
 from hyperfs.store.store import Store
 from hyperfs.tree import flat_tree
 from hyperfs.tree.bitfield import PAGE_BYTES, Bitfield
@@ -44,14 +50,17 @@ class Report:
 
 
 def check(
-    store: Store, *, pending_ok: bool = False, repair: Callable[[int, int], None] | None = None
+    store: Store, *, pending_ok: bool = False, repair: Callable[[int, int], None] | None = None,
+    scrub: bool = True,
 ) -> Report:
     """Check every invariant of the database in ``store`` (see the module docstring).
 
     ``pending_ok`` tolerates data of writable feeds not finalized yet (as a database has
     it before a core opens it and discards them). ``repair(feed number, block)`` is
-    called for each block that fails its hash check, instead of reporting it, to mark it
-    missing as a read would (see :meth:`Core.check`).
+    called for each block that is damaged (outside its file, failing its crc32c or its
+    hash), instead of reporting it, to mark it missing as a read would (see
+    :meth:`Core.check`); with it, data files that belong to no feed are deleted.
+    ``scrub=False`` skips the SHA-256 of every block (the crc32c still reads them all).
     """
     report = Report()
     if not store.format_ok():
@@ -61,7 +70,7 @@ def check(
     for num, feed_id, blocks in store.records():
         recorded.add(num)
         report.feeds += 1
-        _check_feed(store, num, feed_id, blocks, report, repair)
+        _check_feed(store, num, feed_id, blocks, report, repair, scrub)
         if num in pending:
             report.problems.append(f"feed #{num} is both finalized and pending")
     for feed_id, num, _blocks in store.feeds():
@@ -69,10 +78,21 @@ def check(
             report.problems.append(f"id {feed_id.hex()} points at feed #{num}, which has no record")
     for kind in PER_FEED:
         for num in store.numbers(kind):
+            if kind == DATA:
+                report.problems.append(f"feed #{num} still has format 1 block data (d keys)")
             if num in recorded or (pending_ok and num in pending):
                 continue
             what = "an unfinished writable feed" if num in pending else "no feed"
             report.problems.append(f"{kind.decode()} keys of feed #{num} belong to {what}")
+    for num in store.data.numbers():
+        if num in recorded or (pending_ok and num in pending):
+            continue
+        if repair is not None:
+            store.data.forget(num)
+            report.repaired += 1
+        else:
+            report.problems.append(f"data file {store.data.files.path(num).name} belongs to "
+                                   "no feed")
     if pending and not pending_ok:
         report.problems.append(f"writable feeds left pending: {sorted(pending)}")
     for name, feed_id in store.names():
@@ -88,6 +108,7 @@ def _check_feed(
     blocks: int | None,
     report: Report,
     repair: Callable[[int, int], None] | None,
+    scrub: bool,
 ) -> None:
     name, problems = feed_id.hex()[:16], report.problems
     if store.lookup(feed_id) != num:
@@ -109,26 +130,41 @@ def _check_feed(
             problems.append(f"feed {name}: bitfield page of {len(data)} bytes")
         bitfield.load_page(page, data)
 
-    damaged: list[int] = []
-    for index, data in store.stored_blocks(num):
+    damaged = _check_blocks(store, num, name, limit, bitfield, report, scrub)
+    for index, why in damaged:
+        if repair is not None:
+            repair(num, index)
+            report.repaired += 1
+        else:
+            problems.append(f"feed {name}: block {index} {why}")
+    _check_nodes(store, num, name, limit, roots, problems)
+
+
+def _check_blocks(store: Store, num: int, name: str, limit: int, bitfield: Bitfield,
+                  report: Report, scrub: bool) -> list[tuple[int, str]]:
+    """Every stored block has its bit, lies within the feed and its data file, and matches
+    its crc32c (and with ``scrub`` its leaf hash); every bit has its block. Returns the
+    damaged blocks, with why, for the caller to report or repair."""
+    problems, damaged = report.problems, []
+    size = store.data.size(num)
+    for index, location in store.data.locations(num):
         report.blocks += 1
         if index not in bitfield:
             problems.append(f"feed {name}: block {index} is stored but not marked held")
         if 2 * index >= limit:
             problems.append(f"feed {name}: block {index} is past the feed's end")
-        leaf = store.node(num, 2 * index)
-        if leaf is None or leaf_hash(data) != leaf:
-            damaged.append(index)
+        if location.length and location.offset + location.length > size:
+            damaged.append((index, "does not match: it lies past the end of its data file"))
+            continue
+        data = store.data.read_raw(num, location)
+        if crc32c(data) != location.crc:
+            damaged.append((index, "does not match its crc32c"))
+        elif scrub and store.node(num, 2 * index) != leaf_hash(data):
+            damaged.append((index, "does not match its leaf hash"))
     for index in bitfield.iter_set():
-        if store.block(num, index) is None:
+        if store.data.location(num, index) is None:
             problems.append(f"feed {name}: block {index} is marked held but not stored")
-    for index in damaged:
-        if repair is not None:
-            repair(num, index)
-            report.repaired += 1
-        else:
-            problems.append(f"feed {name}: block {index} does not match its leaf hash")
-    _check_nodes(store, num, name, limit, roots, problems)
+    return damaged
 
 
 def _check_nodes(store: Store, num: int, name: str, limit: int, roots: set[int],

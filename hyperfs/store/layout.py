@@ -1,5 +1,7 @@
 """The LevelDB key layout of a hyperfs database, as data and pure functions.
 
+LevelDB holds what is small (tree nodes, bitfields, where each block's bytes are, names);
+block data lives in one file per feed under ``<db>/data/`` (see :mod:`.blocks` for why).
 Keys are short prefixes followed by big-endian numbers, so each feed's blocks, nodes and
 bitfield pages sort together and can be scanned or deleted as ranges. Feeds are stored
 under a local number, not their id, because a writable feed has no id until it is
@@ -8,12 +10,19 @@ finalized and a feed must not be rewritten to learn its name.
 =====================  ==========================  =====================================
 key                    value                       meaning
 =====================  ==========================  =====================================
-``!format``            ``hyperfs 1``               marks a hyperfs database
+``!format``            ``hyperfs 2``               marks a hyperfs database (``hyperfs 1``:
+                                                   blocks still in ``d`` keys, migrated
+                                                   on open by :mod:`.migrate`)
 ``!next``              u64                         next local feed number
 ``i`` id               u64 num                     feed id -> local number
 ``m`` num              id + u64 blocks             a feed with an id (blocks may be unknown)
 ``p`` num              (empty)                     a writable feed not yet finalized
-``d`` num u64          bytes                       block data
+``l`` num u64          u64 offset, u32 length,     where block u64's bytes are in the
+                       u32 crc32c                  feed's data file, and their checksum
+``s`` num              u64 base, u32 size          the feed's slots: block i of a put goes
+                                                   at base + i * size (see .blocks)
+``d`` num u64          bytes                       (format 1: block data; moved to the
+                                                   data files by :mod:`.migrate`)
 ``h`` num u64          32 bytes                    verified tree node hash, by flat index
 ``b`` num u32          PAGE_BYTES bytes            bitfield page of blocks held
 ``e`` path             an Entry (see .entry)       a name: a file (bound to a feed or
@@ -32,17 +41,25 @@ from __future__ import annotations
 import struct
 
 FORMAT_KEY = b"!format"
-FORMAT = b"hyperfs 1"
+FORMAT = b"hyperfs 2"
+LEGACY_FORMAT = b"hyperfs 1"
+"""Block data inside LevelDB under ``d`` keys (before the data files)."""
 NEXT_KEY = b"!next"
 UNKNOWN = 2**64 - 1
 """Stored block count of a feed whose length has not been learned yet."""
 
-ID, META, PENDING, DATA, HASH, PAGE, ENTRY = b"i", b"m", b"p", b"d", b"h", b"b", b"e"
-LEGACY_NAME = b"n"
-PER_FEED = (DATA, HASH, PAGE)
-"""The kinds of key a feed's contents are stored under (deleted as ranges with it)."""
+ID, META, PENDING, HASH, PAGE, ENTRY = b"i", b"m", b"p", b"h", b"b", b"e"
+LOCATION, SLOTS = b"l", b"s"
+DATA, LEGACY_NAME = b"d", b"n"
+PER_FEED = (LOCATION, HASH, PAGE, SLOTS, DATA)
+"""The kinds of key a feed's contents are stored under (deleted as ranges with it; ``d``
+too, so that a feed deleted half way through a migration leaves nothing behind)."""
 
 U64 = struct.Struct(">Q")
+LOCATION_VALUE = struct.Struct(">QII")
+"""A ``l`` value: offset in the data file, length, crc32c of the bytes."""
+SLOTS_VALUE = struct.Struct(">QI")
+"""A ``s`` value: where slot 0 begins in the data file, and the size of a slot."""
 U32 = struct.Struct(">I")
 KEY = struct.Struct(">9sQ")
 """A per-feed key: the 9-byte prefix (kind letter + feed number), then a u64."""
@@ -54,7 +71,17 @@ def prefix(kind: bytes, num: int) -> bytes:
 
 
 def block_key(num: int, index: int) -> bytes:
+    """Format 1's key of block data (read only by the migration, and its tests)."""
     return KEY.pack(prefix(DATA, num), index)
+
+
+def location_key(num: int, index: int) -> bytes:
+    return KEY.pack(prefix(LOCATION, num), index)
+
+
+def data_name(num: int) -> str:
+    """The file name, under ``<db>/data/``, of feed ``num``'s block data."""
+    return f"{num:016x}"
 
 
 def node_key(num: int, node: int) -> bytes:
@@ -74,7 +101,7 @@ def entry_key(path: bytes) -> bytes:
 
 
 def feed_number(key: bytes) -> int:
-    """The feed number of a ``m``, ``p``, ``d``, ``h`` or ``b`` key."""
+    """The feed number of a ``m``, ``p``, ``l``, ``s``, ``h``, ``b`` or ``d`` key."""
     return U64.unpack_from(key, 1)[0]
 
 

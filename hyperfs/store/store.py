@@ -1,41 +1,51 @@
-"""The Store: a thin typed layer over plyvel that knows the key layout (:mod:`.layout`),
-not the rules of feeds.
+"""The Store: a thin typed layer over plyvel and the data files that knows the key layout
+(:mod:`.layout`) and where blocks go (:mod:`.blocks`), not the rules of feeds.
 
 Every logical change goes through one :meth:`Store.batch`, which LevelDB applies
 atomically: a process killed at any moment leaves either all of a change or none of it.
+Block bytes are written to their data file before the batch that points at them.
+
+Integrity, and the threat it answers. Every block read is checked against the crc32c
+kept in its ``l`` key (hardware-accelerated: a few GB/s, far cheaper than the SHA-256 a
+read used to cost): it catches what disks and file systems do (bit rot, torn or lost
+writes, a truncated or overwritten file), and a block that fails is never returned: the
+feed drops it and fetches it again. It does not stop someone who can write the database:
+they can forge a block and its crc (or the hashes) alike, and nothing local could stop
+them. SHA-256 stays the check for everything that arrives from the network (a put is
+verified against the feed id before a byte is written), and ``hyperfs fsck`` re-hashes
+every stored block against its verified leaf.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Protocol
 
 import plyvel
 
 from hyperfs.base.errors import CorruptDatabase, StorageLocked
-from hyperfs.store.entry import Entry, Kind
+from hyperfs.store.blocks import DataFiles
+from hyperfs.store.blockstore import BlockStore
+from hyperfs.store.entry import Entry
 from hyperfs.store.entry import decode as decode_entry
 from hyperfs.store.entry import encode as encode_entry
+from hyperfs.store.index import Batch
 from hyperfs.store.layout import (
-    DATA,
     FORMAT,
     FORMAT_KEY,
     HASH,
     ID,
     KEY,
-    LEGACY_NAME,
+    LEGACY_FORMAT,
     META,
     NEXT_KEY,
     PAGE,
     PENDING,
     PER_FEED,
     U64,
-    block_key,
     entry_key,
     feed_number,
     id_key,
@@ -51,16 +61,13 @@ from hyperfs.tree.bitfield import PAGE_BYTES, Bitfield
 Node = tuple[int, bytes]
 
 
-class Batch(Protocol):
-    """What :meth:`Store.batch` gives: a plyvel write batch, or inside :meth:`Store.group`
-    an object with the same two methods."""
-
-    def put(self, key: bytes, value: bytes) -> None: ...
-    def delete(self, key: bytes) -> None: ...
-
-
 class Store:
-    """A thin typed layer over plyvel; it knows the key layout, not the feed rules."""
+    """A thin typed layer over plyvel and the data files; it knows the key layout, not the
+    feed rules.
+
+    A database of an earlier format opens with :attr:`outdated` set; only
+    :func:`.migrate.open_store` (which the core uses) brings it up to date.
+    """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser()
@@ -88,25 +95,30 @@ class Store:
             raise CorruptDatabase(f"cannot open database {self.path}: {exc}") from None
         except plyvel.CorruptionError as exc:
             raise CorruptDatabase(f"database {self.path} is damaged: {exc}") from None
+        self._group: dict[bytes, bytes | None] | None = None
         try:
-            self._check_format()
-            self._migrate_names()
+            self.outdated = self._check_format()
+            """Whether the database is of format 1 (block data inside LevelDB)."""
         except BaseException:
             self.db.close()
             raise
-        self._group: dict[bytes, bytes | None] | None = None
+        self.data = BlockStore(self, DataFiles(self.path / "data"))
+        """The feeds' blocks: bytes in data files, places in ``l`` keys."""
         raw = self.db.get(NEXT_KEY)
         self._next = U64.unpack(raw)[0] if raw else 0
 
-    def _check_format(self) -> None:
+    def _check_format(self) -> bool:
+        """Whether the database is of format 1 (to migrate); a new one is marked."""
         marker = self.db.get(FORMAT_KEY)
-        if marker == FORMAT:
-            return
+        if marker in (FORMAT, LEGACY_FORMAT):
+            return marker == LEGACY_FORMAT
         if marker is not None or next(self.db.iterator(include_value=False), None) is not None:
             raise CorruptDatabase(f"{self.path} is not a hyperfs database (format {marker!r})")
         self.db.put(FORMAT_KEY, FORMAT, sync=True)
+        return False
 
     def close(self) -> None:
+        self.data.close()
         self.db.close()
 
     def batch(self, *, sync: bool = False) -> AbstractContextManager[Batch]:
@@ -151,7 +163,8 @@ class Store:
                         batch.put(key, value)
             self._group.clear()
 
-    def _get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes) -> bytes | None:
+        """The value of ``key`` as this process sees it (inside a group, with its writes)."""
         group = self._group
         if group and key in group:  # written in this group (None: deleted in it)
             return group[key]
@@ -167,11 +180,11 @@ class Store:
         return num
 
     def lookup(self, feed_id: bytes) -> int | None:
-        raw = self._get(id_key(feed_id))
+        raw = self.get(id_key(feed_id))
         return None if raw is None else U64.unpack(raw)[0]
 
     def blocks(self, num: int) -> int | None:
-        raw = self._get(prefix(META, num))
+        raw = self.get(prefix(META, num))
         return None if raw is None else parse_meta(raw)[1]
 
     def put_feed(self, batch: Batch, num: int, feed_id: bytes, blocks: int | None):
@@ -208,7 +221,8 @@ class Store:
         """Remove a feed and all it holds, in bounded batches (it may be gigabytes).
 
         The id and meta keys go first, in one batch, so a crash half way leaves only
-        unreachable data behind, never a feed with holes in it.
+        unreachable data behind, never a feed with holes in it; the data file goes last,
+        before the mark that says there is something left to delete.
         """
         with self.batch() as batch:
             if feed_id is not None and self.lookup(feed_id) == num:
@@ -226,67 +240,11 @@ class Store:
                     for key in chunk:
                         batch.delete(key)
         self.flush()
+        self.data.forget(num)
         self.db.delete(prefix(PENDING, num))
 
-    # -- blocks, nodes, bitfields ----------------------------------------------------
-
-    def block(self, num: int, index: int) -> bytes | None:
-        return self._get(block_key(num, index))
-
-    def put_block(self, batch: Batch, num: int, index: int, data: bytes) -> None:
-        batch.put(block_key(num, index), data)
-
-    def put_blocks(
-        self, batch: Batch, num: int, start: int, blocks: Iterable[bytes]
-    ) -> None:
-        """Blocks ``start, start+1, ...``: the append hot path, one key pack per block."""
-        put, pack, head = batch.put, KEY.pack, prefix(DATA, num)
-        for index, data in enumerate(blocks, start):
-            put(pack(head, index), data)
-
-    def iter_blocks(self, num: int, start: int, end: int) -> Iterator[tuple[bytes, bytes | None]]:
-        """Blocks ``start, start+1, ...`` before ``end`` as (data, stored leaf hash or None),
-        up to the first one not stored.
-
-        Two range scans (data and hashes) walked in step instead of two point lookups per
-        block: whole-feed reads go at the speed of LevelDB's iterators.
-        """
-        data_prefix, hash_prefix, pack = prefix(DATA, num), prefix(HASH, num), KEY.pack
-        self.flush()
-        blocks = self.db.iterator(
-            start=pack(data_prefix, start), stop=pack(data_prefix, end), fill_cache=False)
-        hashes = self.db.iterator(
-            start=pack(hash_prefix, 2 * start), stop=pack(hash_prefix, 2 * end), fill_cache=False)
-        key, digest, done, index = b"", None, (b"\xff", None), start
-        with blocks, hashes:
-            for data_key, data in blocks:
-                if data_key != pack(data_prefix, index):
-                    return
-                wanted = pack(hash_prefix, 2 * index)
-                while key < wanted:  # skips the parent nodes between two leaves
-                    key, digest = next(hashes, done)
-                yield data, digest if key == wanted else None
-                index += 1
-
-    def drop_block(self, num: int, index: int) -> None:
-        """Forget a block of a feed nobody has open: the block and its bit, atomically.
-
-        (An open feed drops through :meth:`Feed.drop`, which keeps its bitfield in step.)
-        """
-        page = index // (PAGE_BYTES * 8)
-        key = page_key(num, page)
-        field = Bitfield()
-        field.load_page(0, self._get(key) or bytes(PAGE_BYTES))
-        field.discard(index % (PAGE_BYTES * 8))
-        with self.batch() as batch:
-            self.delete_block(batch, num, index)
-            batch.put(key, field.page(0))
-
-    def delete_block(self, batch: Batch, num: int, index: int) -> None:
-        batch.delete(block_key(num, index))
-
     def node(self, num: int, index: int) -> bytes | None:
-        return self._get(node_key(num, index))
+        return self.get(node_key(num, index))
 
     def put_node(self, batch: Batch, num: int, index: int, digest: bytes) -> None:
         batch.put(node_key(num, index), digest)
@@ -328,27 +286,24 @@ class Store:
                 yield num
                 keys.seek(prefix(kind, num + 1))
 
-    def _scan(self, kind: bytes, num: int) -> Iterator[tuple[int, bytes]]:
+    def scan(self, kind: bytes, num: int) -> Iterator[tuple[int, bytes]]:
+        """(index, value) of every key of ``kind`` of feed ``num``, as stored."""
         self.flush()
         for key, value in self.db.iterator(prefix=prefix(kind, num)):
             yield key_index(key), value
 
     def pages(self, num: int) -> Iterator[tuple[int, bytes]]:
         """(page number, page bytes) of feed ``num``'s bitfield, as stored."""
-        return self._scan(PAGE, num)
-
-    def stored_blocks(self, num: int) -> Iterator[tuple[int, bytes]]:
-        """(index, data) of every block stored for feed ``num``."""
-        return self._scan(DATA, num)
+        return self.scan(PAGE, num)
 
     def stored_nodes(self, num: int) -> Iterator[tuple[int, bytes]]:
         """(flat index, hash) of every tree node stored for feed ``num``."""
-        return self._scan(HASH, num)
+        return self.scan(HASH, num)
 
     # -- names (entries) -------------------------------------------------------------
 
     def entry(self, path: bytes) -> Entry | None:
-        raw = self._get(entry_key(path))
+        raw = self.get(entry_key(path))
         return None if raw is None else decode_entry(raw)
 
     def put_entry(self, batch: Batch, path: bytes, entry: Entry | None) -> None:
@@ -385,20 +340,6 @@ class Store:
         for path, entry in self.entries():
             if entry.feed_id is not None:
                 yield path, entry.feed_id
-
-    def _migrate_names(self) -> None:
-        """Names stored before they had records (``n`` name -> id) become file entries,
-        in one batch: mode 0644, owned by whoever opens the database, dated now."""
-        legacy = list(self.db.iterator(prefix=LEGACY_NAME))
-        if not legacy:
-            return
-        now = time.time_ns()
-        with self.db.write_batch(transaction=True, sync=True) as batch:
-            for key, feed_id in legacy:
-                entry = Entry(Kind.FILE, 0o644, os.getuid(), os.getgid(), now, now, now,
-                              feed_id)
-                batch.put(entry_key(key[1:]), encode_entry(entry))
-                batch.delete(key)
 
 
 class _GroupedBatch:

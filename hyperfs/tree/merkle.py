@@ -13,7 +13,7 @@ from hashlib import sha256
 
 from hyperfs.base.errors import BadProof
 from hyperfs.tree import flat_tree
-from hyperfs.tree.hashes import HASH_SIZE, LEAF_STATE, PARENT, leaf_hash, parent_hash, tree_id
+from hyperfs.tree.hashes import HASH_SIZE, PARENT, leaf_hash, parent_hash, tree_id
 
 Node = tuple[int, bytes]
 """A tree node as it travels: (flat-tree index, 32-byte hash)."""
@@ -37,18 +37,21 @@ class TreeBuilder:
         return self.extend((data,))
 
     def extend(self, blocks: Iterable[bytes | memoryview]) -> list[Node]:
-        """Add blocks; return every node created (each leaf, then its new parents).
+        """Add blocks; return every node created (each leaf, then its new parents)."""
+        return self.extend_leaves(leaf_hash(data) for data in blocks)
+
+    def extend_leaves(self, leaves: Iterable[bytes]) -> list[Node]:
+        """Add blocks by their leaf hashes (hashed elsewhere: in worker threads, while
+        their bytes are written); return every node created, as :meth:`extend` does.
 
         The append hot path, so the flat-tree steps are done inline: after leaf ``b`` the
         pending roots merge once per trailing 1-bit of ``b``, and the parent of a left
         child at depth ``d`` is ``left + 2**d``.
         """
         created: list[Node] = []
-        add, roots, block, leaf_state = created.append, self.roots, self.blocks, LEAF_STATE.copy
-        for data in blocks:
-            hasher = leaf_state()  # leaf_hash, inlined
-            hasher.update(data)
-            node, digest = 2 * block, hasher.digest()
+        add, roots, block = created.append, self.roots, self.blocks
+        for digest in leaves:
+            node = 2 * block
             add((node, digest))
             carry, step = block, 1
             while carry & 1:

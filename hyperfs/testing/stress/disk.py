@@ -10,8 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import plyvel
-
+from hyperfs.testing.damage import damage_block, flip_a_byte
 from hyperfs.testing.stress.common import (
     HOST,
     Config,
@@ -89,22 +88,8 @@ async def case_disk_full(cfg: Config, work: Path) -> list[Result]:
 
 def corrupt_blocks(db: Path, fid: bytes, indexes: list[int]) -> list[bytes]:
     """Flip a byte of the stored data of some blocks, behind hyperfs's back; returns the
-    damaged blocks. (It reads the store's private key layout: there is no public one yet.)"""
-    from hyperfs.store.layout import U64, block_key, id_key
-
-    damaged = []
-    store = plyvel.DB(str(db))
-    try:
-        num = U64.unpack(store.get(id_key(fid)))[0]
-        for index in indexes:
-            key = block_key(num, index)
-            value = bytearray(store.get(key))
-            value[len(value) // 2] ^= 0x40
-            store.put(key, bytes(value), sync=True)
-            damaged.append(bytes(value))
-    finally:
-        store.close()
-    return damaged
+    damaged blocks."""
+    return [damage_block(db, fid, index, flip_a_byte) for index in indexes]
 
 
 def honest(result: subprocess.CompletedProcess[bytes], want: bytes,

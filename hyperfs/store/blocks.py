@@ -1,0 +1,227 @@
+"""Block data in files: one sparse file per feed under ``<db>/data/``; LevelDB is the index.
+
+Why files: LevelDB writes every value to its log, then rewrites it at each level a
+compaction moves it through, so a database whose bytes are mostly block data (written
+once, never changed) got slower the more it stored. In a file, a block is written once,
+read with one ``pread``, and a feed is deleted with one unlink. LevelDB keeps what is
+small and changes: tree nodes, bitfields, names, and per block an ``l`` key saying where
+its bytes are (offset, length) and their crc32c (:data:`.layout.LOCATION_VALUE`).
+
+Where a block goes. Readers never need this rule (they follow the ``l`` key); writers
+follow it so that no write ever lands on bytes an ``l`` key points at:
+
+- appended blocks (a feed made here) go at the end of the file, one after another, so
+  a file that was added is stored byte for byte as it was;
+- a block that arrives by put (verified, from the network, in any order) goes to its
+  *slot*, ``base + index * size``, when it fits: ``size`` is learned from the first block
+  put that is not the feed's last (finalize records it too, when every appended block
+  but the last had one size), ``base`` is where the file ended then (0, unless the last
+  block came first). The last block fits if it is no larger than a slot. Positional
+  writes leave holes where blocks are missing: the file is sparse, and fills in to the
+  feed's bytes in order;
+- a block that does not fit (a feed of mixed sizes) goes past both the slots and the end
+  of the file.
+
+The three regions never overlap, and a slot is rewritten only after its block was
+dropped (its ``l`` key deleted). The slots are recorded (``s`` key) in the batch of the
+block that taught them; were that batch lost, they are learned again past the file's end,
+which is past every byte an ``l`` key can point at.
+
+The crash rule: bytes first, index second. A block's bytes are written before the LevelDB
+batch that writes its ``l`` key and sets its bit, so a process killed at any moment leaves
+at most bytes nothing points at, never an ``l`` key without its bytes. finalize fdatasyncs
+the file before its synced batch, so a finalized feed survives a power cut too. A block
+whose index outlived its bytes anyway (a power cut during a download, whose batches are
+not synced) fails its crc32c when read, and is dropped and fetched again like any damage.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from concurrent import futures
+from pathlib import Path
+from typing import NamedTuple
+
+from hyperfs.store.layout import data_name
+
+BytesLike = bytes | bytearray | memoryview
+
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
+
+SYNC_EVERY = 32 << 20
+"""A file written for a feed that will be synced (appends, before finalize) is synced in
+the background each time this much more was written, so the disk writes while the next
+blocks are hashed, and finalize's fdatasync has at most this much left to wait for
+(measured: the append and finalize of 131 MB in 64 KiB blocks 1.1-1.4x faster)."""
+
+_SYNCER = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperfs-sync")
+
+
+def _sync_and_close(fd: int) -> None:
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+class Location(NamedTuple):
+    """Where a block's bytes are in its feed's data file, and their crc32c."""
+
+    offset: int
+    length: int
+    crc: int
+
+
+ALIGN = 4096
+"""Slots begin on a page boundary: a block of a page-multiple size then fills whole
+pages, so a file filled out of order stays sparse where blocks are missing, and the page
+cache and the disk see whole pages."""
+
+
+def aligned(offset: int) -> int:
+    """``offset`` rounded up to the next multiple of :data:`ALIGN`."""
+    return -(-offset // ALIGN) * ALIGN
+
+
+class Slots(NamedTuple):
+    """Block ``i`` of a put goes at ``base + i * size`` when it fits (module docstring)."""
+
+    base: int
+    size: int
+
+    def place(self, index: int, length: int, blocks: int, end: int) -> int:
+        """The offset for block ``index`` of ``length`` bytes in a feed of ``blocks``
+        blocks whose file ends at ``end``: its slot, or past the slots and the end."""
+        if length == self.size or (index == blocks - 1 and length <= self.size):
+            return self.base + index * self.size
+        return max(end, self.base + blocks * self.size)
+
+
+class DataFiles:
+    """The data files of one database: open lazily, kept open (up to :attr:`MAX_OPEN`),
+    with where each one ends (the next append) remembered between writes."""
+
+    MAX_OPEN = 128
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        directory.mkdir(exist_ok=True)
+        self._fds: OrderedDict[int, int] = OrderedDict()
+        self._ends: dict[int, int] = {}
+        self._unsynced: dict[int, int] = {}  # bytes written since the last background sync
+        self._syncing: dict[int, futures.Future[None]] = {}
+
+    def path(self, num: int) -> Path:
+        return self.directory / data_name(num)
+
+    def _fd(self, num: int, *, create: bool = False) -> int | None:
+        fd = self._fds.get(num)
+        if fd is not None:
+            self._fds.move_to_end(num)
+            return fd
+        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+        try:
+            fd = os.open(self.path(num), flags, 0o600)
+        except FileNotFoundError:
+            return None
+        self._fds[num] = fd
+        if len(self._fds) > self.MAX_OPEN:
+            os.close(self._fds.popitem(last=False)[1])
+        return fd
+
+    def end(self, num: int) -> int:
+        """Past every byte the file holds (or was given this run): where appends go."""
+        end = self._ends.get(num)
+        if end is None:
+            end = self._ends[num] = self.size(num)
+        return end
+
+    def size(self, num: int) -> int:
+        """The file's size on disk (0 when it does not exist)."""
+        fd = self._fd(num)
+        return 0 if fd is None else os.fstat(fd).st_size
+
+    def write(self, num: int, offset: int, chunks: Sequence[BytesLike], *,
+              durable: bool = False) -> int:
+        """Write ``chunks`` one after another from ``offset``, without joining them;
+        returns how many bytes. ``durable``: the file will be synced (:meth:`sync`), so
+        sync it in the background as it grows (:data:`SYNC_EVERY`). Raises OSError (a
+        full disk: ENOSPC) having marked nothing: the caller's batch then never runs.
+
+        (Starting the writeback with sync_file_range instead was measured: it slowed the
+        writes that followed more than it shortened finalize's fdatasync.)"""
+        fd = self._fd(num, create=True)
+        assert fd is not None
+        start = offset
+        for first in range(0, len(chunks), IOV_MAX):
+            group = chunks[first : first + IOV_MAX]
+            want = sum(len(chunk) for chunk in group)
+            done = os.pwritev(fd, group, offset)
+            if done < want:  # rare (a signal mid-write): finish by hand
+                rest = memoryview(b"".join(group))[done:]
+                while rest:
+                    written = os.pwrite(fd, rest, offset + done)
+                    done, rest = done + written, rest[written:]
+            offset += want
+        self._ends[num] = max(self.end(num), offset)
+        if durable:
+            self._sync_behind(num, fd, offset - start)
+        return offset - start
+
+    def _sync_behind(self, num: int, fd: int, written: int) -> None:
+        unsynced = self._unsynced[num] = self._unsynced.get(num, 0) + written
+        pending = self._syncing.get(num)
+        if unsynced >= SYNC_EVERY and (pending is None or pending.done()):
+            self._unsynced[num] = 0
+            # Its own descriptor: the cache may close ours while the sync runs.
+            self._syncing[num] = _SYNCER.submit(_sync_and_close, os.dup(fd))
+
+    def read(self, num: int, location: Location) -> bytes:
+        """The bytes at ``location`` (fewer if the file was truncated behind our back)."""
+        fd = self._fd(num)
+        if fd is None:
+            return b""
+        return os.pread(fd, location.length, location.offset)
+
+    def read_into(self, num: int, location: Location, buffer: memoryview) -> int:
+        """Read the bytes at ``location`` into the start of ``buffer``; how many were read."""
+        fd = self._fd(num)
+        if fd is None:
+            return 0
+        return os.preadv(fd, [buffer[: location.length]], location.offset)
+
+    def sync(self, num: int) -> None:
+        """fdatasync: the file's bytes are on the disk, for a batch that must outlive a
+        power cut (finalize, a migration step)."""
+        pending = self._syncing.pop(num, None)
+        if pending is not None:
+            pending.result()
+        self._unsynced.pop(num, None)
+        fd = self._fd(num)
+        if fd is not None:
+            os.fdatasync(fd)
+
+    def remove(self, num: int) -> None:
+        fd = self._fds.pop(num, None)
+        if fd is not None:
+            os.close(fd)
+        self._ends.pop(num, None)
+        self._unsynced.pop(num, None)
+        self._syncing.pop(num, None)  # a sync still running has its own descriptor
+        self.path(num).unlink(missing_ok=True)
+
+    def numbers(self) -> Iterator[int]:
+        """The feed number of every data file present, in no particular order."""
+        for name in os.listdir(self.directory):
+            if len(name) == len(data_name(0)):
+                try:
+                    yield int(name, 16)
+                except ValueError:
+                    continue
+
+    def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+        self._ends.clear()

@@ -1,0 +1,204 @@
+"""A feed's blocks as the store keeps them: bytes in the data files (:mod:`.blocks`),
+their places and crc32c in ``l`` keys, written through the :class:`.store.Store`'s batches.
+
+Every method takes the feed's local number; the rules of feeds (which blocks may be
+written, verification) are the caller's. Reads check each block's crc32c (the threat
+model is in :mod:`.store`'s docstring).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from crc32c import crc32c
+
+from hyperfs.store.blocks import DataFiles, Location, Slots, aligned
+from hyperfs.store.index import Batch, Index
+from hyperfs.store.layout import (
+    KEY,
+    LOCATION,
+    LOCATION_VALUE,
+    SLOTS,
+    SLOTS_VALUE,
+    location_key,
+    page_key,
+    prefix,
+)
+from hyperfs.tree.bitfield import PAGE_BYTES, Bitfield
+
+
+@dataclass
+class _Shape:
+    """What a writable feed's appends were like, for finalize to record its slots."""
+
+    size: int
+    """The first block's size."""
+    last: int
+    """The last block's size so far."""
+    fits: bool
+    """Whether every block so far is at ``index * size`` and all before the last are of
+    ``size`` (then the slots ``Slots(0, size)`` describe the file)."""
+
+    def add(self, offset: int, length: int, index: int) -> None:
+        self.fits = self.fits and self.last == self.size and offset == index * self.size
+        self.last = length
+
+
+class BlockStore:
+    """The blocks of every feed of one :class:`.store.Store` (its :attr:`~.Store.data`)."""
+
+    def __init__(self, store: Index, files: DataFiles) -> None:
+        self._store = store
+        self.files = files
+        self._slots: dict[int, Slots | None] = {}
+        self._appended: dict[int, _Shape] = {}
+
+    def forget(self, num: int) -> None:
+        """Delete feed ``num``'s data file (its keys are the store's to delete)."""
+        self.files.remove(num)
+        self._slots.pop(num, None)
+        self._appended.pop(num, None)
+
+    def close(self) -> None:
+        self.files.close()
+
+    def location(self, num: int, index: int) -> Location | None:
+        raw = self._store.get(location_key(num, index))
+        return None if raw is None else Location._make(LOCATION_VALUE.unpack(raw))
+
+    def read(self, num: int, index: int) -> bytes | None:
+        """Block ``index`` if it is stored and its bytes still match their crc32c."""
+        location = self.location(num, index)
+        if location is None:
+            return None
+        data = self.files.read(num, location)
+        return data if crc32c(data) == location.crc and len(data) == location.length else None
+
+    def read_into(self, num: int, index: int, buffer: memoryview) -> int | None:
+        """Block ``index`` read into ``buffer`` (ValueError if it is too small), its crc32c
+        checked: its length, or None if it is not stored or fails the check."""
+        location = self.location(num, index)
+        if location is None:
+            return None
+        if len(buffer) < location.length:
+            raise ValueError(f"a {len(buffer)}-byte buffer for a {location.length}-byte block")
+        got = self.files.read_into(num, location, buffer)
+        ok = got == location.length and crc32c(buffer[:got]) == location.crc
+        return got if ok else None
+
+    def place_of(self, num: int, index: int) -> tuple[Path, int, int] | None:
+        """Where block ``index``'s bytes are on disk: (data file, offset, length). For
+        tools and tests that inspect or damage a block behind hyperfs's back."""
+        location = self.location(num, index)
+        if location is None:
+            return None
+        return self.files.path(num), location.offset, location.length
+
+    def append(self, batch: Batch, num: int, start: int,
+               blocks: Sequence[bytes | memoryview]) -> None:
+        """Blocks ``start, start+1, ...`` of a writable feed: their bytes written now at
+        the end of its file, in one call; their ``l`` keys in ``batch``."""
+        files, put, pack, head = self.files, batch.put, KEY.pack, prefix(LOCATION, num)
+        offset = files.end(num)
+        files.write(num, offset, blocks, durable=True)
+        value, shape = LOCATION_VALUE.pack, self._appended.get(num)
+        for index, data in enumerate(blocks, start):
+            length = len(data)
+            put(pack(head, index), value(offset, length, crc32c(data)))
+            if index == 0:
+                shape = self._appended[num] = _Shape(length, length, offset == 0)
+            elif shape is not None:
+                shape.add(offset, length, index)
+            offset += length
+
+    def seal(self, batch: Batch, num: int) -> None:
+        """Before finalize's synced ``batch``: the feed's bytes to disk, and its slots
+        recorded when its blocks allow (so a block fetched again lands at its place)."""
+        self.files.sync(num)
+        shape = self._appended.get(num)
+        if shape is not None and shape.fits and 0 < shape.last <= shape.size:
+            self._put_slots(batch, num, Slots(0, shape.size))
+
+    def put(self, batch: Batch, num: int, index: int, data: bytes, blocks: int) -> None:
+        """Block ``index`` of a feed of ``blocks`` blocks (a verified put): its bytes
+        written now at its place, its ``l`` key in ``batch``."""
+        files, length = self.files, len(data)
+        if num not in self._slots:
+            raw = self._store.get(prefix(SLOTS, num))
+            self._slots[num] = None if raw is None else Slots._make(SLOTS_VALUE.unpack(raw))
+        slots = self._slots[num]
+        if slots is None and index != blocks - 1 and length:
+            slots = self._put_slots(batch, num, Slots(aligned(files.end(num)), length))
+        if not length:  # an empty block has no bytes to place
+            offset = 0
+        else:
+            offset = files.end(num) if slots is None else slots.place(
+                index, length, blocks, files.end(num))
+            files.write(num, offset, (data,))
+        batch.put(location_key(num, index), LOCATION_VALUE.pack(offset, length, crc32c(data)))
+
+    def _put_slots(self, batch: Batch, num: int, slots: Slots) -> Slots:
+        batch.put(prefix(SLOTS, num), SLOTS_VALUE.pack(*slots))
+        self._slots[num] = slots
+        return slots
+
+    def iter(self, num: int, start: int, end: int) -> Iterator[bytes | None]:
+        """Blocks ``start, start+1, ...`` before ``end``, up to the first one not stored:
+        each one's bytes, or None for one that fails its crc32c (and nothing after it).
+
+        One range scan of the ``l`` keys and a ``pread`` per block: a whole feed is read
+        at the speed of the disk (or page cache), with no hashing but the crc32c.
+        """
+        head, pack, unpack, read = prefix(LOCATION, num), KEY.pack, LOCATION_VALUE.unpack, \
+            self.files.read
+        self._store.flush()
+        index = start
+        with self._store.db.iterator(start=pack(head, start), stop=pack(head, end),
+                              fill_cache=False) as places:
+            for key, value in places:
+                if key != pack(head, index):
+                    return
+                location = Location._make(unpack(value))
+                data = read(num, location)
+                if crc32c(data) != location.crc or len(data) != location.length:
+                    yield None
+                    return
+                yield data
+                index += 1
+
+    def drop(self, num: int, index: int) -> None:
+        """Forget a block of a feed nobody has open: its ``l`` key and its bit, atomically.
+
+        (An open feed drops through :meth:`Feed.drop`, which keeps its bitfield in step.)
+        """
+        page = index // (PAGE_BYTES * 8)
+        key = page_key(num, page)
+        field = Bitfield()
+        field.load_page(0, self._store.get(key) or bytes(PAGE_BYTES))
+        field.discard(index % (PAGE_BYTES * 8))
+        with self._store.batch() as batch:
+            self.delete(batch, num, index)
+            batch.put(key, field.page(0))
+
+    def delete(self, batch: Batch, num: int, index: int) -> None:
+        """Forget where block ``index`` is (its bytes stay until overwritten or deleted)."""
+        batch.delete(location_key(num, index))
+
+    def locations(self, num: int) -> Iterator[tuple[int, Location]]:
+        """(index, location) of every block stored for feed ``num``."""
+        for index, raw in self._store.scan(LOCATION, num):
+            yield index, Location._make(LOCATION_VALUE.unpack(raw))
+
+    def read_raw(self, num: int, location: Location) -> bytes:
+        """The bytes at ``location`` in feed ``num``'s data file, as they are (unchecked)."""
+        return self.files.read(num, location)
+
+    def size(self, num: int) -> int:
+        """The size of feed ``num``'s data file (0 when it has none)."""
+        return self.files.size(num)
+
+    def numbers(self) -> list[int]:
+        """The feed numbers that have a data file, in order."""
+        return sorted(self.files.numbers())
