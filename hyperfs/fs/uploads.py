@@ -1,24 +1,33 @@
-"""Writing: ``cp FILE MNT/`` streams the file's bytes into a new, named feed.
+"""Writing: ``cp FILE MNT/...`` streams the file's bytes into a new feed bound to its name.
 
-Only ``create`` in the root writes. The bytes stream into a new feed (never buffered
-whole) and the feed is finalized with the name, atomically, on the writer's *last* close
-(flush), so ``cp`` and ``close`` see every error: empty file -> ENODATA, name taken ->
-EEXIST (at create), disk full -> ENOSPC. Writes must be sequential (else ESPIPE). A
-failed or empty upload leaves nothing visible.
+``create`` of a new name (in the root or in a directory of names), or ``open`` of an
+existing name with O_TRUNC, starts an upload. Its bytes stream into a new feed (never
+buffered whole) and the feed is finalized with the name, atomically, on the writer's
+*last* close (flush), so ``cp`` and ``close`` see every error (name taken -> EEXIST at
+create, disk full -> ENOSPC). Until then a replaced name still shows its old feed (which
+stays stored under its id afterwards). Nothing written: the name becomes an empty file,
+bound to no feed (``touch``). Writes must be sequential (else ESPIPE). The mode, owner,
+times and xattrs set on the open file (``cp -a``, ``install``) are the name's once it is
+done. A failed upload leaves nothing visible.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import os
+import time
 
 import pyfuse3
+import trio
 
+from hyperfs.feeds.names import new_entry, split
 from hyperfs.fs import sizes
 from hyperfs.fs.errnos import errno_of, fail
-from hyperfs.fs.inodes import NAME_MAX, ROOT, Namespace, Upload, reserved
+from hyperfs.fs.inodes import NameFile, Namespace, Upload
+from hyperfs.store.entry import Entry, Kind
 
 log = logging.getLogger("hyperfs.fs")
 
@@ -52,7 +61,7 @@ def holds_other_fd(pid: int, inode: int, mountpoint: str) -> bool:
 
 
 class Uploads:
-    """Files being written into the root of ``namespace`` (its ``uploads``)."""
+    """Files being written into ``namespace`` (its ``uploads``)."""
 
     def __init__(self, namespace: Namespace, *, mountpoint: str, block_size: int) -> None:
         self.namespace = namespace
@@ -60,17 +69,23 @@ class Uploads:
         self.mountpoint = mountpoint
         self.block_size = block_size
 
-    def create(self, name: bytes, pid: int) -> Upload:
-        """A new upload named ``name`` by process ``pid``, its first handle open."""
-        if len(name) > NAME_MAX:
-            raise fail(errno.ENAMETOOLONG)
-        if reserved(name):
-            raise fail(errno.EEXIST)  # the status file and feed directories
-        if name in self.namespace.uploads or self.core.names.feed_of(name) is not None:
-            raise fail(errno.EEXIST)
+    def create(self, path: bytes, mode: int, ctx: pyfuse3.RequestContext) -> Upload:
+        """A new file at ``path`` (checked by :meth:`Namespace.new_path`), its first
+        handle open, owned by the caller."""
+        entry = new_entry(Kind.FILE, mode, uid=ctx.uid, gid=ctx.gid)
+        return self._start(path, self.namespace.name_inode(path), entry, ctx.pid, False)
+
+    def replace(self, node: NameFile, pid: int) -> Upload:
+        """open(O_TRUNC) of an existing file: its new bytes, bound once they are done.
+        The name keeps its inode, mode, owner and xattrs."""
+        if node.path in self.namespace.uploads:
+            raise fail(errno.ETXTBSY)
+        return self._start(node.path, node.ino, node.entry, pid, True)
+
+    def _start(self, path: bytes, ino: int, entry: Entry, pid: int, replacing: bool) -> Upload:
         stream = self.core.create_write_stream(block_size=self.block_size)
-        upload = Upload(name, self.namespace.name_inode(name), stream, pid, handles=1)
-        self.namespace.uploads[name] = upload
+        upload = Upload(path, ino, stream, pid, entry, replacing, handles=1)
+        self.namespace.uploads[path] = upload
         return upload
 
     async def write(self, upload: Upload, off: int, buf: bytes) -> int:
@@ -94,6 +109,25 @@ class Uploads:
         if size != upload.size:
             raise fail(errno.EROFS if size else errno.ESPIPE)
 
+    def set_entry(self, upload: Upload, entry: Entry, *, times_set: bool) -> None:
+        """chmod, chown, utimensat or xattrs of the file being written: kept for its name."""
+        upload.entry = entry
+        upload.times_set = upload.times_set or times_set
+
+    async def fsync(self, upload: Upload) -> None:
+        """fsync/fdatasync: every whole block written so far goes to the database, and to
+        the disk. (The name is bound, durably, by the synced finalize at close.)"""
+        if upload.error:
+            raise fail(upload.error)
+        if upload.done:
+            return
+        try:
+            await upload.stream.flush()
+            self.core.names.sync()
+        except Exception as exc:
+            upload.error = errno_of(exc)
+            raise fail(upload.error) from None
+
     async def flush(self, upload: Upload) -> None:
         """A close of one of the writer's descriptors: finalize on its last one."""
         if upload.error:
@@ -109,7 +143,7 @@ class Uploads:
         upload.handles -= 1
         if upload.handles > 0 or upload.done:
             return
-        if upload.error or upload.size == 0:
+        if upload.error:
             self.discard(upload)
             return
         try:
@@ -118,8 +152,18 @@ class Uploads:
             log.warning("could not store %r: %s", upload.name, os.strerror(exc.errno))
 
     async def _finalize(self, upload: Upload) -> None:
+        now = time.time_ns()
+        entry = dataclasses.replace(
+            upload.entry, ctime_ns=now, mtime_ns=upload.entry.mtime_ns if upload.times_set
+            else now)
         try:
-            feed_id = await upload.stream.close(name=upload.name)
+            if upload.size:
+                feed_id: bytes | None = await upload.stream.close(
+                    name=upload.name, entry=entry, replace=upload.replacing)
+            else:  # an empty file: bound to no feed
+                self.core.names.set_file(upload.name, dataclasses.replace(entry, feed_id=None),
+                                         replace=upload.replacing)
+                feed_id = None
         except Exception as exc:
             upload.error = errno_of(exc)
             log.warning("storing %r failed: %s", upload.name, exc)
@@ -127,22 +171,35 @@ class Uploads:
             raise fail(upload.error) from None
         upload.done = True
         self._forget(upload)
-        sizes.learn_written(self.namespace.slot(feed_id), upload.size,
-                            upload.stream.block_size, upload.stream.feed.blocks or 1)
-        log.info("stored %r as feed %s (%d bytes)", upload.name, feed_id.hex(), upload.size)
+        if feed_id is None:
+            self._drop_feed(upload)
+        else:
+            sizes.learn_written(self.namespace.slot(feed_id), upload.size,
+                                upload.stream.block_size, upload.stream.feed.blocks or 1)
+            log.info("stored %r as feed %s (%d bytes)", upload.name, feed_id.hex(),
+                     upload.size)
+        if upload.replacing:
+            await changed(upload.ino)
 
     def discard(self, upload: Upload) -> None:
-        """Forget a failed or empty upload: nothing of it stays visible or stored."""
+        """Forget a failed upload: nothing of it stays visible or stored (a replaced name
+        keeps its old feed)."""
         upload.done = True
         self._forget(upload)
+        self._drop_feed(upload)
+        if not upload.replacing:
+            with contextlib.suppress(Exception):  # not mounted, or the entry is gone already
+                parent, name = split(upload.name)
+                pyfuse3.invalidate_entry_async(self.namespace.directory(parent).ino, name,
+                                               ignore_enoent=True)
+
+    def _drop_feed(self, upload: Upload) -> None:
         feed = upload.stream.feed
         if feed.id is None:
             try:
                 self.core.discard(feed)
             except Exception:
                 log.exception("could not delete the unfinished upload %r", upload.name)
-        with contextlib.suppress(Exception):  # not mounted, or the entry is gone already
-            pyfuse3.invalidate_entry_async(ROOT, upload.name, ignore_enoent=True)
 
     def close(self) -> None:
         """Discard every upload still in progress (at unmount)."""
@@ -152,3 +209,11 @@ class Uploads:
     def _forget(self, upload: Upload) -> None:
         if self.namespace.uploads.get(upload.name) is upload:
             del self.namespace.uploads[upload.name]
+
+
+async def changed(ino: int) -> None:
+    """Tell the kernel a name's content changed (it now holds another feed, or none):
+    cached pages and attributes of ``ino`` go. From a worker thread: the kernel may wait
+    for a page a concurrent read holds, and that read needs this event loop."""
+    with contextlib.suppress(Exception):  # not mounted (tests of Operations alone)
+        await trio.to_thread.run_sync(pyfuse3.invalidate_inode, ino, False)
