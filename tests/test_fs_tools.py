@@ -92,9 +92,13 @@ def test_rsync_of_a_tree_and_of_single_files(mounts: Mounts, tmp_path: Path) -> 
     _check(src, m.mnt / "tree")
     assert os.getxattr(m.mnt / "tree" / "sub" / "inner.bin", ID) != old_id
     assert old_id.decode() in os.listdir(m.mnt)  # the old feed stays, under its id
+    run("rsync", "-a", f"{src}/sub/", f"{m.mnt}/")  # into the root (its times: not kept)
+    _check(src / "sub" / "deeper", m.mnt / "deeper")
+    assert (m.mnt / "inner.bin").read_bytes() == (src / "sub" / "inner.bin").read_bytes()
     again = _remount(mounts, m)
     _check(src, again.mnt / "tree")
     assert (again.mnt / "small.txt").read_bytes() == (src / "small.txt").read_bytes()
+    _check(src / "sub" / "deeper", again.mnt / "deeper")
 
 
 def test_cp_tar_unzip_and_install(mounts: Mounts, tmp_path: Path) -> None:
@@ -354,3 +358,48 @@ def test_what_names_refuse(mounts: Mounts, tmp_path: Path) -> None:
     assert sorted(name for name in os.listdir(m.mnt) if len(name) != 64) == [".status", "f"]
     assert feed_dir.name in os.listdir(m.mnt)  # `rm` of names leaves their feeds
     assert m.proc.poll() is None and "Traceback" not in m.errors()  # no handler raised
+
+
+GETDENTS64 = {"x86_64": 217, "aarch64": 61}.get(os.uname().machine)
+
+
+def _read_entries(fd: int, buffer: ctypes.Array[ctypes.c_char]) -> list[str]:
+    """One getdents64(2) call into a small buffer: the entries of one FUSE readdir."""
+    assert GETDENTS64 is not None
+    size = ctypes.CDLL(None, use_errno=True).syscall(GETDENTS64, fd, buffer, len(buffer))
+    if size < 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    names, pos, raw = [], 0, buffer.raw
+    while pos < size:
+        length = int.from_bytes(raw[pos + 16 : pos + 18], "little")
+        names.append(raw[pos + 19 : pos + length].split(b"\0")[0].decode())
+        pos += length
+    return names
+
+
+def test_a_listing_goes_on_past_names_removed_since(mounts: Mounts) -> None:
+    """A directory is read a few dozen entries per request: names removed after the first
+    (as ``rm -r`` and ``rsync --delete`` do) are skipped, not an error."""
+    if GETDENTS64 is None:
+        pytest.skip("getdents64's number is known here for x86_64 and aarch64 only")
+    m = mounts.start()
+    listed = m.mnt / "listed"
+    listed.mkdir()
+    run("touch", *(listed / f"{i:04d}" for i in range(2000)))
+    fd = os.open(listed, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        buffer = ctypes.create_string_buffer(1024)
+        names = _read_entries(fd, buffer)
+        assert 0 < len(names) < 1000
+        for i in range(1000, 2000):
+            os.unlink(listed / f"{i:04d}")
+        while batch := _read_entries(fd, buffer):
+            names += batch
+    finally:
+        os.close(fd)
+    assert names == [f"{i:04d}" for i in range(1000)]
+    found = run("find", m.mnt, "-type", "f").stdout.decode().split()
+    assert len(found) == 1000 + 1  # and .status
+    run("rm", "-r", listed)
+    assert sorted(os.listdir(m.mnt)) == [".status"]

@@ -187,7 +187,13 @@ def reply_entries(listing: Listing, namespace: Namespace, attributes: Attributes
     entries = listing.entries
     while position < len(entries):
         name, ino = entries[position]
-        attr = attributes.of(namespace.decode(ino), exact=False)
+        try:
+            attr = attributes.of(namespace.decode(ino), exact=False)
+        except pyfuse3.FUSEError as exc:  # removed since opendir (`rm -r` as it lists)
+            if exc.errno != errno.ENOENT:
+                raise
+            position += 1
+            continue
         if not pyfuse3.readdir_reply(token, name, attr, position + 1):
             return
         position += 1

@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import os
+import stat
 import time
 
 import pyfuse3
 
 from hyperfs.feeds.names import join, new_entry, with_attrs, with_xattr, without_xattr
 from hyperfs.fs import sizes
-from hyperfs.fs.attributes import COMPUTED
+from hyperfs.fs.attributes import COMPUTED, DIR_MODE
 from hyperfs.fs.errnos import fail
 from hyperfs.fs.inodes import (
     NAME_MAX,
@@ -106,6 +108,8 @@ async def setattr(namespace: Namespace, uploads: Uploads, ino: int,
                               times_set=fields.update_mtime)
         return upload
     node = namespace.decode(ino)
+    if isinstance(node, Root) and not fields.update_size and _root_keeps(changes):
+        return node  # `rsync -a dir/ MNT/` sets the root's times: accepted, not kept
     if not isinstance(node, NameFile | NameDir):
         raise fail(errno.EPERM if isinstance(node, Root | FeedDir) else errno.EROFS)
     if fields.update_size:
@@ -113,6 +117,16 @@ async def setattr(namespace: Namespace, uploads: Uploads, ino: int,
     if changes:
         namespace.core.names.set_attrs(node.path, **changes)
     return namespace.named(node.path)
+
+
+def _root_keeps(changes: dict[str, int]) -> bool:
+    """Whether a setattr of the root changes nothing it shows but its times (which are
+    the mount's, and not kept): its mode, owner and group stay as they are."""
+    same = {"mode": stat.S_IMODE(DIR_MODE), "uid": os.getuid(), "gid": os.getgid()}
+    for key, value in changes.items():
+        if key in same and (stat.S_IMODE(value) if key == "mode" else value) != same[key]:
+            return False
+    return True
 
 
 async def _truncate(namespace: Namespace, node: NameFile | NameDir, size: int) -> None:

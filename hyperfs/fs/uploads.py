@@ -33,12 +33,13 @@ log = logging.getLogger("hyperfs.fs")
 
 
 def holds_other_fd(pid: int, inode: int, mountpoint: str) -> bool:
-    """Whether process ``pid`` still has a descriptor open on our ``inode``.
+    """Whether process ``pid`` still has a descriptor open for writing on our ``inode``.
 
     A flush is sent on every close, also of dup'ed descriptors (a shell's ``> file``
     opens, dups to fd 1 and closes the original before any byte is written), so an
-    upload is finalized only on its opener's last close. Reads fdinfo/readlink only,
-    which never call back into this filesystem.
+    upload is finalized only on its opener's last close. Descriptors open only for
+    reading (the old content of a name being replaced) do not count. Reads
+    fdinfo/readlink only, which never call back into this filesystem.
     """
     fd_dir = f"/proc/{pid}/fd"
     try:
@@ -52,9 +53,10 @@ def holds_other_fd(pid: int, inode: int, mountpoint: str) -> bool:
             if not target.startswith(prefix):
                 continue
             with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as info:
-                for line in info:
-                    if line.startswith(b"ino:") and int(line[4:]) == inode:
-                        return True
+                fields = dict(line.split(b":", 1) for line in info if b":" in line)
+            writable = int(fields.get(b"flags", b"0"), 8) & os.O_ACCMODE != os.O_RDONLY
+            if writable and int(fields.get(b"ino", b"-1")) == inode:
+                return True
         except (OSError, ValueError):
             continue
     return False
