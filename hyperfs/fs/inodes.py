@@ -310,19 +310,6 @@ class Namespace:
         upload = self.uploads.get(self._ino_path.get(ino, b""))
         return upload if upload is not None and upload.ino == ino else None
 
-    def new_path(self, directory: Inode, name: bytes) -> bytes:
-        """The path of a new name ``name`` in ``directory``, if one can be made there:
-        EPERM in a feed's directory, ENAMETOOLONG, EEXIST when taken (also by a file
-        being written, ``.status`` or a feed id at the top)."""
-        parent = names_dir(directory)
-        if len(name) > NAME_MAX:
-            raise fail(errno.ENAMETOOLONG)
-        path = join(parent, name)
-        if (not parent and reserved(name)) or path in self.uploads:
-            raise fail(errno.EEXIST)
-        self.core.names.check_new(path)
-        return path
-
     # -- decoding ------------------------------------------------------------------------
 
     def decode(self, ino: int) -> Inode:
@@ -407,12 +394,3 @@ class Namespace:
         state.open()
         return FeedDir(state)
 
-
-def names_dir(node: Inode) -> bytes:
-    """The path of directory ``node`` among names (b"": the root). Nothing can be made
-    in a feed's directory (EPERM); a file is not a directory (ENOTDIR)."""
-    if isinstance(node, Root):
-        return b""
-    if isinstance(node, NameDir):
-        return node.path
-    raise fail(errno.EPERM if isinstance(node, FeedDir) else errno.ENOTDIR)

@@ -32,17 +32,40 @@ from hyperfs.fs.inodes import (
     Root,
     Upload,
     feed_id_of,
-    names_dir,
     reserved,
 )
 from hyperfs.fs.uploads import Uploads, changed
 from hyperfs.store.entry import Kind
 
 
+def names_dir(node: Inode) -> bytes:
+    """The path of directory ``node`` among names (b"": the root). Nothing can be made
+    in a feed's directory (EPERM); a file is not a directory (ENOTDIR)."""
+    if isinstance(node, Root):
+        return b""
+    if isinstance(node, NameDir):
+        return node.path
+    raise fail(errno.EPERM if isinstance(node, FeedDir) else errno.ENOTDIR)
+
+
+def new_path(namespace: Namespace, directory: Inode, name: bytes) -> bytes:
+    """The path of a new name ``name`` in ``directory``, if one can be made there:
+    EPERM in a feed's directory, ENAMETOOLONG, EEXIST when taken (also by a file being
+    written, ``.status`` or a feed id at the top)."""
+    parent = names_dir(directory)
+    if len(name) > NAME_MAX:
+        raise fail(errno.ENAMETOOLONG)
+    path = join(parent, name)
+    if (not parent and reserved(name)) or path in namespace.uploads:
+        raise fail(errno.EEXIST)
+    namespace.core.names.check_new(path)
+    return path
+
+
 def mkdir(namespace: Namespace, parent: Inode, name: bytes, mode: int,
           ctx: pyfuse3.RequestContext) -> Inode:
     """A new, empty directory of names, owned by the caller."""
-    path = namespace.new_path(parent, name)
+    path = new_path(namespace, parent, name)
     namespace.core.names.add(path, new_entry(Kind.DIR, mode, uid=ctx.uid, gid=ctx.gid))
     return namespace.named(path)
 

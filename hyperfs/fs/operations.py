@@ -162,7 +162,7 @@ class Operations(pyfuse3.Operations):
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
                                                            pyfuse3.EntryAttributes]:
-        path = self.namespace.new_path(self.namespace.decode(parent_inode), name)
+        path = naming.new_path(self.namespace, self.namespace.decode(parent_inode), name)
         upload = self.uploads.create(path, mode, ctx)
         info = pyfuse3.FileInfo(fh=self._new_fh(upload), direct_io=True)
         return info, self.attributes.upload(upload)

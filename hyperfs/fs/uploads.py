@@ -72,7 +72,7 @@ class Uploads:
         self.block_size = block_size
 
     def create(self, path: bytes, mode: int, ctx: pyfuse3.RequestContext) -> Upload:
-        """A new file at ``path`` (checked by :meth:`Namespace.new_path`), its first
+        """A new file at ``path`` (checked by :func:`hyperfs.fs.naming.new_path`), its first
         handle open, owned by the caller."""
         entry = new_entry(Kind.FILE, mode, uid=ctx.uid, gid=ctx.gid)
         return self._start(path, self.namespace.name_inode(path), entry, ctx.pid, False)
