@@ -293,6 +293,8 @@ def test_attributes_set_while_writing_are_kept(mounts: Mounts, tmp_path: Path) -
 
     check(m.mnt)
     os.chown(path, os.getuid(), os.getgid())  # chown to self
+    _fails(errno.EINVAL, os.utime, path, (-SECOND, -SECOND))  # before 1970: not kept
+    assert os.stat(path).st_mtime_ns == 8 * SECOND
     os.removexattr(path, "user.origin")
     _fails(errno.ENODATA, os.getxattr, path, "user.origin")
     os.setxattr(path, "user.origin", b"test")

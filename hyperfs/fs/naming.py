@@ -38,6 +38,10 @@ from hyperfs.fs.uploads import Uploads, changed
 from hyperfs.store.entry import Kind
 
 
+TIME_LIMIT = 1 << 64
+"""A name keeps its times as unsigned 64-bit nanoseconds since 1970 (to the year 2554)."""
+
+
 def names_dir(node: Inode) -> bytes:
     """The path of directory ``node`` among names (b"": the root). Nothing can be made
     in a feed's directory (EPERM); a file is not a directory (ENOTDIR)."""
@@ -113,6 +117,9 @@ def attr_changes(attr: pyfuse3.EntryAttributes,
         changes["atime_ns"] = attr.st_atime_ns
     if fields.update_mtime:
         changes["mtime_ns"] = attr.st_mtime_ns
+    for key in ("atime_ns", "mtime_ns"):
+        if not 0 <= changes.get(key, 0) < TIME_LIMIT:
+            raise fail(errno.EINVAL)  # before 1970 or after 2554: names cannot keep it
     return changes
 
 
