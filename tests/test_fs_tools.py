@@ -92,6 +92,12 @@ def test_rsync_of_a_tree_and_of_single_files(mounts: Mounts, tmp_path: Path) -> 
     _check(src, m.mnt / "tree")
     assert os.getxattr(m.mnt / "tree" / "sub" / "inner.bin", ID) != old_id
     assert old_id.decode() in os.listdir(m.mnt)  # the old feed stays, under its id
+    os.setxattr(m.mnt / "tree" / "top.bin", "user.tag", b"kept")
+    run("cp", "-a", m.mnt / "tree", m.mnt / "copied")  # from the mount into the mount
+    run("rsync", "-aX", "--filter=-x user.hyperfs.*", f"{m.mnt}/tree/", f"{m.mnt}/synced/")
+    for copy in ("copied", "synced"):
+        _check(src, m.mnt / copy)
+        assert os.getxattr(m.mnt / copy / "top.bin", "user.tag") == b"kept"
     run("rsync", "-a", f"{src}/sub/", f"{m.mnt}/")  # into the root (its times: not kept)
     _check(src / "sub" / "deeper", m.mnt / "deeper")
     assert (m.mnt / "inner.bin").read_bytes() == (src / "sub" / "inner.bin").read_bytes()

@@ -37,7 +37,6 @@ from hyperfs.fs.inodes import (
 from hyperfs.fs.uploads import Uploads, changed
 from hyperfs.store.entry import Kind
 
-
 TIME_LIMIT = 1 << 64
 """A name keeps its times as unsigned 64-bit nanoseconds since 1970 (to the year 2554)."""
 
