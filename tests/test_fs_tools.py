@@ -271,6 +271,51 @@ def test_cp_over_a_name_binds_it_once_written(mounts: Mounts, tmp_path: Path) ->
     assert os.getxattr(again.mnt / "doc", "user.note") == b"kept"
 
 
+def test_gio_copy_and_writers_that_truncate_late(mounts: Mounts, tmp_path: Path) -> None:
+    """GIO (Nautilus) opens an existing target without O_TRUNC, writes a temporary file
+    and renames it over the target before closing it."""
+    src = _tree(tmp_path / "src")
+    m = mounts.start()
+    run("gio", "copy", src / "top.bin", m.mnt / "g")
+    run("gio", "copy", src / "small.txt", m.mnt / "g")  # over it
+    assert (m.mnt / "g").read_bytes() == (src / "small.txt").read_bytes()
+    run("gio", "copy", "--preserve", src / "top.bin", m.mnt / "g")
+    copied, source = os.stat(m.mnt / "g"), os.stat(src / "top.bin")
+    assert (copied.st_mode, copied.st_mtime_ns // SECOND) == (
+        source.st_mode, source.st_mtime_ns // SECOND)
+    assert (m.mnt / "g").read_bytes() == (src / "top.bin").read_bytes()
+    assert not [name for name in os.listdir(m.mnt) if name.startswith(".goutputstream")]
+    # Opened without O_TRUNC: nothing changes until it is truncated to 0.
+    fd = os.open(m.mnt / "g", os.O_RDWR)
+    try:
+        _fails(errno.EROFS, os.write, fd, b"x")
+        os.fchmod(fd, 0o604)
+    finally:
+        os.close(fd)
+    assert (m.mnt / "g").read_bytes() == (src / "top.bin").read_bytes()
+    assert stat.S_IMODE(os.stat(m.mnt / "g").st_mode) == 0o604
+    fd = os.open(m.mnt / "g", os.O_WRONLY)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, b"new")
+        assert (m.mnt / "g").read_bytes() == (src / "top.bin").read_bytes()  # not yet
+    finally:
+        os.close(fd)
+    assert (m.mnt / "g").read_bytes() == b"new"
+    # A new file renamed while still being written is bound where it went.
+    fd = os.open(m.mnt / ".tmp", os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        os.write(fd, b"moved")
+        os.rename(m.mnt / ".tmp", m.mnt / "g")
+        assert (m.mnt / "g").read_bytes() == b"new"  # until it is complete
+        os.write(fd, b" while written")
+    finally:
+        os.close(fd)
+    assert sorted(name for name in os.listdir(m.mnt) if len(name) != 64) == [".status", "g"]
+    again = _remount(mounts, m)
+    assert (again.mnt / "g").read_bytes() == b"moved while written"
+
+
 def test_attributes_set_while_writing_are_kept(mounts: Mounts, tmp_path: Path) -> None:
     m = mounts.start()
     path = m.mnt / "written"

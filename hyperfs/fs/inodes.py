@@ -130,6 +130,9 @@ class Upload:
     replacing: bool = False
     times_set: bool = False
     """Whether the writer set the mtime itself (else it is the time of the finalize)."""
+    truncated: bool = True
+    """False for a name opened for writing without O_TRUNC: it keeps its bytes unless
+    the writer truncates it to 0 first (a write before that: EROFS)."""
     size: int = 0
     error: int = 0
     done: bool = False

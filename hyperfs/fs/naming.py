@@ -73,12 +73,13 @@ def mkdir(namespace: Namespace, parent: Inode, name: bytes, mode: int,
     return namespace.named(path)
 
 
-def rename(namespace: Namespace, old_parent: Inode, old_name: bytes, new_parent: Inode,
-           new_name: bytes, flags: int) -> None:
+def rename(namespace: Namespace, uploads: Uploads, old_parent: Inode, old_name: bytes,
+           new_parent: Inode, new_name: bytes, flags: int) -> None:
     """rename(2) of a name or a directory of names (RENAME_NOREPLACE, RENAME_EXCHANGE),
     in one batch; inode numbers and files being written move with their names. Feeds'
     directories, their files and ``.status`` cannot move (EPERM); a name cannot take
-    their place (EEXIST); a file being written cannot move or be replaced (EBUSY)."""
+    their place (EEXIST); a file being written cannot be replaced (EBUSY), but one
+    merely open for writing can be."""
     if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
         raise fail(errno.EINVAL)  # RENAME_WHITEOUT: for overlayfs, not supported here
     if isinstance(old_parent, Root) and (old_name == STATUS_NAME or feed_id_of(old_name)):
@@ -89,17 +90,43 @@ def rename(namespace: Namespace, old_parent: Inode, old_name: bytes, new_parent:
     if not new_dir and reserved(new_name):
         raise fail(errno.EEXIST)  # .status, or a feed's directory (any case of 64 hex)
     old, new = join(old_dir, old_name), join(new_dir, new_name)
-    moving = namespace.uploads.get(old)
-    if (moving is not None and not moving.replacing) or new in namespace.uploads:
+    moving, replaced = namespace.uploads.get(old), namespace.uploads.get(new)
+    if replaced is not None and replaced.truncated:
         raise fail(errno.EBUSY)
+    if moving is not None and not moving.replacing:
+        _move_upload(namespace, uploads, moving, new, replaced, flags)
+        return
     names = namespace.core.names
     source, target = names.get(old), names.get(new)
     exchange = bool(flags & pyfuse3.RENAME_EXCHANGE)
     names.rename(old, new, noreplace=bool(flags & pyfuse3.RENAME_NOREPLACE),
                  exchange=exchange)
+    if replaced is not None and not exchange:
+        uploads.discard(replaced)  # its handle now writes nothing: the name is another's
     directories = any(entry is not None and entry.is_dir for entry in (source, target))
     if old != new:
         namespace.moved(old, new, exchange=exchange, directories=directories)
+
+
+def _move_upload(namespace: Namespace, uploads: Uploads, upload: Upload, new: bytes,
+                 replaced: Upload | None, flags: int) -> None:
+    """rename(2) of a new file still being written (GIO renames its temporary file over
+    the target before closing it): it will be bound at ``new`` once complete; until then
+    ``new`` shows what it was."""
+    if flags & pyfuse3.RENAME_EXCHANGE:
+        raise fail(errno.EBUSY)
+    target = namespace.core.names.get(new)
+    if target is None:
+        namespace.core.names.check_new(new)
+    elif flags & pyfuse3.RENAME_NOREPLACE:
+        raise fail(errno.EEXIST)
+    elif target.is_dir:
+        raise fail(errno.EISDIR)
+    if replaced is not None:
+        uploads.discard(replaced)
+    if upload.name != new:
+        namespace.moved(upload.name, new, directories=False)
+        upload.replacing = target is not None
 
 
 def attr_changes(attr: pyfuse3.EntryAttributes,

@@ -30,6 +30,7 @@ from hyperfs.fs.inodes import (
     BlockFile,
     FeedDir,
     FeedSlot,
+    Inode,
     NameDir,
     NameFile,
     Namespace,
@@ -138,14 +139,15 @@ class Operations(pyfuse3.Operations):
                 reader = BlockReader(self.blocks, state, index, ctx.pid)
         return pyfuse3.FileInfo(fh=self._new_fh(reader), direct_io=True)
 
-    def _open_for_writing(self, node: object, flags: int,
+    def _open_for_writing(self, node: Inode, flags: int,
                           ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
-        """A name opened with O_TRUNC (or an empty one) is written anew; a feed's bytes
-        cannot change in place (EROFS)."""
+        """A name opened for writing is written anew (from its start: O_TRUNC, or a
+        truncation to 0 before the first write); a feed's bytes cannot change in place,
+        nor be appended to (EROFS)."""
         if not isinstance(node, NameFile) or (node.slot is not None
-                                              and not flags & os.O_TRUNC):
+                                              and flags & os.O_APPEND):
             raise fail(errno.EROFS)
-        upload = self.uploads.replace(node, ctx.pid)
+        upload = self.uploads.replace(node, ctx.pid, truncated=bool(flags & os.O_TRUNC))
         return pyfuse3.FileInfo(fh=self._new_fh(upload), direct_io=True)
 
     @fuse_errors
@@ -211,8 +213,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
-        naming.rename(self.namespace, self.namespace.decode(parent_inode_old), name_old,
-                      self.namespace.decode(parent_inode_new), name_new, flags)
+        naming.rename(self.namespace, self.uploads, self.namespace.decode(parent_inode_old),
+                      name_old, self.namespace.decode(parent_inode_new), name_new, flags)
 
     @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,

@@ -77,12 +77,16 @@ class Uploads:
         entry = new_entry(Kind.FILE, mode, uid=ctx.uid, gid=ctx.gid)
         return self._start(path, self.namespace.name_inode(path), entry, ctx.pid, False)
 
-    def replace(self, node: NameFile, pid: int) -> Upload:
-        """open(O_TRUNC) of an existing file: its new bytes, bound once they are done.
-        The name keeps its inode, mode, owner and xattrs."""
+    def replace(self, node: NameFile, pid: int, *, truncated: bool) -> Upload:
+        """An existing file opened for writing: its new bytes, bound once they are done.
+        The name keeps its inode, mode, owner and xattrs. Not ``truncated`` (no O_TRUNC:
+        GIO opens so, then writes a temporary file or truncates), its bytes stay unless
+        the writer truncates it to 0."""
         if node.path in self.namespace.uploads:
             raise fail(errno.ETXTBSY)
-        return self._start(node.path, node.ino, node.entry, pid, True)
+        upload = self._start(node.path, node.ino, node.entry, pid, True)
+        upload.truncated = truncated or node.slot is None
+        return upload
 
     def _start(self, path: bytes, ino: int, entry: Entry, pid: int, replacing: bool) -> Upload:
         stream = self.core.create_write_stream(block_size=self.block_size)
@@ -95,6 +99,8 @@ class Uploads:
             raise fail(upload.error)
         if upload.done:
             raise fail(errno.EROFS)  # finalized on the writer's last close: immutable
+        if not upload.truncated:
+            raise fail(errno.EROFS)  # a feed's bytes cannot change in place
         if off != upload.size:
             raise fail(errno.ESPIPE)  # feeds are written once, front to back
         try:
@@ -107,8 +113,11 @@ class Uploads:
         return len(buf)
 
     def truncate(self, upload: Upload, size: int) -> None:
-        """setattr of the size: only to what is written already (O_TRUNC of a new file)."""
-        if size != upload.size:
+        """setattr of the size: only to what is written already (O_TRUNC of a new file),
+        or to 0 before any write (the writer replaces all the bytes)."""
+        if size == 0 and not upload.truncated:
+            upload.truncated = True
+        elif size != upload.size or not upload.truncated:
             raise fail(errno.EROFS if size else errno.ESPIPE)
 
     def set_entry(self, upload: Upload, entry: Entry, *, times_set: bool) -> None:
@@ -154,6 +163,9 @@ class Uploads:
             log.warning("could not store %r: %s", upload.name, os.strerror(exc.errno))
 
     async def _finalize(self, upload: Upload) -> None:
+        if not upload.truncated:
+            self._keep_bytes(upload)
+            return
         now = time.time_ns()
         entry = dataclasses.replace(
             upload.entry, ctime_ns=now, mtime_ns=upload.entry.mtime_ns if upload.times_set
@@ -182,6 +194,17 @@ class Uploads:
                      upload.size)
         if upload.replacing:
             await changed(upload.ino)
+
+    def _keep_bytes(self, upload: Upload) -> None:
+        """The end of a write handle that never replaced the name's bytes: only what was
+        set on it (fchmod, futimens, xattrs) is kept."""
+        upload.done = True
+        self._forget(upload)
+        self._drop_feed(upload)
+        current = self.core.names.get(upload.name)
+        if current is not None and not current.is_dir and upload.entry != current:
+            self.core.names.set_file(upload.name, dataclasses.replace(
+                upload.entry, feed_id=current.feed_id), replace=True)
 
     def discard(self, upload: Upload) -> None:
         """Forget a failed upload: nothing of it stays visible or stored (a replaced name
