@@ -396,4 +396,3 @@ class Namespace:
         state = self.slot(feed_id)
         state.open()
         return FeedDir(state)
-
