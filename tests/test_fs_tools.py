@@ -391,7 +391,8 @@ def test_what_names_refuse(mounts: Mounts, tmp_path: Path) -> None:
     _fails(errno.ENOSPC, os.setxattr, m.mnt / "d", "user.big", b"x" * (64 * 1024))
     fd = os.open(m.mnt / "d" / "h", os.O_WRONLY | os.O_CREAT)
     try:
-        _fails(errno.EBUSY, os.rename, m.mnt / "d" / "h", m.mnt / "h2")  # being written
+        _fails(errno.EBUSY, os.rename, m.mnt / "f", m.mnt / "d" / "h")  # being written
+        _fails(errno.EBUSY, os.unlink, m.mnt / "d" / "h")
         _fails(errno.ENOTEMPTY, os.rmdir, m.mnt / "d")
         os.write(fd, b"h")
     finally:
