@@ -90,6 +90,8 @@ def rename(namespace: Namespace, uploads: Uploads, old_parent: Inode, old_name: 
     if not new_dir and reserved(new_name):
         raise fail(errno.EEXIST)  # .status, or a feed's directory (any case of 64 hex)
     old, new = join(old_dir, old_name), join(new_dir, new_name)
+    if old == new:
+        return  # rename(2): the same name, nothing to do
     moving, replaced = namespace.uploads.get(old), namespace.uploads.get(new)
     if replaced is not None and replaced.truncated:
         raise fail(errno.EBUSY)
@@ -104,8 +106,7 @@ def rename(namespace: Namespace, uploads: Uploads, old_parent: Inode, old_name: 
     if replaced is not None and not exchange:
         uploads.discard(replaced)  # its handle now writes nothing: the name is another's
     directories = any(entry is not None and entry.is_dir for entry in (source, target))
-    if old != new:
-        namespace.moved(old, new, exchange=exchange, directories=directories)
+    namespace.moved(old, new, exchange=exchange, directories=directories)
 
 
 def _move_upload(namespace: Namespace, uploads: Uploads, upload: Upload, new: bytes,
@@ -124,9 +125,8 @@ def _move_upload(namespace: Namespace, uploads: Uploads, upload: Upload, new: by
         raise fail(errno.EISDIR)
     if replaced is not None:
         uploads.discard(replaced)
-    if upload.name != new:
-        namespace.moved(upload.name, new, directories=False)
-        upload.replacing = target is not None
+    namespace.moved(upload.name, new, directories=False)
+    upload.replacing = target is not None
 
 
 def attr_changes(attr: pyfuse3.EntryAttributes,
