@@ -1,8 +1,9 @@
 """Everyday tools on a real mount: names behave like files (issue 10, docs/SEMANTICS.md).
 
-Real ``hyperfs mount`` processes and the real rsync, cp, tar, unzip, install, touch, mv
-and Python's shutil. Every copy is compared byte for byte with its source (and mode and
-mtime where the tool keeps them), and again after a remount.
+Real ``hyperfs mount`` processes and the real rsync, cp, tar, unzip, install, gio, touch,
+mv and Python's shutil. Every copy is compared byte for byte with its source (and mode
+and mtime where the tool keeps them), and again after a remount. tests/test_fs_names.py
+checks the same at the level of system calls.
 """
 
 from __future__ import annotations
@@ -14,27 +15,15 @@ import secrets
 import stat
 import sys
 import zipfile
-from collections.abc import Callable
 from pathlib import Path
-
-import pytest
 
 from hyperfs.testing.mounts import Mounted, Mounts, run
 from hyperfs.testing.requirements import FUSE, fuse_available, require
+from hyperfs.testing.syscalls import SECOND, XATTR_EMPTY, XATTR_ID, fails
 
 require(fuse_available(), FUSE)
 
 BLOCK = 64 * 1024
-ID = "user.hyperfs.id"
-EMPTY = "user.hyperfs.empty"
-SECOND = 10**9
-
-
-def _fails(code: int, call: Callable[..., object], *args: object) -> None:
-    with pytest.raises(OSError) as failed:
-        call(*args)
-    got = failed.value.errno
-    assert got == code, f"{call.__name__}{args}: {errno.errorcode.get(got or 0, got)}"
 
 
 def _tree(base: Path) -> Path:
@@ -87,10 +76,10 @@ def test_rsync_of_a_tree_and_of_single_files(mounts: Mounts, tmp_path: Path) -> 
     assert (m.mnt / "top.bin").read_bytes() == (src / "top.bin").read_bytes()
     # A changed source: rsync -a writes a new temp file and renames it over the old name.
     (src / "sub" / "inner.bin").write_bytes(secrets.token_bytes(2 * BLOCK + 3))
-    old_id = os.getxattr(m.mnt / "tree" / "sub" / "inner.bin", ID)
+    old_id = os.getxattr(m.mnt / "tree" / "sub" / "inner.bin", XATTR_ID)
     run("rsync", "-a", f"{src}/", f"{m.mnt}/tree/")
     _check(src, m.mnt / "tree")
-    assert os.getxattr(m.mnt / "tree" / "sub" / "inner.bin", ID) != old_id
+    assert os.getxattr(m.mnt / "tree" / "sub" / "inner.bin", XATTR_ID) != old_id
     assert old_id.decode() in os.listdir(m.mnt)  # the old feed stays, under its id
     os.setxattr(m.mnt / "tree" / "top.bin", "user.tag", b"kept")
     run("cp", "-a", m.mnt / "tree", m.mnt / "copied")  # from the mount into the mount
@@ -159,7 +148,7 @@ def test_touch_and_truncation_give_empty_names(mounts: Mounts, tmp_path: Path) -
     run("sh", "-c", f": > '{m.mnt}/colon'")
     (tmp_path / "data").write_bytes(b"some bytes")
     run("cp", tmp_path / "data", m.mnt / "emptied")
-    feed_id = os.getxattr(m.mnt / "emptied", ID).decode()
+    feed_id = os.getxattr(m.mnt / "emptied", XATTR_ID).decode()
     run("sh", "-c", f": > '{m.mnt}/emptied'")  # O_TRUNC of a name bound to a feed
     run("cp", tmp_path / "data", m.mnt / "truncated")
     os.truncate(m.mnt / "truncated", 0)
@@ -170,9 +159,9 @@ def test_touch_and_truncation_give_empty_names(mounts: Mounts, tmp_path: Path) -
         for name in ("new", "colon", "emptied", "truncated"):
             assert (mnt / name).read_bytes() == b"", name
             assert os.stat(mnt / name).st_size == 0
-            assert os.listxattr(mnt / name) == [EMPTY]
-            assert os.getxattr(mnt / name, EMPTY) == b"1"
-            _fails(errno.ENODATA, os.getxattr, mnt / name, ID)
+            assert os.listxattr(mnt / name) == [XATTR_EMPTY]
+            assert os.getxattr(mnt / name, XATTR_EMPTY) == b"1"
+            fails(errno.ENODATA, os.getxattr, mnt / name, XATTR_ID)
         assert os.stat(mnt / "new").st_mtime_ns == 6 * SECOND
         assert (mnt / feed_id / ".feed").read_bytes() == b"some bytes"  # kept, under its id
 
@@ -209,7 +198,7 @@ def test_mv_of_names_and_directories(mounts: Mounts, tmp_path: Path) -> None:
     # Replacing, refusing to replace, exchanging.
     run("cp", src / "small.txt", m.mnt / "a")
     run("cp", src / "other" / "one", m.mnt / "b")
-    _fails(errno.EEXIST, _renameat2, m.mnt / "a", m.mnt / "b", RENAME_NOREPLACE)
+    fails(errno.EEXIST, _renameat2, m.mnt / "a", m.mnt / "b", RENAME_NOREPLACE)
     _renameat2(m.mnt / "a", m.mnt / "b", RENAME_EXCHANGE)
     assert (m.mnt / "a").read_bytes() == (src / "other" / "one").read_bytes()
     assert (m.mnt / "b").read_bytes() == (src / "small.txt").read_bytes()
@@ -221,14 +210,14 @@ def test_mv_of_names_and_directories(mounts: Mounts, tmp_path: Path) -> None:
     assert sorted(names) == [".status", "b", "moved"]
     # What rename(2) refuses.
     os.mkdir(m.mnt / "emptydir")
-    _fails(errno.EINVAL, os.rename, m.mnt / "moved", m.mnt / "moved" / "sub" / "inside")
-    _fails(errno.ENOTEMPTY, os.rename, m.mnt / "emptydir", m.mnt / "moved")
-    _fails(errno.EISDIR, os.rename, m.mnt / "b", m.mnt / "emptydir")
-    _fails(errno.ENOTDIR, os.rename, m.mnt / "emptydir", m.mnt / "b")
-    _fails(errno.EISDIR, os.rename, m.mnt / "b", m.mnt / ("ab" * 32))  # a feed's directory
-    _fails(errno.EEXIST, os.rename, m.mnt / "b", m.mnt / ("AB" * 32))  # its place
-    _fails(errno.EEXIST, os.rename, m.mnt / "b", m.mnt / ".status")
-    _fails(errno.EPERM, os.rename, m.mnt / ".status", m.mnt / "status")
+    fails(errno.EINVAL, os.rename, m.mnt / "moved", m.mnt / "moved" / "sub" / "inside")
+    fails(errno.ENOTEMPTY, os.rename, m.mnt / "emptydir", m.mnt / "moved")
+    fails(errno.EISDIR, os.rename, m.mnt / "b", m.mnt / "emptydir")
+    fails(errno.ENOTDIR, os.rename, m.mnt / "emptydir", m.mnt / "b")
+    fails(errno.EISDIR, os.rename, m.mnt / "b", m.mnt / ("ab" * 32))  # a feed's directory
+    fails(errno.EEXIST, os.rename, m.mnt / "b", m.mnt / ("AB" * 32))  # its place
+    fails(errno.EEXIST, os.rename, m.mnt / "b", m.mnt / ".status")
+    fails(errno.EPERM, os.rename, m.mnt / ".status", m.mnt / "status")
     again = _remount(mounts, m)
     _check(src, again.mnt / "moved")
     assert (again.mnt / "b").read_bytes() == (src / "other" / "one").read_bytes()
@@ -243,7 +232,7 @@ def test_cp_over_a_name_binds_it_once_written(mounts: Mounts, tmp_path: Path) ->
     run("cp", tmp_path / "first", name)
     os.chmod(name, 0o640)
     os.setxattr(name, "user.note", b"kept")
-    old_id = os.getxattr(name, ID).decode()
+    old_id = os.getxattr(name, XATTR_ID).decode()
     with open(name, "rb") as early:
         fd = os.open(name, os.O_WRONLY | os.O_TRUNC)  # as `cp` opens an existing target
         try:
@@ -258,7 +247,7 @@ def test_cp_over_a_name_binds_it_once_written(mounts: Mounts, tmp_path: Path) ->
     assert stat.S_IMODE(os.stat(name).st_mode) == 0o640
     run("cp", tmp_path / "first", name)
     assert name.read_bytes() == first
-    new_id = os.getxattr(name, ID).decode()
+    new_id = os.getxattr(name, XATTR_ID).decode()
     assert new_id == old_id  # the same bytes: the same feed
     second_id = [entry for entry in os.listdir(m.mnt) if len(entry) == 64 and
                  entry != old_id]
@@ -288,7 +277,7 @@ def test_gio_copy_and_writers_that_truncate_late(mounts: Mounts, tmp_path: Path)
     # Opened without O_TRUNC: nothing changes until it is truncated to 0.
     fd = os.open(m.mnt / "g", os.O_RDWR)
     try:
-        _fails(errno.EROFS, os.write, fd, b"x")
+        fails(errno.EROFS, os.write, fd, b"x")
         os.fchmod(fd, 0o604)
     finally:
         os.close(fd)
@@ -314,146 +303,3 @@ def test_gio_copy_and_writers_that_truncate_late(mounts: Mounts, tmp_path: Path)
     assert sorted(name for name in os.listdir(m.mnt) if len(name) != 64) == [".status", "g"]
     again = _remount(mounts, m)
     assert (again.mnt / "g").read_bytes() == b"moved while written"
-
-
-def test_attributes_set_while_writing_are_kept(mounts: Mounts, tmp_path: Path) -> None:
-    m = mounts.start()
-    path = m.mnt / "written"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, b"x" * (BLOCK + 1))
-        os.fsync(fd)
-        os.fdatasync(fd)
-        os.fchmod(fd, 0o751)
-        os.utime(fd, ns=(7 * SECOND, 8 * SECOND))
-        os.fchown(fd, os.getuid(), os.getgid())
-        os.setxattr(fd, "user.origin", b"test")
-        _fails(errno.ENOTSUP, os.setxattr, fd, "trusted.origin", b"test")
-        _fails(errno.EOPNOTSUPP, _fallocate, fd)
-        os.write(fd, b"y")
-    finally:
-        os.close(fd)
-
-    def check(mnt: Path) -> None:
-        info = os.stat(mnt / "written")
-        assert (stat.S_IMODE(info.st_mode), info.st_mtime_ns) == (0o751, 8 * SECOND)
-        assert (info.st_uid, info.st_gid, info.st_size) == (os.getuid(), os.getgid(),
-                                                            BLOCK + 2)
-        assert (mnt / "written").read_bytes() == b"x" * (BLOCK + 1) + b"y"
-        assert os.getxattr(mnt / "written", "user.origin") == b"test"
-
-    check(m.mnt)
-    os.chown(path, os.getuid(), os.getgid())  # chown to self
-    _fails(errno.EINVAL, os.utime, path, (-SECOND, -SECOND))  # before 1970: not kept
-    assert os.stat(path).st_mtime_ns == 8 * SECOND
-    os.removexattr(path, "user.origin")
-    _fails(errno.ENODATA, os.getxattr, path, "user.origin")
-    os.setxattr(path, "user.origin", b"test")
-    check(_remount(mounts, m).mnt)
-
-
-def _fallocate(fd: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_long, ctypes.c_long]
-    if libc.fallocate(fd, 0, 0, 4096):
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
-def test_what_names_refuse(mounts: Mounts, tmp_path: Path) -> None:
-    m = mounts.start()
-    (tmp_path / "f").write_bytes(b"bytes")
-    run("cp", tmp_path / "f", m.mnt / "f")
-    feed_dir = m.mnt / os.getxattr(m.mnt / "f", ID).decode()
-    os.mkdir(m.mnt / "d")
-    run("cp", tmp_path / "f", m.mnt / "d" / "g")
-    _fails(errno.EEXIST, os.mkdir, m.mnt / ("cd" * 32))  # a feed id's place
-    _fails(errno.EEXIST, os.mkdir, m.mnt / ("CD" * 32))
-    os.mkdir(m.mnt / "d" / ("cd" * 32))  # only at the top
-    _fails(errno.EEXIST, os.mkdir, m.mnt / "d")
-    _fails(errno.EEXIST, os.mkdir, m.mnt / "f")
-    _fails(errno.EEXIST, os.mkdir, m.mnt / ".status")
-    _fails(errno.ENAMETOOLONG, os.mkdir, m.mnt / ("n" * 256))
-    _fails(errno.EPERM, os.mkdir, feed_dir / "x")
-    _fails(errno.ENOTEMPTY, os.rmdir, m.mnt / "d")
-    _fails(errno.ENOTDIR, os.rmdir, m.mnt / "f")
-    _fails(errno.EISDIR, os.unlink, m.mnt / "d")
-    _fails(errno.ENOENT, os.unlink, m.mnt / "d" / "missing")
-    _fails(errno.EPERM, os.link, m.mnt / "f", m.mnt / "d" / "link")
-    _fails(errno.EPERM, os.symlink, "f", m.mnt / "d" / "link")
-    _fails(errno.EROFS, os.open, m.mnt / "f", os.O_WRONLY | os.O_APPEND)
-    _fails(errno.EROFS, os.open, feed_dir / "0", os.O_WRONLY | os.O_TRUNC)
-    _fails(errno.EROFS, os.truncate, feed_dir / ".feed", 0)
-    _fails(errno.EPERM, os.open, feed_dir / "new", os.O_WRONLY | os.O_CREAT)
-    _fails(errno.ENOTSUP, os.setxattr, feed_dir, "user.x", b"1")
-    _fails(errno.ENOTSUP, os.setxattr, m.mnt / "d", "security.x", b"1")
-    _fails(errno.ENOTSUP, os.setxattr, m.mnt / "d", EMPTY, b"1")
-    _fails(errno.ENOSPC, os.setxattr, m.mnt / "d", "user.big", b"x" * (64 * 1024))
-    fd = os.open(m.mnt / "d" / "h", os.O_WRONLY | os.O_CREAT)
-    try:
-        _fails(errno.EBUSY, os.rename, m.mnt / "f", m.mnt / "d" / "h")  # being written
-        _fails(errno.EBUSY, os.unlink, m.mnt / "d" / "h")
-        _fails(errno.ENOTEMPTY, os.rmdir, m.mnt / "d")
-        os.write(fd, b"h")
-    finally:
-        os.close(fd)
-    os.rmdir(m.mnt / "d" / ("cd" * 32))
-    for name in ("g", "h"):
-        os.unlink(m.mnt / "d" / name)
-    os.rmdir(m.mnt / "d")
-    os.setxattr(m.mnt / "f", "user.x", b"1")
-    with open(m.mnt / "f", "rb") as reader:
-        os.fsync(reader.fileno())
-    dir_fd = os.open(m.mnt, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    assert sorted(name for name in os.listdir(m.mnt) if len(name) != 64) == [".status", "f"]
-    assert feed_dir.name in os.listdir(m.mnt)  # `rm` of names leaves their feeds
-    assert m.proc.poll() is None and "Traceback" not in m.errors()  # no handler raised
-
-
-GETDENTS64 = {"x86_64": 217, "aarch64": 61}.get(os.uname().machine)
-
-
-def _read_entries(fd: int, buffer: ctypes.Array[ctypes.c_char]) -> list[str]:
-    """One getdents64(2) call into a small buffer: the entries of one FUSE readdir."""
-    assert GETDENTS64 is not None
-    size = ctypes.CDLL(None, use_errno=True).syscall(GETDENTS64, fd, buffer, len(buffer))
-    if size < 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-    names, pos, raw = [], 0, buffer.raw
-    while pos < size:
-        length = int.from_bytes(raw[pos + 16 : pos + 18], "little")
-        names.append(raw[pos + 19 : pos + length].split(b"\0")[0].decode())
-        pos += length
-    return names
-
-
-def test_a_listing_goes_on_past_names_removed_since(mounts: Mounts) -> None:
-    """A directory is read a few dozen entries per request: names removed after the first
-    (as ``rm -r`` and ``rsync --delete`` do) are skipped, not an error."""
-    if GETDENTS64 is None:
-        pytest.skip("getdents64's number is known here for x86_64 and aarch64 only")
-    m = mounts.start()
-    listed = m.mnt / "listed"
-    listed.mkdir()
-    run("touch", *(listed / f"{i:04d}" for i in range(2000)))
-    fd = os.open(listed, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        buffer = ctypes.create_string_buffer(1024)
-        names = _read_entries(fd, buffer)
-        assert 0 < len(names) < 1000
-        for i in range(1000, 2000):
-            os.unlink(listed / f"{i:04d}")
-        while batch := _read_entries(fd, buffer):
-            names += batch
-    finally:
-        os.close(fd)
-    assert names == [f"{i:04d}" for i in range(1000)]
-    found = run("find", m.mnt, "-type", "f").stdout.decode().split()
-    assert len(found) == 1000 + 1  # and .status
-    run("rm", "-r", listed)
-    assert sorted(os.listdir(m.mnt)) == [".status"]
