@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 
 missing=()
-for pkg in fuse3 libfuse3-dev pkg-config attr iproute2; do
+for pkg in fuse3 libfuse3-dev pkg-config attr iproute2 rsync unzip libglib2.0-bin; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)

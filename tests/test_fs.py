@@ -90,16 +90,28 @@ def test_read_only_everywhere_else(mounts: Mounts, tmp_path: Path) -> None:
     feed_dir = m.mnt / _feed_dirs(m.mnt)[0]
     block = feed_dir / "0"
     assert _errno(os.open, block, os.O_WRONLY) == errno.EROFS
-    assert _errno(os.open, m.mnt / "photo.jpg", os.O_RDWR) == errno.EROFS
+    fd = os.open(m.mnt / "photo.jpg", os.O_RDWR)  # (since issue 10: GIO opens so)
+    try:
+        assert _errno(os.write, fd, b"x") == errno.EROFS  # a feed's bytes stay as they are
+    finally:
+        os.close(fd)
+    assert _errno(os.open, m.mnt / "photo.jpg", os.O_WRONLY | os.O_APPEND) == errno.EROFS
     assert _errno(os.truncate, block, 0) == errno.EROFS
-    assert _errno(os.mkdir, m.mnt / "dir") == errno.EPERM
+    assert _errno(os.truncate, m.mnt / "photo.jpg", 10) == errno.EROFS  # not in place
     assert _errno(os.mkdir, feed_dir / "dir") == errno.EPERM
-    assert _errno(os.rename, m.mnt / "photo.jpg", m.mnt / "other") == errno.EPERM
+    assert _errno(os.rename, feed_dir, m.mnt / "other") == errno.EPERM
+    assert _errno(os.rename, feed_dir / "0", m.mnt / "other") == errno.EPERM
+    assert _errno(os.rename, m.mnt / "photo.jpg", feed_dir / "x") == errno.EPERM
     assert _errno(os.open, feed_dir / "new", os.O_WRONLY | os.O_CREAT) == errno.EPERM
     assert _errno(os.symlink, "x", m.mnt / "link") == errno.EPERM
     assert _errno(os.setxattr, block, "user.x", b"1") == errno.ENOTSUP
-    result = run("cp", _data(tmp_path, 10), m.mnt / "photo.jpg", check=False)
-    assert result.returncode != 0  # the name exists: copying over it is refused
+    # Names are local labels: (since issue 10) they can be made, moved and replaced.
+    os.mkdir(m.mnt / "dir")
+    os.rename(m.mnt / "photo.jpg", m.mnt / "dir" / "other")
+    os.rename(m.mnt / "dir" / "other", m.mnt / "photo.jpg")
+    replacement = _data(tmp_path, 10, "replacement")
+    run("cp", replacement, m.mnt / "photo.jpg")
+    run("cmp", replacement, m.mnt / "photo.jpg")
     excl = os.O_WRONLY | os.O_CREAT | os.O_EXCL
     assert _errno(os.open, m.mnt / "photo.jpg", excl) == errno.EEXIST
     assert _errno(os.open, m.mnt / ".status", excl) == errno.EEXIST
@@ -128,13 +140,16 @@ def test_bad_names_fail_fast(mounts: Mounts, tmp_path: Path) -> None:
     assert os.path.ismount(m.mnt) and m.proc.poll() is None
 
 
-def test_empty_file_fails_and_leaves_nothing(mounts: Mounts, tmp_path: Path) -> None:
+def test_an_empty_file_is_a_name_bound_to_no_feed(mounts: Mounts, tmp_path: Path) -> None:
+    """(Until issue 10 an empty copy failed with ENODATA: a feed cannot be empty.)"""
     m = mounts.start()
     empty = tmp_path / "empty"
     empty.write_bytes(b"")
-    result = run("cp", empty, m.mnt, check=False)
-    assert result.returncode != 0 and b"No data available" in result.stderr
-    assert os.listdir(m.mnt) == [".status"]
+    run("cp", empty, m.mnt)
+    assert os.listdir(m.mnt) == [".status", "empty"]  # no feed was made
+    assert (m.mnt / "empty").read_bytes() == b""
+    assert os.listxattr(m.mnt / "empty") == ["user.hyperfs.empty"]
+    assert _errno(os.getxattr, m.mnt / "empty", "user.hyperfs.id") == errno.ENODATA
 
 
 def test_missing_block_times_out(mounts: Mounts) -> None:

@@ -82,9 +82,15 @@ def test_xattrs_cannot_be_removed(mounts: Mounts, tmp_path: Path) -> None:
     feed_dir, _ = _stored(m.mnt, tmp_path, "named", 2 * BLOCK)
     paths = [feed_dir, feed_dir / ".feed", feed_dir / "0", m.mnt / "named"]
     for path in paths:
-        for attr in (ID, LOCAL, "user.other"):
+        for attr in (ID, LOCAL):
             _fails(errno.ENOTSUP, os.removexattr, path, attr)
         _fails(errno.ENOTSUP, os.setxattr, path, ID, b"0" * 64)
+    for path in paths[:3]:  # a feed's own files keep no xattrs of their own
+        _fails(errno.ENOTSUP, os.removexattr, path, "user.other")
+        _fails(errno.ENOTSUP, os.setxattr, path, "user.other", b"1")
+    # (Since issue 10) a name keeps user. xattrs of its own: there is no user.other yet.
+    _fails(errno.ENODATA, os.removexattr, paths[3], "user.other")
+    _fails(errno.ENOTSUP, os.setxattr, paths[3], "trusted.other", b"1")
     assert [os.getxattr(path, ID) for path in paths] == [feed_dir.name.encode()] * 4
     assert run("setfattr", "-x", ID, paths[0], check=False).returncode == 1
 
@@ -92,11 +98,15 @@ def test_xattrs_cannot_be_removed(mounts: Mounts, tmp_path: Path) -> None:
 def test_metadata_and_links_are_refused(mounts: Mounts, tmp_path: Path) -> None:
     m = mounts.start()
     feed_dir, data = _stored(m.mnt, tmp_path, "named", 2 * BLOCK + 5)
-    files = [feed_dir / "0", feed_dir / ".feed", m.mnt / "named", m.mnt / ".status"]
+    files = [feed_dir / "0", feed_dir / ".feed", m.mnt / ".status"]
     for path in files:
         _fails(errno.EROFS, os.chmod, path, 0o644)
         _fails(errno.EROFS, os.utime, path)  # touch
         _fails(errno.EROFS, os.utime, path, (0, 0))
+    for where in (m.mnt, feed_dir):
+        _fails(errno.EPERM, os.chmod, where, 0o700)
+    os.chmod(m.mnt / "named", 0o600)  # (since issue 10) a name's mode and times are its own
+    os.utime(m.mnt / "named", ns=(1, 2))
     for target, link in [(feed_dir / "0", m.mnt / "link"), (m.mnt / "named", m.mnt / "link"),
                          (m.mnt / "named", feed_dir / "link")]:
         _fails(errno.EPERM, os.link, target, link)
@@ -104,7 +114,9 @@ def test_metadata_and_links_are_refused(mounts: Mounts, tmp_path: Path) -> None:
         for kind in (stat.S_IFIFO, stat.S_IFREG, stat.S_IFSOCK):
             _fails(errno.EPERM, os.mknod, where / "node", kind | 0o644)
     assert sorted(os.listdir(m.mnt)) == sorted([".status", "named", feed_dir.name])
-    assert [os.stat(path).st_mode & 0o777 for path in files] == [0o444] * 4
+    assert [os.stat(path).st_mode & 0o777 for path in files] == [0o444] * 3
+    named = os.stat(m.mnt / "named")
+    assert (named.st_mode & 0o777, named.st_atime_ns, named.st_mtime_ns) == (0o600, 1, 2)
     assert (m.mnt / "named").read_bytes() == data
 
 

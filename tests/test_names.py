@@ -170,6 +170,28 @@ def test_attributes_and_xattrs_persist(tmp_path: Path) -> None:
     assert entry.xattrs == ((b"user.tag", b"v2"),)
 
 
+def test_set_file_makes_and_empties_files_but_never_replaces_a_directory(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    names = Names(store)
+    make(names, b"f", b"dir/")
+    empty = new_entry(Kind.FILE, 0o600)
+    names.set_file(b"new", empty, replace=False)
+    with pytest.raises(NameTaken):
+        names.set_file(b"f", empty, replace=False)
+    names.set_file(b"f", empty, replace=True)  # `: > f`: the name now holds no feed
+    with pytest.raises(IsADirectory):
+        names.set_file(b"dir", empty, replace=True)
+    with pytest.raises(NoSuchName):
+        names.set_file(b"missing/f", empty, replace=True)
+    names.sync()
+    store.close()
+    names = Names(store := Store(tmp_path / "db"))
+    assert tree(names) == {b"dir": {}, b"f": None, b"new": None}
+    assert names.require(b"new").mode == 0o600
+    store.close()
+
+
 async def test_finalize_binds_a_path_and_replaces_only_when_asked(tmp_path: Path) -> None:
     async with open_core(tmp_path) as core:
         core.names.add(b"dir", new_entry(Kind.DIR, 0o755))

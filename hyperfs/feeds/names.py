@@ -228,34 +228,67 @@ class Names:
                   gid: int | None = None, atime_ns: int | None = None,
                   mtime_ns: int | None = None) -> Entry:
         """chmod, chown, utimensat of a name; returns the new entry (ctime is now)."""
-        entry = self.require(path)
-        return self._put(path, dataclasses.replace(
-            entry, ctime_ns=time.time_ns(),
-            mode=entry.mode if mode is None else mode & 0o7777,
-            uid=entry.uid if uid is None else uid, gid=entry.gid if gid is None else gid,
-            atime_ns=entry.atime_ns if atime_ns is None else atime_ns,
-            mtime_ns=entry.mtime_ns if mtime_ns is None else mtime_ns))
+        return self._put(path, with_attrs(self.require(path), mode=mode, uid=uid, gid=gid,
+                                          atime_ns=atime_ns, mtime_ns=mtime_ns))
 
     def set_xattr(self, path: bytes, name: bytes, value: bytes) -> Entry:
-        entry = self.require(path)
-        attrs = dict(entry.xattrs)
-        attrs[name] = value
-        if sum(len(key) + len(data) for key, data in attrs.items()) > MAX_XATTRS_SIZE:
-            raise XattrTooLarge(f"more than {MAX_XATTRS_SIZE} bytes of attributes")
-        return self._put(path, dataclasses.replace(
-            entry, xattrs=tuple(sorted(attrs.items())), ctime_ns=time.time_ns()))
+        return self._put(path, with_xattr(self.require(path), name, value))
 
     def remove_xattr(self, path: bytes, name: bytes) -> bool:
         """Remove an extended attribute; False if the name had none of that name."""
-        entry = self.require(path)
-        attrs = dict(entry.xattrs)
-        if attrs.pop(name, None) is None:
+        entry = without_xattr(self.require(path), name)
+        if entry is None:
             return False
-        self._put(path, dataclasses.replace(entry, xattrs=tuple(sorted(attrs.items())),
-                                            ctime_ns=time.time_ns()))
+        self._put(path, entry)
         return True
+
+    def set_file(self, path: bytes, entry: Entry, *, replace: bool) -> None:
+        """Bind file ``entry`` at ``path`` in a batch of its own: an empty file made or
+        emptied (``entry.feed_id`` None), with :meth:`bind`'s rules."""
+        with self._store.batch() as batch:
+            self.bind(batch, path, entry, replace=replace)
+
+    def sync(self) -> None:
+        """Wait until every change made so far is on disk (fsync of a name or directory:
+        changes are otherwise written without waiting for the disk)."""
+        with self._store.batch(sync=True):
+            pass
 
     def _put(self, path: bytes, entry: Entry) -> Entry:
         with self._store.batch() as batch:
             self._store.put_entry(batch, path, entry)
         return entry
+
+
+# -- changed copies of an entry (for a name, or for a file still being written) -----------
+
+
+def with_attrs(entry: Entry, *, mode: int | None = None, uid: int | None = None,
+               gid: int | None = None, atime_ns: int | None = None,
+               mtime_ns: int | None = None) -> Entry:
+    """``entry`` after chmod, chown, utimensat (None: unchanged); its ctime is now."""
+    return dataclasses.replace(
+        entry, ctime_ns=time.time_ns(),
+        mode=entry.mode if mode is None else mode & 0o7777,
+        uid=entry.uid if uid is None else uid, gid=entry.gid if gid is None else gid,
+        atime_ns=entry.atime_ns if atime_ns is None else atime_ns,
+        mtime_ns=entry.mtime_ns if mtime_ns is None else mtime_ns)
+
+
+def with_xattr(entry: Entry, name: bytes, value: bytes) -> Entry:
+    """``entry`` with extended attribute ``name`` set (XattrTooLarge past the limit)."""
+    attrs = dict(entry.xattrs)
+    attrs[name] = value
+    if sum(len(key) + len(data) for key, data in attrs.items()) > MAX_XATTRS_SIZE:
+        raise XattrTooLarge(f"more than {MAX_XATTRS_SIZE} bytes of attributes")
+    return dataclasses.replace(entry, xattrs=tuple(sorted(attrs.items())),
+                               ctime_ns=time.time_ns())
+
+
+def without_xattr(entry: Entry, name: bytes) -> Entry | None:
+    """``entry`` without extended attribute ``name``; None if it had none of that name."""
+    attrs = dict(entry.xattrs)
+    if attrs.pop(name, None) is None:
+        return None
+    return dataclasses.replace(entry, xattrs=tuple(sorted(attrs.items())),
+                               ctime_ns=time.time_ns())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hyperfs.base.errors import FeedFinalized
 from hyperfs.feeds.feed import BytesLike, Feed
+from hyperfs.store.entry import Entry
 
 
 class WriteStream:
@@ -72,13 +73,15 @@ class WriteStream:
             pending, self._pending, self._pending_bytes = self._pending, [], 0
             await self.feed.append(pending)
 
-    async def close(self, name: bytes | None = None) -> bytes:
-        """Append what is buffered and finalize; returns the feed id."""
+    async def close(self, name: bytes | None = None, *, entry: Entry | None = None,
+                    replace: bool = False) -> bytes:
+        """Append what is buffered and finalize (``name``, ``entry``, ``replace``: as
+        :meth:`Feed.finalize`); returns the feed id."""
         if self._partial:
             self._pending.append(bytes(self._partial))
             self._partial.clear()
         await self.flush()
-        return await self.feed.finalize(name)
+        return await self.feed.finalize(name, entry=entry, replace=replace)
 
     async def __aenter__(self) -> WriteStream:
         return self

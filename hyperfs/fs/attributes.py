@@ -18,6 +18,7 @@ from typing import assert_never
 import pyfuse3
 import trio
 
+from hyperfs.feeds.names import join, split
 from hyperfs.fs import sizes
 from hyperfs.fs.errnos import fail
 from hyperfs.fs.inodes import (
@@ -29,6 +30,7 @@ from hyperfs.fs.inodes import (
     FeedDir,
     FeedSlot,
     Inode,
+    NameDir,
     NameFile,
     Namespace,
     Root,
@@ -38,11 +40,17 @@ from hyperfs.fs.inodes import (
     WholeFeed,
     check_block,
 )
+from hyperfs.store.entry import Entry
 
 XATTR_ID = b"user.hyperfs.id"
 XATTR_BLOCKS = b"user.hyperfs.blocks"
 XATTR_LOCAL = b"user.hyperfs.local"
 XATTRS = (XATTR_ID, XATTR_BLOCKS, XATTR_LOCAL)
+XATTR_EMPTY = b"user.hyperfs.empty"
+"""``1`` on an empty file: a name bound to no feed (no feed can be empty), so it has no
+id and exists only in this database."""
+COMPUTED = frozenset((*XATTRS, XATTR_EMPTY))
+"""The xattrs hyperfs computes; they cannot be set or removed (ENOTSUP)."""
 
 BLKSIZE = 1 << 20
 """st_blksize: cat/cp read 1 MiB at a time, and with direct I/O each is one request."""
@@ -62,11 +70,11 @@ can lag behind by as much, when blocks arrive or are dropped."""
 
 DIR_MODE = stat.S_IFDIR | 0o755
 FILE_MODE = stat.S_IFREG | 0o444
-UPLOAD_MODE = stat.S_IFREG | 0o644
 
 
 class Attributes:
-    """Builds every inode's attributes: owned by the mounting user, dated at the mount."""
+    """Builds every inode's attributes: a name's come from its entry (mode, owner,
+    times); everything else is owned by the mounting user and dated at the mount."""
 
     def __init__(self) -> None:
         self.uid, self.gid = os.getuid(), os.getgid()
@@ -88,6 +96,15 @@ class Attributes:
         attr.entry_timeout = timeout
         return attr
 
+    def named(self, ino: int, kind: int, entry: Entry, size: int = 0, local: int = 0,
+              timeout: float = ATTR_TIMEOUT) -> pyfuse3.EntryAttributes:
+        """The attributes of a name (or of a file being written) from its ``entry``."""
+        attr = self.make(ino, kind | entry.mode, size, local, timeout)
+        attr.st_uid, attr.st_gid = entry.uid, entry.gid
+        attr.st_atime_ns, attr.st_mtime_ns = entry.atime_ns, entry.mtime_ns
+        attr.st_ctime_ns = entry.ctime_ns
+        return attr
+
     def of(self, node: Inode, exact: bool = True) -> pyfuse3.EntryAttributes:
         """``node``'s attributes; a block file's size is read from storage when ``exact``
         (stat of that one file), else guessed (listings). ENOENT past a feed's end."""
@@ -100,9 +117,13 @@ class Attributes:
                 return self.make(node.ino, FILE_MODE, 0, 0, 0)
             case UploadFile(upload):
                 return self.upload(upload)
-            case NameFile(slot=state):
-                return self.make(node.ino, FILE_MODE, sizes.whole_size(state),
-                                 sizes.whole_local_bytes(state))
+            case NameDir(ino, _, entry):
+                return self.named(ino, stat.S_IFDIR, entry)
+            case NameFile(ino, _, entry, state):
+                if state is None:  # an empty file
+                    return self.named(ino, stat.S_IFREG, entry)
+                return self.named(ino, stat.S_IFREG, entry, sizes.whole_size(state),
+                                  sizes.whole_local_bytes(state))
             case WholeFeed(slot=state):
                 return self.make(node.ino, FILE_MODE, sizes.whole_size(state),
                                  sizes.whole_local_bytes(state),
@@ -113,7 +134,8 @@ class Attributes:
         assert_never(node)
 
     def upload(self, upload: Upload) -> pyfuse3.EntryAttributes:
-        return self.make(upload.ino, UPLOAD_MODE, upload.size, upload.size, 0)
+        """A file being written: what it will be once its writer closes it."""
+        return self.named(upload.ino, stat.S_IFREG, upload.entry, upload.size, upload.size, 0)
 
     def _block(self, state: FeedSlot, index: int, exact: bool) -> pyfuse3.EntryAttributes:
         local = index in state.peek().bitfield
@@ -139,15 +161,19 @@ class Listing:
 
 async def list_dir(namespace: Namespace, node: Inode) -> Listing:
     """The entries of directory ``node`` as of now (opendir); ENOTDIR for a file."""
-    if isinstance(node, Root):
-        listing = Listing([(STATUS_NAME, STATUS_INO)])
-        for name in namespace.core.names.files():
-            listing.entries.append((name, namespace.name_inode(name)))
-        for name, upload in namespace.uploads.items():
-            if not upload.done:
+    if isinstance(node, Root | NameDir):
+        directory = b"" if isinstance(node, Root) else node.path
+        listing = Listing([(STATUS_NAME, STATUS_INO)] if isinstance(node, Root) else [])
+        for name, _ in namespace.core.names.children(directory):
+            listing.entries.append((name, namespace.name_inode(join(directory, name))))
+        for path, upload in namespace.uploads.items():
+            parent, name = split(path)
+            if parent == directory and not upload.done and not upload.replacing:
                 listing.entries.append((name, upload.ino))
-        async for feed_id in namespace.core.list():
-            listing.entries.append((feed_id.hex().encode(), namespace.slot(feed_id).dir_ino))
+        if isinstance(node, Root):
+            async for feed_id in namespace.core.list():
+                listing.entries.append((feed_id.hex().encode(),
+                                        namespace.slot(feed_id).dir_ino))
         return listing
     if isinstance(node, FeedDir):
         feed = node.slot.peek()
@@ -167,7 +193,13 @@ def reply_entries(listing: Listing, namespace: Namespace, attributes: Attributes
     entries = listing.entries
     while position < len(entries):
         name, ino = entries[position]
-        attr = attributes.of(namespace.decode(ino), exact=False)
+        try:
+            attr = attributes.of(namespace.decode(ino), exact=False)
+        except pyfuse3.FUSEError as exc:  # removed since opendir (`rm -r` as it lists)
+            if exc.errno != errno.ENOENT:
+                raise
+            position += 1
+            continue
         if not pyfuse3.readdir_reply(token, name, attr, position + 1):
             return
         position += 1
@@ -213,16 +245,37 @@ def _xattr_feed(node: Inode) -> tuple[FeedSlot | None, int | None]:
     return None, None
 
 
+def stored_xattrs(node: Inode) -> Entry | None:
+    """The entry whose ``user.`` xattrs ``node`` keeps: a name's, or the one a file being
+    written will have (None: a feed's files, which keep none)."""
+    match node:
+        case NameFile(entry=entry) | NameDir(entry=entry):
+            return entry
+        case UploadFile(upload):
+            return upload.entry
+    return None
+
+
 def xattr_names(node: Inode) -> list[bytes]:
     state, _ = _xattr_feed(node)
-    return [] if state is None else list(XATTRS)
+    computed = list(XATTRS) if state is not None else []
+    if isinstance(node, NameFile) and state is None:
+        computed = [XATTR_EMPTY]
+    entry = stored_xattrs(node)
+    return computed + ([] if entry is None else [name for name, _ in entry.xattrs])
 
 
 def xattr(node: Inode, name: bytes) -> bytes:
-    """The value of xattr ``name`` of ``node`` (ENOATTR for anything else)."""
+    """The value of xattr ``name`` of ``node`` (ENOATTR for one it does not have)."""
     state, index = _xattr_feed(node)
+    if name == XATTR_EMPTY and isinstance(node, NameFile) and state is None:
+        return b"1"
     if state is None or name not in XATTRS:
-        raise fail(pyfuse3.ENOATTR)
+        entry = stored_xattrs(node)
+        value = None if entry is None else entry.xattr(name)
+        if value is None:
+            raise fail(pyfuse3.ENOATTR)
+        return value
     if name == XATTR_ID:
         return state.id.hex().encode()
     feed = state.peek()

@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 
 import pyfuse3
 
-from hyperfs.base.errors import EmptyFeed, HyperfsError, InvalidId, InvalidIndex, NameTaken
+from hyperfs.base.errors import EmptyFeed, HyperfsError, InvalidId, InvalidIndex
 
 log = logging.getLogger("hyperfs.fs")
 
@@ -30,8 +30,8 @@ def errno_of(exc: BaseException) -> int:
     """The errno a failed core call should reach the caller as."""
     if isinstance(exc, pyfuse3.FUSEError):
         return exc.errno
-    if isinstance(exc, NameTaken):
-        return errno.EEXIST
+    if isinstance(exc, HyperfsError) and exc.code != errno.EIO:
+        return exc.code  # the names' errors (EEXIST, ENOENT, ENOTDIR, ENOTEMPTY ...)
     if isinstance(exc, EmptyFeed):
         return errno.ENODATA
     if isinstance(exc, InvalidId | InvalidIndex):

@@ -3,7 +3,8 @@
 The layout (docs/FILESYSTEM.md tells users the same)::
 
     .status                 hidden, read-only JSON: feeds, progress, uploads (and peers)
-    NAME                    read-only file per name (core.names): the named feed's bytes
+    NAME                    a name (core.names): a file, the bytes of the feed it is bound
+                            to (or none: an empty file), or a directory of names
     <64-hex id>/            one directory per stored feed (looking up any other well-formed
                             id opens that feed and starts fetching it; it then appears)
     <64-hex id>/.feed       hidden, the whole feed: every block concatenated in order
@@ -12,8 +13,10 @@ The layout (docs/FILESYSTEM.md tells users the same)::
 Numbers are computed, not stored per file, so a feed of 100,000 blocks costs nothing to
 number: the root and ``.status`` have fixed inodes; names (and uploads, which become
 names) get ``NAME_BASE, NAME_BASE + 1, ...`` below ``STRIDE`` in the order they are first
-seen; feed slot ``s >= 1`` owns ``s*STRIDE`` (its directory), ``+1`` (``.feed``) and
-``+2+i`` (block ``i``). No number is reused while mounted.
+seen, by path; feed slot ``s >= 1`` owns ``s*STRIDE`` (its directory), ``+1`` (``.feed``)
+and ``+2+i`` (block ``i``). No number is reused while mounted. A rename moves the numbers
+with the names (a file open across ``mv`` keeps its inode); a removed name's number is
+forgotten, so a new file of that name is a new inode.
 """
 
 from __future__ import annotations
@@ -21,13 +24,16 @@ from __future__ import annotations
 import errno
 import logging
 import re
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import pyfuse3
 
 from hyperfs.feeds.core import Core, Held, WriteStream
 from hyperfs.feeds.feed import Feed
+from hyperfs.feeds.names import join, split
 from hyperfs.fs.errnos import fail
+from hyperfs.store.entry import Entry
 
 log = logging.getLogger("hyperfs.fs")
 
@@ -68,6 +74,10 @@ def check_block(feed: Feed, index: int) -> None:
     """ENOENT for a block past the feed's known end (or past what inodes can number)."""
     if index >= MAX_BLOCKS or (feed.blocks is not None and index >= feed.blocks):
         raise fail(errno.ENOENT)
+
+
+RETIRED_MAX = 4096
+"""Numbers of overwritten names kept for their open readers (the oldest are forgotten)."""
 
 
 @dataclass(slots=True)
@@ -136,12 +146,25 @@ class FeedSlot:
 
 @dataclass(slots=True)
 class Upload:
-    """A file being written into the root: a write stream that becomes a named feed."""
+    """A file being written: a write stream that becomes the feed its name is bound to.
+
+    ``entry`` is what the name will be (mode, owner, times, xattrs: ``cp -a`` and
+    ``install`` set them on the open file before closing it); ``replacing`` when the
+    name exists already (O_TRUNC): it keeps showing its old feed until this one is done.
+    """
 
     name: bytes
+    """The name's path (``dir/file``; a top-level name is just its name)."""
     ino: int
     stream: WriteStream
     pid: int
+    entry: Entry
+    replacing: bool = False
+    times_set: bool = False
+    """Whether the writer set the mtime itself (else it is the time of the finalize)."""
+    truncated: bool = True
+    """False for a name opened for writing without O_TRUNC: it keeps its bytes unless
+    the writer truncates it to 0 first (a write before that: EROFS)."""
     size: int = 0
     error: int = 0
     done: bool = False
@@ -163,16 +186,28 @@ class StatusFile:
 
 @dataclass(frozen=True, slots=True)
 class NameFile:
-    """A name in the root: the named feed's bytes, like its ``.feed``."""
+    """A file name: the bytes of the feed it is bound to, like its ``.feed``; with no
+    slot, an empty file (bound to no feed)."""
 
     ino: int
-    name: bytes
-    slot: FeedSlot
+    path: bytes
+    entry: Entry
+    slot: FeedSlot | None
+
+
+@dataclass(frozen=True, slots=True)
+class NameDir:
+    """A directory of names."""
+
+    ino: int
+    path: bytes
+    entry: Entry
 
 
 @dataclass(frozen=True, slots=True)
 class UploadFile:
-    """A name being written: readable (as a :class:`NameFile`) once its writer closes it."""
+    """A new name being written: readable (as a :class:`NameFile`) once its writer closes
+    it."""
 
     upload: Upload
 
@@ -213,7 +248,7 @@ class BlockFile:
         return self.slot.block_ino(self.index)
 
 
-Inode = Root | StatusFile | NameFile | UploadFile | FeedDir | WholeFeed | BlockFile
+Inode = Root | StatusFile | NameFile | NameDir | UploadFile | FeedDir | WholeFeed | BlockFile
 
 
 class Namespace:
@@ -222,11 +257,13 @@ class Namespace:
     def __init__(self, core: Core) -> None:
         self.core = core
         self.uploads: dict[bytes, Upload] = {}
-        """Files being written into the root, by name (until finalized or discarded)."""
+        """Files being written, by path (until finalized or discarded)."""
         self._slots: dict[bytes, FeedSlot] = {}
         self._by_slot: list[FeedSlot | None] = [None]
-        self._name_ino: dict[bytes, int] = {}
-        self._ino_name: dict[int, bytes] = {}
+        self._path_ino: dict[bytes, int] = {}
+        self._ino_path: dict[int, bytes] = {}
+        self._retired: OrderedDict[int, NameFile] = OrderedDict()
+        self._next_ino = NAME_BASE
 
     def slot(self, feed_id: bytes) -> FeedSlot:
         """The feed's slot, numbered on first sight (its feed is not opened here)."""
@@ -249,22 +286,75 @@ class Namespace:
             except Exception:  # unmounting goes on whatever one feed says
                 log.exception("closing feed %s", state.id.hex()[:16])
 
-    def name_inode(self, name: bytes) -> int:
-        """The inode of a root name, numbered on first sight."""
-        ino = self._name_ino.get(name)
+    # -- names' numbers ------------------------------------------------------------------
+
+    def name_inode(self, path: bytes) -> int:
+        """The inode of a name's path, numbered on first sight."""
+        ino = self._path_ino.get(path)
         if ino is None:
-            ino = NAME_BASE + len(self._name_ino)
-            self._name_ino[name] = ino
-            self._ino_name[ino] = name
+            ino, self._next_ino = self._next_ino, self._next_ino + 1
+            self._path_ino[path] = ino
+            self._ino_path[ino] = path
         return ino
 
-    def numbered(self, name: bytes) -> bool:
-        """Whether ``name`` was ever given an inode (as a name or an upload)."""
-        return name in self._name_ino
+    def forget(self, path: bytes) -> None:
+        """A name was removed: its number goes (a new name there gets a new inode)."""
+        ino = self._path_ino.pop(path, None)
+        if ino is not None:
+            del self._ino_path[ino]
+
+    def renumber(self, old: NameFile) -> None:
+        """``old``'s path now holds another feed: the path gets a new inode at its next
+        lookup, and ``old.ino`` goes on showing the name as it was to whoever opened it
+        before. Their reads, and the pages the kernel caches for that inode, are of a feed
+        that never changes, so page-cached names stay right across overwrites."""
+        self.forget(old.path)
+        self._retired[old.ino] = old
+        while len(self._retired) > RETIRED_MAX:
+            self._retired.popitem(last=False)
+
+    def moved(self, old: bytes, new: bytes, *, exchange: bool = False,
+              directories: bool = True) -> None:
+        """A rename of ``old`` to ``new`` (swapped with ``exchange``) succeeded: numbers
+        and uploads follow their names. A replaced ``new`` loses its number. Names under
+        a moved directory move too (``directories``: either side may be one)."""
+        if not exchange:
+            self.forget(new)
+        pairs = [(old, new), (new, old)] if exchange else [(old, new)]
+
+        def renamed(path: bytes) -> bytes | None:
+            for source, target in pairs:
+                if path == source or (directories and path.startswith(source + b"/")):
+                    return target + path[len(source):]
+            return None
+
+        paths = (list(self._path_ino) if directories
+                 else [path for path, _ in pairs if path in self._path_ino])
+        numbers = {}
+        for path in paths:
+            target = renamed(path)
+            if target is not None:
+                numbers[target] = self._path_ino.pop(path)
+        self._path_ino.update(numbers)
+        self._ino_path.update((ino, path) for path, ino in numbers.items())
+        uploads = {}
+        for path in list(self.uploads):
+            target = renamed(path)
+            if target is not None:
+                uploads[target] = upload = self.uploads.pop(path)
+                upload.name = target
+        self.uploads.update(uploads)
 
     def count(self) -> int:
         """How many inodes are numbered: feeds' directories, names, the root, .status."""
-        return len(self._slots) + len(self._name_ino) + 2
+        return len(self._slots) + len(self._path_ino) + 2
+
+    def upload_of(self, ino: int) -> Upload | None:
+        """The upload writing inode ``ino`` (a new name, or a name being replaced)."""
+        upload = self.uploads.get(self._ino_path.get(ino, b""))
+        return upload if upload is not None and upload.ino == ino else None
+
+    # -- decoding ------------------------------------------------------------------------
 
     def decode(self, ino: int) -> Inode:
         """What inode ``ino`` is; ENOENT for a number never handed out (or a name since
@@ -274,16 +364,13 @@ class Namespace:
         if ino == STATUS_INO:
             return StatusFile()
         if ino < STRIDE:
-            name = self._ino_name.get(ino)
-            if name is None:
-                raise fail(errno.ENOENT)
-            upload = self.uploads.get(name)
-            if upload is not None and upload.ino == ino:
-                return UploadFile(upload)
-            target = self.core.names.feed_of(name)
-            if target is None:
-                raise fail(errno.ENOENT)
-            return NameFile(ino, name, self.slot(target))
+            path = self._ino_path.get(ino)
+            if path is None:
+                retired = self._retired.get(ino)
+                if retired is None:
+                    raise fail(errno.ENOENT)
+                return retired
+            return self.named(path)
         slot, rest = divmod(ino, STRIDE)
         state = self._by_slot[slot] if slot < len(self._by_slot) else None
         if state is None:
@@ -294,6 +381,28 @@ class Namespace:
             return WholeFeed(state)
         return BlockFile(state, rest - 2)
 
+    def named(self, path: bytes) -> Inode:
+        """The name at ``path`` (a file, a directory, or a new file being written); ENOENT
+        if there is none. A name being replaced is still its old self."""
+        entry = self.core.names.get(path)
+        if entry is None:
+            upload = self.uploads.get(path)
+            if upload is None:
+                raise fail(errno.ENOENT)
+            return UploadFile(upload)
+        ino = self.name_inode(path)
+        if entry.is_dir:
+            return NameDir(ino, path, entry)
+        return NameFile(ino, path, entry,
+                        None if entry.feed_id is None else self.slot(entry.feed_id))
+
+    def directory(self, path: bytes) -> Root | NameDir:
+        """The directory of names at ``path`` (b"": the root)."""
+        node = self.named(path) if path else Root()
+        if not isinstance(node, Root | NameDir):
+            raise fail(errno.ENOTDIR)
+        return node
+
     def child(self, parent: Inode, name: bytes) -> Inode:
         """The entry ``name`` of directory ``parent`` (lookup). Looking up a well-formed
         feed id opens that feed: it is recorded and asked for on the network."""
@@ -301,6 +410,12 @@ class Namespace:
             return parent
         if isinstance(parent, Root):
             return self._root_entry(name)
+        if isinstance(parent, NameDir):
+            if name == b"..":
+                return self.directory(split(parent.path)[0])
+            if len(name) > NAME_MAX:
+                raise fail(errno.ENOENT)
+            return self.named(join(parent.path, name))
         if not isinstance(parent, FeedDir):
             raise fail(errno.ENOTDIR)
         if name == b"..":
@@ -317,15 +432,11 @@ class Namespace:
             return Root()
         if name == STATUS_NAME:
             return StatusFile()
-        upload = self.uploads.get(name)
-        if upload is not None:
-            return UploadFile(upload)
-        target = self.core.names.feed_of(name) if len(name) <= NAME_MAX else None
-        if target is not None:
-            return NameFile(self.name_inode(name), name, self.slot(target))
         feed_id = feed_id_of(name)
         if feed_id is None:
-            raise fail(errno.ENOENT)
+            if len(name) > NAME_MAX:
+                raise fail(errno.ENOENT)
+            return self.named(name)
         state = self.slot(feed_id)
         state.open()
         return FeedDir(state)

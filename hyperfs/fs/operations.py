@@ -3,12 +3,14 @@
 A thin :class:`pyfuse3.Operations` that decodes each request's inode
 (:mod:`hyperfs.fs.inodes`, where the layout is drawn) and hands it to the module that owns
 the matter: :mod:`~hyperfs.fs.attributes` (stat, ls, getfattr), :mod:`~hyperfs.fs.reads`,
-:mod:`~hyperfs.fs.uploads`, :mod:`~hyperfs.fs.removal`, :mod:`~hyperfs.fs.status`. The
-mount lifecycle lives in :mod:`hyperfs.fs.mount`.
+:mod:`~hyperfs.fs.uploads`, :mod:`~hyperfs.fs.naming` (mkdir, rename, setattr, xattrs),
+:mod:`~hyperfs.fs.removal`, :mod:`~hyperfs.fs.status`. The mount lifecycle lives in
+:mod:`hyperfs.fs.mount`.
 
-Everything but an upload into the root is immutable (docs/FILESYSTEM.md tells users the
-same): opening a feed's files for writing, truncating -> EROFS; mkdir, rename, link,
-symlink, mknod, create inside a feed directory -> EPERM; setting xattrs -> ENOTSUP.
+Names behave like files (docs/SEMANTICS.md lists every operation); feeds are immutable:
+opening a feed's files for writing, truncating them -> EROFS; link, symlink, mknod and
+creating inside a feed directory -> EPERM; fallocate -> EOPNOTSUPP (pyfuse3 has no such
+handler, and the kernel answers ENOSYS so).
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ from collections.abc import Callable
 import pyfuse3
 
 from hyperfs.feeds.core import Core
-from hyperfs.fs import removal
+from hyperfs.fs import naming, removal
 from hyperfs.fs.attributes import Attributes, Listing, list_dir, reply_entries, xattr, xattr_names
 from hyperfs.fs.errnos import fail, fuse_errors
 from hyperfs.fs.inodes import (
     NAME_MAX,
-    ROOT,
     BlockFile,
     FeedDir,
+    FeedSlot,
+    Inode,
+    NameDir,
     NameFile,
     Namespace,
     Root,
@@ -122,24 +126,37 @@ class Operations(pyfuse3.Operations):
     async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self.namespace.decode(inode)
         writing = flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND)
-        if isinstance(node, Root | FeedDir):
+        if isinstance(node, Root | FeedDir | NameDir):
             raise fail(errno.EISDIR)
         if isinstance(node, UploadFile):
             raise fail(errno.ETXTBSY)  # being written: readable once its writer closes it
         if writing:
-            raise fail(errno.EROFS)
+            return self._open_for_writing(node, flags, ctx)
         reader: Reader
         match node:
             case StatusFile():
                 reader = StatusReader(status_json(self.namespace, self.mountpoint,
                                                   self.network_status))
-            case NameFile(slot=state) | WholeFeed(slot=state):
+            case NameFile(slot=None):
+                reader = StatusReader(b"")  # an empty file
+            case NameFile(slot=FeedSlot() as state) | WholeFeed(slot=state):
                 state.open()
                 reader = WholeReader(self.blocks, state, ctx.pid)
             case BlockFile(state, index):
                 check_block(state.open(), index)
                 reader = BlockReader(self.blocks, state, index, ctx.pid)
         return file_info(node, self._new_fh(reader))
+
+    def _open_for_writing(self, node: Inode, flags: int,
+                          ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        """A name opened for writing is written anew (from its start: O_TRUNC, or a
+        truncation to 0 before the first write); a feed's bytes cannot change in place,
+        nor be appended to (EROFS)."""
+        if not isinstance(node, NameFile) or (node.slot is not None
+                                              and flags & os.O_APPEND):
+            raise fail(errno.EROFS)
+        upload = self.uploads.replace(node, ctx.pid, truncated=bool(flags & os.O_TRUNC))
+        return pyfuse3.FileInfo(fh=self._new_fh(upload), direct_io=True)
 
     @fuse_errors
     async def read(  # type: ignore[override]  # pyfuse3 takes any buffer: no copy per read
@@ -149,15 +166,14 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.EBADF)
         return await reader.read(off, size)
 
-    # -- writing (uploads into the root) -------------------------------------------------
+    # -- writing (uploads of names) -------------------------------------------------------
 
     @fuse_errors
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
                                                            pyfuse3.EntryAttributes]:
-        if parent_inode != ROOT:
-            raise fail(errno.EPERM)
-        upload = self.uploads.create(name, ctx.pid)
+        path = naming.new_path(self.namespace, self.namespace.decode(parent_inode), name)
+        upload = self.uploads.create(path, mode, ctx)
         info = pyfuse3.FileInfo(fh=self._new_fh(upload), direct_io=True)
         return info, self.attributes.upload(upload)
 
@@ -181,17 +197,41 @@ class Operations(pyfuse3.Operations):
             await self.uploads.release(upload)
 
     @fuse_errors
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        """Durable: a file being written flushes its blocks; anything else waits for the
+        names' changes to reach the disk (feeds are written with synced batches)."""
+        upload = self._handles.get(fh)
+        if isinstance(upload, Upload):
+            await self.uploads.fsync(upload)
+        else:
+            self.core.names.sync()
+
+    @fuse_errors
+    async def fsyncdir(self, fh: int, datasync: bool) -> None:
+        self.core.names.sync()
+
+    # -- names: directories, renames, attributes -----------------------------------------
+
+    @fuse_errors
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self.namespace.decode(parent_inode)
+        return self.attributes.of(naming.mkdir(self.namespace, parent, name, mode, ctx))
+
+    @fuse_errors
+    async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
+                     name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
+        naming.rename(self.namespace, self.uploads, self.namespace.decode(parent_inode_old),
+                      name_old, self.namespace.decode(parent_inode_new), name_new, flags)
+
+    @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
                       fields: pyfuse3.SetattrFields, fh: int | None,
                       ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        node = self.namespace.decode(inode)
-        if isinstance(node, UploadFile):
-            if fields.update_size:
-                self.uploads.truncate(node.upload, attr.st_size)
-            return self.attributes.upload(node.upload)  # times, mode, owner: not kept
-        if isinstance(node, Root | FeedDir):
-            raise fail(errno.EPERM)
-        raise fail(errno.EROFS)
+        node = await naming.setattr(self.namespace, self.uploads, inode, attr, fields)
+        if isinstance(node, Upload):
+            return self.attributes.upload(node)
+        return self.attributes.of(node)
 
     # -- removing and refusing -----------------------------------------------------------
 
@@ -201,11 +241,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await removal.rmdir(self.namespace, parent_inode, name)
-
-    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
-                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise fail(errno.EPERM)
+        await removal.rmdir(self.namespace, self.namespace.decode(parent_inode), name)
 
     async def mknod(self, parent_inode: int, name: bytes, mode: int, rdev: int,
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
@@ -217,10 +253,7 @@ class Operations(pyfuse3.Operations):
 
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise fail(errno.EPERM)
-
-    async def rename(self, *args: object) -> None:
-        raise fail(errno.EPERM)
+        raise fail(errno.EPERM)  # a name is already a link to its feed: `cp` makes another
 
     # -- xattrs and the rest -------------------------------------------------------------
 
@@ -240,11 +273,11 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
-        raise fail(errno.ENOTSUP)
+        naming.set_xattr(self.namespace, self.uploads, inode, name, value)
 
     @fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        raise fail(errno.ENOTSUP)
+        naming.remove_xattr(self.namespace, self.uploads, inode, name)
 
     @fuse_errors
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:

@@ -263,7 +263,9 @@ def file_info(node: StatusFile | NameFile | WholeFeed | BlockFile, fh: int) -> p
     match node:
         case BlockFile(state, index):
             exact = sizes.exact_block_size(state, index) is not None
-        case WholeFeed(slot=state) | NameFile(slot=state):
+        case NameFile(slot=None):
+            exact = True  # an empty file: its size, 0, is known
+        case WholeFeed(slot=FeedSlot() as state) | NameFile(slot=FeedSlot() as state):
             exact = sizes.exact_whole_size(state) is not None
         case StatusFile():
             exact = False
@@ -274,5 +276,6 @@ def file_info(node: StatusFile | NameFile | WholeFeed | BlockFile, fh: int) -> p
             pyfuse3.invalidate_inode(node.ino, attr_only=True)
         except OSError as exc:  # not cached in the kernel: nothing to forget
             log.debug("invalidating inode %d: %s", node.ino, exc)
-    return pyfuse3.FileInfo(fh=fh, direct_io=not exact,
-                            keep_cache=exact and not isinstance(node, NameFile))
+    # keep_cache for names too: an overwritten name gets a new inode (Namespace.renumber),
+    # so the pages cached for an inode are always of the one feed it showed.
+    return pyfuse3.FileInfo(fh=fh, direct_io=not exact, keep_cache=exact)

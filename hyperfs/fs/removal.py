@@ -1,9 +1,10 @@
-"""Removing: ``rm`` drops local copies and names, ``rmdir`` deletes a feed.
+"""Removing: ``rm`` drops local copies and names, ``rmdir`` deletes a feed or a directory.
 
 * ``rm <id>/N`` drops the local copy of block N (the file stays listed: the block is still
   part of the feed and can be fetched again); ``rm <id>/.feed`` drops every local block.
 * ``rmdir``/``rm -r <id>`` deletes the feed and its names from the database.
-* ``rm NAME`` removes only the name (like removing a hard link; the feed stays).
+* ``rm NAME`` (or ``dir/NAME``) removes only the name (like removing a hard link; the feed
+  stays, under its id); ``rmdir`` of a directory of names removes it when it is empty.
 """
 
 from __future__ import annotations
@@ -12,15 +13,16 @@ import errno
 
 import trio
 
+from hyperfs.feeds.names import join
 from hyperfs.fs import sizes
 from hyperfs.fs.errnos import fail
 from hyperfs.fs.inodes import (
     NAME_MAX,
-    ROOT,
     STATUS_NAME,
     WHOLE_NAME,
     FeedDir,
     Inode,
+    NameDir,
     Namespace,
     Root,
     block_number,
@@ -29,16 +31,25 @@ from hyperfs.fs.inodes import (
 )
 
 
+def _name_path(namespace: Namespace, parent: Root | NameDir, name: bytes) -> bytes:
+    """The path of name ``name`` in ``parent``, if it may be removed now: ENOENT for one
+    no name can have, EBUSY while it is being written, EPERM for ``.status``."""
+    if isinstance(parent, Root) and name == STATUS_NAME:
+        raise fail(errno.EPERM)
+    if len(name) > NAME_MAX:
+        raise fail(errno.ENOENT)
+    path = join(b"" if isinstance(parent, Root) else parent.path, name)
+    if path in namespace.uploads:
+        raise fail(errno.EBUSY)
+    return path
+
+
 async def unlink(namespace: Namespace, parent: Inode, name: bytes) -> None:
     """``rm`` of entry ``name`` of directory ``parent``."""
-    if isinstance(parent, Root):
-        if name in namespace.uploads:
-            raise fail(errno.EBUSY)
-        if name == STATUS_NAME:
-            raise fail(errno.EPERM)
-        if len(name) > NAME_MAX or namespace.core.names.feed_of(name) is None:
-            raise fail(errno.ENOENT)
-        namespace.core.names.unlink(name)  # the feed stays, under its id
+    if isinstance(parent, Root | NameDir):
+        path = _name_path(namespace, parent, name)
+        namespace.core.names.unlink(path)  # the feed stays, under its id
+        namespace.forget(path)
         return
     if not isinstance(parent, FeedDir):
         raise fail(errno.ENOTDIR)
@@ -56,14 +67,23 @@ async def unlink(namespace: Namespace, parent: Inode, name: bytes) -> None:
     feed.drop(number)  # not local already: nothing to do, still a success
 
 
-async def rmdir(namespace: Namespace, parent_ino: int, name: bytes) -> None:
-    """``rmdir`` of entry ``name`` of directory ``parent_ino``: only feeds in the root."""
-    if parent_ino != ROOT:
-        is_dir = isinstance(namespace.decode(parent_ino), FeedDir)
-        raise fail(errno.ENOENT if is_dir else errno.ENOTDIR)
-    feed_id = feed_id_of(name)
-    if feed_id is None:
-        raise fail(errno.ENOTDIR if namespace.numbered(name) else errno.ENOENT)
+async def rmdir(namespace: Namespace, parent: Inode, name: bytes) -> None:
+    """``rmdir`` of entry ``name`` of directory ``parent``: a feed in the root (with every
+    name of it), or an empty directory of names."""
+    feed_id = feed_id_of(name) if isinstance(parent, Root) else None
+    if feed_id is not None:
+        await _remove_feed(namespace, feed_id)
+        return
+    if not isinstance(parent, Root | NameDir):
+        raise fail(errno.ENOENT if isinstance(parent, FeedDir) else errno.ENOTDIR)
+    path = _name_path(namespace, parent, name)
+    if any(upload.startswith(path + b"/") for upload in namespace.uploads):
+        raise fail(errno.ENOTEMPTY)  # a file is being written in it
+    namespace.core.names.rmdir(path)
+    namespace.forget(path)
+
+
+async def _remove_feed(namespace: Namespace, feed_id: bytes) -> None:
     if not namespace.core.stored(feed_id):
         raise fail(errno.ENOENT)
     state = namespace.known(feed_id)
