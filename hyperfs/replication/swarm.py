@@ -62,9 +62,11 @@ class FeedSwarm:
         self._unlisten = feed.listen(self)
 
     def join(self, peer: PeerLink) -> None:
-        """Share the feed with ``peer`` (if not shared yet)."""
-        self.channels[peer] = peer.join(self)
+        """Share the feed with ``peer`` (if not shared yet), and ask it for what is wanted:
+        a remote that opened the feed first may have said what it has already."""
         self._scans.setdefault(peer, _Scan())
+        channel = self.channels[peer] = peer.join(self)
+        self.fill(peer, channel)
 
     def close(self) -> None:
         self._unlisten()
