@@ -278,6 +278,7 @@ async def test_naming_2000_feeds_gets_no_reply_and_is_kept_within_caps(tmp_path:
             assert [type(e) for e in raw.events] == [HandshakeReceived] + [
                 ExtensionReceived] * (len(batches) + 1)  # our pings' answers, nothing more
             assert node.swarm.feeds == {} and not any(core.stored(f) for f in named)
+            assert not any(peer.offers.forgotten(f) for f in named)  # left: all let go
 
 
 async def test_the_channel_starts_from_what_was_said_before_we_joined(tmp_path: Path) -> None:

@@ -43,7 +43,9 @@ class Offers:
     """The offers of one connection, oldest first, within ``max_feeds`` / ``max_bytes``.
 
     Have block numbers are folded into the bitfield, so they are checked against the
-    feed's end (with ``channel.BITFIELD_SLACK``) as a bitfield is, once we join.
+    feed's end (with ``channel.BITFIELD_SLACK``) as a bitfield is, once we join. The ids
+    of the offers forgotten are kept until the remote leaves them (or we join): no more
+    than the channels it may have open (``Connection(max_channels=)``).
     """
 
     def __init__(self, max_feeds: int = MAX_FEEDS, max_bytes: int = MAX_BYTES) -> None:
@@ -51,6 +53,7 @@ class Offers:
         self.max_bytes = max_bytes
         self.bytes = 0  # bitfield bytes kept
         self._offers: dict[bytes, Offer] = {}  # in the order of the remote's Joins
+        self._forgotten: set[bytes] = set()
 
     def __len__(self) -> int:
         return len(self._offers)
@@ -82,8 +85,16 @@ class Offers:
         if offer is not None:
             offer.paused = paused
 
+    def forgotten(self, feed_id: bytes) -> bool:
+        """Whether the remote opened the feed and its offer did not fit in the caps.
+
+        (Not the same as the connection having the remote's Join: the connection parses
+        a whole read at once, before the peer has seen any of it.)"""
+        return feed_id in self._forgotten
+
     def take(self, feed_id: bytes) -> Offer | None:
         """Remove and return the feed's offer: we join it, or the remote left it."""
+        self._forgotten.discard(feed_id)
         offer = self._offers.pop(feed_id, None)
         if offer is not None:
             self.bytes -= offer.has.end // 8
@@ -91,4 +102,6 @@ class Offers:
 
     def _trim(self) -> None:
         while len(self._offers) > self.max_feeds or self.bytes > self.max_bytes:
-            self.take(next(iter(self._offers)))
+            oldest = next(iter(self._offers))
+            self.take(oldest)
+            self._forgotten.add(oldest)

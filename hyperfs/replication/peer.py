@@ -267,6 +267,7 @@ class Peer:
         channel = self.channels.get(feed_id)
         if channel is None:
             channel = self.channels[feed_id] = Channel(scheduler)
+            forgotten = self.offers.forgotten(feed_id)
             offer = self.offers.take(feed_id)
             self._send(self.conn.join(feed_id))
             if offer is not None:
@@ -274,7 +275,7 @@ class Peer:
                 wrong = channel.remote_have(offer.has.to_bytes(), ())
                 if wrong is not None:
                     self.drop(wrong)
-            elif self.conn.joined_remotely(feed_id):  # its offer was forgotten
+            elif forgotten and self.conn.joined_remotely(feed_id):
                 self._send(self.conn.leave(feed_id) + self.conn.join(feed_id))
             if self.conn.joined_remotely(feed_id):
                 self._channel_ready(channel)
