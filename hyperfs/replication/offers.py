@@ -79,7 +79,7 @@ class Offers:
         self.bytes += offer.has.end // 8
         self._trim()
 
-    def pause(self, feed_id: bytes, paused: bool) -> None:
+    def set_paused(self, feed_id: bytes, paused: bool) -> None:
         """A Pause (``paused``) or Unpause on the channel of an offer."""
         offer = self._offers.get(feed_id)
         if offer is not None:

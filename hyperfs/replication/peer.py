@@ -25,6 +25,9 @@ the peer, with the reason logged, unless said otherwise):
 - what the remote said on channels we have not joined (``offers``): ``offers.MAX_FEEDS``
   feeds and ``offers.MAX_BYTES`` of bitfields, the oldest forgotten first (no drop);
 - per node: at most ``network.MAX_PEERS`` connections (more are closed at accept).
+
+This module is over 400 lines because a peer is one state machine: the remote's events,
+the scheduler's calls and the caps all read and change the same connection's state.
 """
 
 from __future__ import annotations
@@ -343,8 +346,9 @@ class Peer:
     def _on_joined(self, event: events.Joined) -> None:
         channel = self.channels.get(event.feed_id)
         if channel is None:
-            self.offers.opened(event.feed_id)  # until we join too (or it leaves)
             self.scheduler.serve(self, event.feed_id)
+            if event.feed_id not in self.channels:  # not served: kept until we join
+                self.offers.opened(event.feed_id)
         elif not channel.ready:
             self._channel_ready(channel)
 
@@ -366,14 +370,14 @@ class Peer:
     def _on_paused(self, event: events.Paused) -> None:
         channel = self.channels.get(event.feed_id)
         if channel is None:
-            self.offers.pause(event.feed_id, True)
+            self.offers.set_paused(event.feed_id, True)
         else:
             channel.remote_paused = True
 
     def _on_unpaused(self, event: events.Unpaused) -> None:
         channel = self.channels.get(event.feed_id)
         if channel is None:
-            self.offers.pause(event.feed_id, False)
+            self.offers.set_paused(event.feed_id, False)
         else:
             channel.remote_paused = False
             channel.scheduler.fill(self, channel)

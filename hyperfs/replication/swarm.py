@@ -8,7 +8,8 @@ requests in flight as fill its link (see ``peer.WINDOW_BYTES``).
 
 Privacy: a feed is joined on every peer only when the local side wants it (it is open
 with interest). A feed that a peer names is joined on that peer alone, and only if it is
-stored here; the list of stored feeds is never announced.
+stored here; the list of stored feeds is never announced. What a peer says of the other
+feeds it names is kept, bounded, for when we want them (``offers``), and answers nothing.
 """
 
 from __future__ import annotations

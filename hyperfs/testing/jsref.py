@@ -167,24 +167,36 @@ def start_js_seeder(
     args = ["seed", "--port", str(port), "--host", host, *_ext_args(ext)]
     tmp: str | None = None
     if blocks is not None:
-        fd, tmp = tempfile.mkstemp(prefix="jsref-blocks-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"blocks": [bytes(b).hex() for b in blocks]}, f)
+        tmp = _json_file({"blocks": [bytes(b).hex() for b in blocks]})
         args += ["--blocks-json", tmp]
     else:
         if file is None or block_size is None:
             raise ValueError("give file and block_size, or blocks")
         args += ["--file", os.fspath(file), "--block-size", str(block_size)]
     peer = JsPeer(args)
+    ready = _listening(peer, timeout, tmp)
+    return peer, ready["id"], ready["port"]
+
+
+def _json_file(content: object) -> str:
+    """A temporary file holding ``content`` as JSON (feeds for a JS peer to read)."""
+    fd, path = tempfile.mkstemp(prefix="jsref-feeds-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(content, f)
+    return path
+
+
+def _listening(peer: JsPeer, timeout: float, tmp: str | None) -> dict[str, Any]:
+    """The peer's "listening" event (it is ended if that does not come); the file ``tmp``
+    it read its feeds from is removed either way."""
     try:
-        ready = peer.next_event("listening", timeout)
+        return peer.next_event("listening", timeout)
     except BaseException:
         peer.terminate()
         raise
     finally:
         if tmp is not None:
             os.unlink(tmp)
-    return peer, ready["id"], ready["port"]
 
 
 def start_js_peer(feeds: Sequence[Sequence[bytes]] = (), *, port: int = 0,
@@ -194,18 +206,10 @@ def start_js_peer(feeds: Sequence[Sequence[bytes]] = (), *, port: int = 0,
     (each a list of blocks, opened in that order) and serves them on ``port``; it
     connects, fetches and drops its connections when told to. Returns once it listens:
     (peer, the feeds' ids in hex, TCP port)."""
-    fd, tmp = tempfile.mkstemp(prefix="jsref-feeds-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump({"feeds": [[bytes(b).hex() for b in blocks] for blocks in feeds]}, f)
+    tmp = _json_file({"feeds": [[bytes(b).hex() for b in blocks] for blocks in feeds]})
     peer = JsPeer(["peer", "--feeds-json", tmp, "--port", str(port), "--host", host],
                   steered=True)
-    try:
-        ready = peer.next_event("listening", timeout)
-    except BaseException:
-        peer.terminate()
-        raise
-    finally:
-        os.unlink(tmp)
+    ready = _listening(peer, timeout, tmp)
     return peer, ready["ids"], ready["port"]
 
 
