@@ -22,7 +22,12 @@ the peer, with the reason logged, unless said otherwise):
   request passed over that long (later ones answered) is moved to another peer;
 - per channel: what the remote has is one bitfield, bounded as above; requests in flight
   are the connection's; a Response we did not ask for (or cancel) drops the peer;
+- what the remote said on channels we have not joined (``offers``): ``offers.MAX_FEEDS``
+  feeds and ``offers.MAX_BYTES`` of bitfields, the oldest forgotten first (no drop);
 - per node: at most ``network.MAX_PEERS`` connections (more are closed at accept).
+
+This module is over 400 lines because a peer is one state machine: the remote's events,
+the scheduler's calls and the caps all read and change the same connection's state.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import BadProof
 from hyperfs.replication.channel import Channel, FeedScheduler
 from hyperfs.replication.deadlines import Clocks, Timeouts
+from hyperfs.replication.offers import Offers
 from hyperfs.replication.outbox import Outbox
 from hyperfs.tree.bitfield import Bitfield
 from hyperfs.wire import events
@@ -87,6 +93,7 @@ class Peer:
         self.address = address
         self.conn = Connection(peer_id, [*extensions, ORDERED_PROOFS])
         self.channels: dict[bytes, Channel] = {}
+        self.offers = Offers()  # what the remote said on channels we have not joined
         self.handshaken = trio.Event()
         self.closed = trio.Event()
         self.close_reason: str | None = None
@@ -252,13 +259,27 @@ class Peer:
     # -- what the scheduler asks of us (channel.PeerLink) ----------------------------------
 
     def join(self, scheduler: FeedScheduler) -> Channel:
-        """Open the feed's channel (if not open) and tell the remote we have it."""
+        """Open the feed's channel (if not open) and tell the remote we have it.
+
+        If the remote opened it first, what it said then (its offer) is the channel's
+        start; if that was forgotten, we leave and join again, and the remote, finding
+        its channel closed, opens it anew and says it all again.
+        """
         feed_id = scheduler.feed.id
         assert feed_id is not None
         channel = self.channels.get(feed_id)
         if channel is None:
             channel = self.channels[feed_id] = Channel(scheduler)
+            forgotten = self.offers.forgotten(feed_id)
+            offer = self.offers.take(feed_id)
             self._send(self.conn.join(feed_id))
+            if offer is not None:
+                channel.remote_paused = offer.paused
+                wrong = channel.remote_have(offer.has.to_bytes(), ())
+                if wrong is not None:
+                    self.drop(wrong)
+            elif forgotten and self.conn.joined_remotely(feed_id):
+                self._send(self.conn.leave(feed_id) + self.conn.join(feed_id))
             if self.conn.joined_remotely(feed_id):
                 self._channel_ready(channel)
         return channel
@@ -326,15 +347,19 @@ class Peer:
         channel = self.channels.get(event.feed_id)
         if channel is None:
             self.scheduler.serve(self, event.feed_id)
+            if event.feed_id not in self.channels:  # not served: kept until we join
+                self.offers.opened(event.feed_id)
         elif not channel.ready:
             self._channel_ready(channel)
 
     def _on_left(self, event: events.Left) -> None:
+        self.offers.take(event.feed_id)
         self.close_channel(event.feed_id)
 
     def _on_have(self, event: events.HaveReceived) -> None:
         channel = self.channels.get(event.feed_id)
         if channel is None:
+            self.offers.have(event.feed_id, event.bitfield, event.blocks)
             return
         wrong = channel.remote_have(event.bitfield, event.blocks)
         if wrong is not None:
@@ -344,12 +369,16 @@ class Peer:
 
     def _on_paused(self, event: events.Paused) -> None:
         channel = self.channels.get(event.feed_id)
-        if channel is not None:
+        if channel is None:
+            self.offers.set_paused(event.feed_id, True)
+        else:
             channel.remote_paused = True
 
     def _on_unpaused(self, event: events.Unpaused) -> None:
         channel = self.channels.get(event.feed_id)
-        if channel is not None:
+        if channel is None:
+            self.offers.set_paused(event.feed_id, False)
+        else:
             channel.remote_paused = False
             channel.scheduler.fill(self, channel)
 
@@ -406,6 +435,7 @@ class Peer:
             "address": self.address,
             "id": self.remote_id.hex() if self.remote_id else None,
             "feeds": [feed_id.hex() for feed_id in self.channels],
+            "offered": len(self.offers),
             "inflight": self.inflight,
             "bytes_in": self.bytes_in,
             "bytes_out": self.bytes_out,

@@ -8,7 +8,8 @@ requests in flight as fill its link (see ``peer.WINDOW_BYTES``).
 
 Privacy: a feed is joined on every peer only when the local side wants it (it is open
 with interest). A feed that a peer names is joined on that peer alone, and only if it is
-stored here; the list of stored feeds is never announced.
+stored here; the list of stored feeds is never announced. What a peer says of the other
+feeds it names is kept, bounded, for when we want them (``offers``), and answers nothing.
 """
 
 from __future__ import annotations
@@ -62,9 +63,11 @@ class FeedSwarm:
         self._unlisten = feed.listen(self)
 
     def join(self, peer: PeerLink) -> None:
-        """Share the feed with ``peer`` (if not shared yet)."""
-        self.channels[peer] = peer.join(self)
+        """Share the feed with ``peer`` (if not shared yet), and ask it for what is wanted:
+        a remote that opened the feed first may have said what it has already."""
         self._scans.setdefault(peer, _Scan())
+        channel = self.channels[peer] = peer.join(self)
+        self.fill(peer, channel)
 
     def close(self) -> None:
         self._unlisten()

@@ -45,11 +45,18 @@ class JsRefError(RuntimeError):
 class JsPeer(Watched):
     """One running ``node tests/js/ref.js ...`` process and the JSON events it printed."""
 
-    def __init__(self, args: Sequence[str], stdin: bytes | None = None) -> None:
+    def __init__(self, args: Sequence[str], stdin: bytes | None = None, *,
+                 steered: bool = False) -> None:
         if not JS_AVAILABLE:
             raise JsRefError(_MISSING)
         self.events: list[dict[str, Any]] = []  # every event, in order, once consumed or not
-        super().__init__([str(NODE), str(REF_JS), *args], cwd=JS_DIR, stdin=stdin)
+        super().__init__([str(NODE), str(REF_JS), *args], cwd=JS_DIR, stdin=stdin,
+                         keep_stdin=steered)
+
+    def command(self, op: str, **fields: Any) -> None:
+        """Tell a steered peer (:func:`start_js_peer`) what to do next: ``op`` is one of
+        ref.js's peer ops (connect, fetch, drop), ``fields`` its arguments."""
+        self.write_line(json.dumps({"op": op, **fields}).encode() + b"\n")
 
     def _line(self, line: bytes) -> None:
         self.events.append(_parse(line))
@@ -160,24 +167,50 @@ def start_js_seeder(
     args = ["seed", "--port", str(port), "--host", host, *_ext_args(ext)]
     tmp: str | None = None
     if blocks is not None:
-        fd, tmp = tempfile.mkstemp(prefix="jsref-blocks-", suffix=".json")
-        with os.fdopen(fd, "w") as f:
-            json.dump({"blocks": [bytes(b).hex() for b in blocks]}, f)
+        tmp = _json_file({"blocks": [bytes(b).hex() for b in blocks]})
         args += ["--blocks-json", tmp]
     else:
         if file is None or block_size is None:
             raise ValueError("give file and block_size, or blocks")
         args += ["--file", os.fspath(file), "--block-size", str(block_size)]
     peer = JsPeer(args)
+    ready = _listening(peer, timeout, tmp)
+    return peer, ready["id"], ready["port"]
+
+
+def _json_file(content: object) -> str:
+    """A temporary file holding ``content`` as JSON (feeds for a JS peer to read)."""
+    fd, path = tempfile.mkstemp(prefix="jsref-feeds-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(content, f)
+    return path
+
+
+def _listening(peer: JsPeer, timeout: float, tmp: str | None) -> dict[str, Any]:
+    """The peer's "listening" event (it is ended if that does not come); the file ``tmp``
+    it read its feeds from is removed either way."""
     try:
-        ready = peer.next_event("listening", timeout)
+        return peer.next_event("listening", timeout)
     except BaseException:
         peer.terminate()
         raise
     finally:
         if tmp is not None:
             os.unlink(tmp)
-    return peer, ready["id"], ready["port"]
+
+
+def start_js_peer(feeds: Sequence[Sequence[bytes]] = (), *, port: int = 0,
+                  host: str = "127.0.0.1",
+                  timeout: float = DEFAULT_TIMEOUT) -> tuple[JsPeer, list[str], int]:
+    """Start a JS peer the test steers with :meth:`JsPeer.command`: it has ``feeds`` open
+    (each a list of blocks, opened in that order) and serves them on ``port``; it
+    connects, fetches and drops its connections when told to. Returns once it listens:
+    (peer, the feeds' ids in hex, TCP port)."""
+    tmp = _json_file({"feeds": [[bytes(b).hex() for b in blocks] for blocks in feeds]})
+    peer = JsPeer(["peer", "--feeds-json", tmp, "--port", str(port), "--host", host],
+                  steered=True)
+    ready = _listening(peer, timeout, tmp)
+    return peer, ready["ids"], ready["port"]
 
 
 def start_js_fetcher(

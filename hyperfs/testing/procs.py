@@ -26,11 +26,15 @@ class Watched:
     """A running child process whose stdout lines can be waited for."""
 
     def __init__(self, args: Sequence[str], *, cwd: str | os.PathLike[str] | None = None,
-                 env: Mapping[str, str] | None = None, stdin: bytes | None = None) -> None:
+                 env: Mapping[str, str] | None = None, stdin: bytes | None = None,
+                 keep_stdin: bool = False) -> None:
+        """``stdin`` is written to the child's standard input, which is then closed,
+        unless ``keep_stdin`` (then :meth:`write_line` says more, as the test goes on)."""
         self.args = [str(arg) for arg in args]
+        piped = stdin is not None or keep_stdin
         self.proc = subprocess.Popen(
             self.args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
+            stdin=subprocess.PIPE if piped else subprocess.DEVNULL)
         self.pid = self.proc.pid
         with _live_lock:
             _live.add(self)
@@ -41,10 +45,21 @@ class Watched:
         for thread in self._threads:
             thread.start()
         if stdin is not None:
-            assert self.proc.stdin is not None
+            self.write_line(stdin)
+        if not keep_stdin:
+            self._close_stdin()
+
+    def write_line(self, line: bytes) -> None:
+        """Write to the child's standard input (kept open: ``keep_stdin``), at once."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.write(line)
+            self.proc.stdin.flush()
+
+    def _close_stdin(self) -> None:
+        if self.proc.stdin is not None:
             with contextlib.suppress(BrokenPipeError):
-                self.proc.stdin.write(stdin)
-            self.proc.stdin.close()
+                self.proc.stdin.close()
 
     def _read_stdout(self) -> None:
         assert self.proc.stdout is not None
@@ -108,6 +123,7 @@ class Watched:
 
     def terminate(self) -> None:
         """End this process and reap it; harmless if it already ended."""
+        self._close_stdin()
         if self.proc.poll() is None:
             self.proc.terminate()
             try:

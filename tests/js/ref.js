@@ -8,6 +8,16 @@
 //         [--host H] [--ext NAME]...
 //         -> {"event":"done","blocks":..,"bytes":..,"seconds":..}; exits 0 unless --listen,
 //            in which case it keeps serving what it fetched (for chains JS -> X -> JS)
+//   peer  [--feeds-json F] [--port P] [--host H]: has the feeds of F ({"feeds": [[hex, ...],
+//         ...]}) open, in that order, and listens
+//         -> {"event":"listening","ids":[..],"port":..}; then does what each stdin line says,
+//            and exits when stdin closes:
+//            {"op":"connect","to":"HOST:PORT"}  dial (a "handshake" event once it is up)
+//            {"op":"fetch","id":ID,"block":I}   open feed ID (if not open) and get block I
+//                                               from the peers it has: {"event":"block",
+//                                               "id":ID,"index":I,"hex":..}
+//            {"op":"drop"}                      close every connection it has:
+//                                               {"event":"dropped","connections":n}
 //
 // stdout carries JSON lines only; diagnostics go to stderr; failures exit non-zero.
 // Every TCP socket gets setNoDelay(true): without it, Nagle + delayed ACKs stall the
@@ -118,8 +128,11 @@ function attach (core, socket, exts, hooks) {
   return stream
 }
 
-function listen (core, port, host, exts, cb) {
-  var server = net.createServer(function (socket) { attach(core, socket, exts) })
+function listen (core, port, host, exts, cb, onsocket) {
+  var server = net.createServer(function (socket) {
+    attach(core, socket, exts)
+    if (onsocket) onsocket(socket)
+  })
   server.on('error', fail)
   server.listen(port, host, function () { cb(server.address().port) })
 }
@@ -264,9 +277,72 @@ function cmdFetch (o) {
   }
 }
 
+// Feeds built one after the other, so the swarm opens (and Joins) them in this order.
+function buildFeeds (core, feeds, cb) {
+  var built = []
+  next()
+  function next () {
+    if (built.length === feeds.length) return cb(built)
+    var blocks = feeds[built.length].map(function (h) { return Buffer.from(h, 'hex') })
+    buildFeed(core, blocks, function (err, feed) {
+      if (err) fail(err)
+      built.push(feed)
+      next()
+    })
+  }
+}
+
+// A long-lived peer the test steers: the orderings of connecting, opening feeds and
+// dropping connections that one-shot seed and fetch cannot make.
+function cmdPeer (o) {
+  var core = makeCore([])
+  var feeds = o.feeds_json ? JSON.parse(fs.readFileSync(o.feeds_json, 'utf-8')).feeds : []
+  var sockets = []
+  function track (socket) {
+    sockets.push(socket)
+    socket.on('close', function () { sockets.splice(sockets.indexOf(socket), 1) })
+  }
+  var ops = {
+    connect: function (cmd) {
+      var idx = cmd.to.lastIndexOf(':')
+      var socket = net.connect(Number(cmd.to.slice(idx + 1)), cmd.to.slice(0, idx))
+      attach(core, socket, [])
+      track(socket)
+    },
+    fetch: function (cmd) {
+      var feed = core.get(cmd.id)
+      feed.get(cmd.block, function (err, data) {
+        if (err) fail(err)
+        if (!data) fail(new Error('block ' + cmd.block + ' is beyond the end of ' + cmd.id))
+        emit({event: 'block', id: cmd.id, index: cmd.block, hex: data.toString('hex')})
+      })
+    },
+    drop: function () {
+      var n = sockets.length
+      sockets.slice().forEach(function (socket) { socket.destroy() })
+      emit({event: 'dropped', connections: n})
+    }
+  }
+  buildFeeds(core, feeds, function (built) {
+    listen(core, Number(o.port || 0), o.host || '127.0.0.1', [], function (port) {
+      var ids = built.map(function (feed) { return feed.id.toString('hex') })
+      emit({event: 'listening', ids: ids, port: port})
+      var lines = require('readline').createInterface({input: process.stdin})
+      lines.on('line', function (line) {
+        if (!line.trim()) return
+        var cmd = JSON.parse(line)
+        if (!ops[cmd.op]) fail(new Error('unknown op ' + cmd.op))
+        ops[cmd.op](cmd)
+      })
+      lines.on('close', function () { quit(0) })
+    }, track)
+  })
+}
+
 var opts = parseArgs(process.argv.slice(2))
 var cmd = opts._[0]
 if (cmd === 'ids') cmdIds()
 else if (cmd === 'seed') cmdSeed(opts)
 else if (cmd === 'fetch') cmdFetch(opts)
-else fail(new Error('usage: ref.js ids|seed|fetch [options] (see the header of ref.js)'))
+else if (cmd === 'peer') cmdPeer(opts)
+else fail(new Error('usage: ref.js ids|seed|fetch|peer [options] (see the header of ref.js)'))
