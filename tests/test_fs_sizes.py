@@ -70,3 +70,25 @@ def test_blocks_of_varying_size_read_exactly(mounts: Mounts, tmp_path: Path) -> 
     assert run("cat", feed_dir / ".feed").stdout == whole
     assert run("ls", "-v", feed_dir).stdout.decode().split() == list(
         map(str, range(len(VARIED))))
+
+
+def test_random_reads_of_a_feed_of_varying_blocks_are_right(mounts: Mounts,
+                                                            tmp_path: Path) -> None:
+    """A fresh mount knows nothing of the blocks' sizes of a feed too big to check at
+    open (over 64 MiB): a read far into `.feed` before any sequential read must still
+    find the right block (by walking, not by assuming the first block's size)."""
+    db = tmp_path / "db"
+    big = 64 * 1024
+    blocks = [os.urandom(big) for _ in range(1030)]
+    blocks[3] = b"short"  # one block of another size, early on
+    feed_id = trio.run(store_feed, db, blocks).hex()
+    whole = b"".join(blocks)
+    m = mounts.start(db)
+    path = m.mnt / feed_id / ".feed"
+    far = 1000 * big + 12345
+    for offset, length in [(far, 5000), (3 * big + 2, 10), (2 * big, big + 7), (0, 1)]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            assert os.pread(fd, length, offset) == whole[offset : offset + length], offset
+        finally:
+            os.close(fd)

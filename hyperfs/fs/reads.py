@@ -194,10 +194,12 @@ class WholeReader:
 
     async def read(self, off: int, size: int) -> bytes | memoryview:
         """Bytes ``off .. off+size`` of the feed's blocks laid end to end."""
-        # Find the block holding ``off``: jump arithmetically in a feed of equal blocks,
-        # else walk on from the cursor (or from the start, for a backward seek).
+        # Find the block holding ``off``: jump arithmetically where the blocks before it
+        # are known to be of one size (the whole feed, or what this reader read in
+        # order), else walk on from the cursor (or from the start, for a backward seek):
+        # a feed's first block says nothing of the sizes of the others.
         block_size = sizes.block_size(self.slot) if self.slot.uniform else None
-        if block_size:
+        if block_size and (self.slot.exact or off // block_size <= self.checked):
             index = off // block_size
             start = index * block_size
         elif off >= self.next_start:
