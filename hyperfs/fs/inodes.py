@@ -17,6 +17,9 @@ seen, by path; feed slot ``s >= 1`` owns ``s*STRIDE`` (its directory), ``+1`` (`
 and ``+2+i`` (block ``i``). No number is reused while mounted. A rename moves the numbers
 with the names (a file open across ``mv`` keeps its inode); a removed name's number is
 forgotten, so a new file of that name is a new inode.
+
+(Over ~400 lines: the inode kinds, the per-feed slot and the Namespace that hands out and
+decodes numbers are one model; split, each half would need the other's private tables.)
 """
 
 from __future__ import annotations

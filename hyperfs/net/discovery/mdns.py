@@ -25,6 +25,9 @@ in default arguments and module globals at import time. Moving it means patching
 zeroconf, which is test-only code: ``hyperfs.testing.zeroconf`` does it and installs
 :data:`port_override`, which :func:`open_mdns` uses while an instance with a custom port
 is open; all instances in one process must then use the same port.
+
+(Over ~400 lines: the thread bridge, the advertising and the browsing share one zeroconf
+instance and its loop; they are one state machine whose halves would call each other.)
 """
 
 from __future__ import annotations
