@@ -18,11 +18,13 @@ every stored block against its verified leaf.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import plyvel
 
@@ -72,8 +74,24 @@ class Store:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser()
         self.path.mkdir(parents=True, exist_ok=True)
+        self.db = self._open_db()
+        self._failed: str | None = None  # a LevelDB write failed: reopen before the next
+        self._group: dict[bytes, bytes | None] | None = None
         try:
-            self.db = plyvel.DB(
+            self.outdated = self._check_format()
+            """Whether the database is of format 1 (block data inside LevelDB)."""
+        except BaseException:
+            self.db.close()
+            raise
+        self.data = BlockStore(self, DataFiles(self.path / "data"))
+        """The feeds' blocks: bytes in data files, places in ``l`` keys."""
+        raw = self.db.get(NEXT_KEY)
+        self._next = U64.unpack(raw)[0] if raw else 0
+
+    def _open_db(self) -> Any:
+        """The plyvel database, with the options this layout is tuned for."""
+        try:
+            return plyvel.DB(
                 str(self.path),
                 create_if_missing=True,
                 # Block data is mostly incompressible (media, archives) and hashes always
@@ -95,17 +113,35 @@ class Store:
             raise CorruptDatabase(f"cannot open database {self.path}: {exc}") from None
         except plyvel.CorruptionError as exc:
             raise CorruptDatabase(f"database {self.path} is damaged: {exc}") from None
-        self._group: dict[bytes, bytes | None] | None = None
+
+    def _writing(self) -> None:
+        """Before a LevelDB write: after a failed one, reopen the database first.
+
+        A write that fails half way (a full disk) leaves a torn record at the end of
+        LevelDB's log; this LevelDB goes on accepting writes after it, but recovery stops
+        at the torn record, so they would be lost at the next open. Reopening recovers now
+        and starts a fresh log. While the disk is still full the reopen fails too, and so
+        does the write (ENOSPC): nothing is accepted that would not last.
+        """
+        if self._failed is not None:
+            self.reopen()
+
+    def reopen(self) -> None:
+        """Close and open LevelDB again (recovering its log). While that fails, the
+        database stands closed: each use tries again, and says why it cannot."""
+        self.db.close()
         try:
-            self.outdated = self._check_format()
-            """Whether the database is of format 1 (block data inside LevelDB)."""
-        except BaseException:
-            self.db.close()
-            raise
-        self.data = BlockStore(self, DataFiles(self.path / "data"))
-        """The feeds' blocks: bytes in data files, places in ``l`` keys."""
-        raw = self.db.get(NEXT_KEY)
-        self._next = U64.unpack(raw)[0] if raw else 0
+            self.db = self._open_db()
+        except CorruptDatabase:
+            self.db = _ClosedDb(self)
+            raise OSError(errno.ENOSPC, f"database {self.path}: {self._failed}") from None
+        self._failed = None
+
+    def _write_failed(self, exc: Exception) -> OSError:
+        """The OSError a failed LevelDB write becomes (the next write reopens first)."""
+        self._failed = str(exc)
+        code = errno.ENOSPC if "space" in str(exc).lower() else errno.EIO
+        return OSError(code, f"database {self.path}: {exc}")
 
     def _check_format(self) -> bool:
         """Whether the database is of format 1 (to migrate); a new one is marked."""
@@ -131,7 +167,8 @@ class Store:
         if self._group is not None and not sync:
             return _GroupedBatch(self._group)
         self.flush()
-        return self.db.write_batch(transaction=True, sync=sync)
+        self._writing()
+        return _Batch(self, self.db.write_batch(transaction=True, sync=sync))
 
     @contextmanager
     def group(self) -> Iterator[None]:
@@ -155,13 +192,18 @@ class Store:
     def flush(self) -> None:
         """Write what the current group holds so far (iterators only see written data)."""
         if self._group:
-            with self.db.write_batch() as batch:
-                for key, value in self._group.items():
-                    if value is None:
-                        batch.delete(key)
-                    else:
-                        batch.put(key, value)
-            self._group.clear()
+            self._writing()
+            try:
+                with self.db.write_batch() as batch:
+                    for key, value in self._group.items():
+                        if value is None:
+                            batch.delete(key)
+                        else:
+                            batch.put(key, value)
+            except plyvel.IOError as exc:
+                raise self._write_failed(exc) from None
+            finally:
+                self._group.clear()
 
     def get(self, key: bytes) -> bytes | None:
         """The value of ``key`` as this process sees it (inside a group, with its writes)."""
@@ -241,7 +283,8 @@ class Store:
                         batch.delete(key)
         self.flush()
         self.data.forget(num)
-        self.db.delete(prefix(PENDING, num))
+        with self.batch() as batch:
+            batch.delete(prefix(PENDING, num))
 
     def node(self, num: int, index: int) -> bytes | None:
         return self.get(node_key(num, index))
@@ -340,6 +383,44 @@ class Store:
         for path, entry in self.entries():
             if entry.feed_id is not None:
                 yield path, entry.feed_id
+
+
+class _Batch:
+    """A plyvel write batch whose failed write becomes an OSError (see Store._writing)."""
+
+    __slots__ = ("_batch", "_store", "delete", "put")
+
+    def __init__(self, store: Store, batch: Any) -> None:
+        self._store, self._batch = store, batch
+        self.put, self.delete = batch.put, batch.delete
+
+    def __enter__(self) -> _Batch:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is not None:
+            self._batch.clear()  # an error inside: nothing of it is written
+            return
+        try:
+            self._batch.write()
+        except plyvel.IOError as error:
+            raise self._store._write_failed(error) from None
+
+
+class _ClosedDb:
+    """Stands for the database while a reopen after a failed write is not possible yet
+    (the disk is still full): each use tries the reopen again, and fails with ENOSPC
+    while it cannot be done."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        self._store.reopen()
+        return getattr(self._store.db, name)
+
+    def close(self) -> None:
+        pass
 
 
 class _GroupedBatch:
