@@ -168,7 +168,10 @@ def test_missing_block_times_out(mounts: Mounts) -> None:
 def test_interrupted_reader_ends_promptly(mounts: Mounts, tmp_path: Path) -> None:
     m = mounts.start()
     feed_id = secrets.token_hex(32)
-    code = (f"f = open({str(m.mnt / feed_id / '0')!r}, 'rb'); print('open', flush=True); "
+    # The reader takes Python's own SIGINT handler even where it was started with SIGINT
+    # ignored (a background job of a non-interactive shell: then the signal never comes).
+    code = ("import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"f = open({str(m.mnt / feed_id / '0')!r}, 'rb'); print('open', flush=True); "
             "f.read()")
     for sig in (signal.SIGINT, signal.SIGTERM):
         reader = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
