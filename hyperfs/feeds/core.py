@@ -50,8 +50,7 @@ class Core:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.store, self.migrated = open_store(path)
-        """The database; ``migrated``: blocks moved from an earlier format on this open."""
+        self.store, _moved = open_store(path)
         self._feeds: dict[bytes, Feed] = {}
         self._opens: dict[bytes, int] = {}
         self._interest: dict[bytes, int] = {}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 
 from hyperfs.store.store import Store
 
@@ -39,13 +38,3 @@ def flip_a_byte(data: bytes) -> bytes:
     damaged[len(damaged) // 2] ^= 0x40
     return bytes(damaged)
 
-
-def block_file(db: str | os.PathLike[str], feed_id: bytes) -> Path | None:
-    """The data file of a feed (for tests that truncate or remove it)."""
-    store = Store(db)
-    try:
-        num = store.lookup(feed_id)
-        place = None if num is None else store.data.place_of(num, 0)
-    finally:
-        store.close()
-    return None if place is None else place[0]
