@@ -19,6 +19,7 @@ from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import FeedFinalized
 from hyperfs.feeds.feed import Feed, check_index
 from hyperfs.feeds.names import Names
+from hyperfs.feeds.privacy import PrivateFeeds
 from hyperfs.feeds.streams import WriteStream
 from hyperfs.store import fsck
 from hyperfs.store.migrate import open_store
@@ -58,6 +59,9 @@ class Core:
         """The local names of feeds (the filesystem's files and directories)."""
         self._handlers: dict[str, Callbacks[...]] = {event: Callbacks() for event in EVENTS}
         self.extensions: list[str] = []
+        self.private = PrivateFeeds(self.store.path)
+        """The feeds never joined in plaintext (``privacy``); ``private.new_feeds`` makes
+        every feed finalized here private."""
         for num in self.store.pending():
             log.info("discarding writable feed #%d left unfinished by an earlier run", num)
             self.store.delete_feed(num, None)
@@ -167,6 +171,9 @@ class Core:
         """A feed made here got its id (see :meth:`Feed.finalize`). When the same content
         was stored before (perhaps in part), this complete copy is kept: the earlier
         one's data goes, and an open object for the id takes over this copy's storage."""
+        if self.private.new_feeds:
+            assert feed.id is not None
+            self.private.mark(feed.id)
         if replaced is None:
             return
         self.store.delete_feed(replaced, None)

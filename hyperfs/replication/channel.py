@@ -79,6 +79,11 @@ class PeerLink(Protocol):
     def window(self) -> int:
         """How many requests may be in flight at once: ask while ``inflight < window``."""
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether the connection is encrypted (else a feed may be joined only if
+        ``feeds.privacy.may_travel_plaintext``)."""
+
     def join(self, scheduler: FeedScheduler) -> Channel:
         """Open the channel of ``scheduler``'s feed, if not open yet, and return it."""
 

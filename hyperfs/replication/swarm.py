@@ -10,6 +10,11 @@ Privacy: a feed is joined on every peer only when the local side wants it (it is
 with interest). A feed that a peer names is joined on that peer alone, and only if it is
 stored here; the list of stored feeds is never announced. What a peer says of the other
 feeds it names is kept, bounded, for when we want them (``offers``), and answers nothing.
+
+Encryption: every connection to a hyperfs peer is encrypted (``secure``), and there a
+feed is named by its discovery key, which :meth:`Swarm.resolve` maps back to the ids
+known here. On a plaintext connection (a JS hypercore 1.x peer) a feed is joined only
+if ``feeds.privacy.may_travel_plaintext`` allows it: private feeds never are.
 """
 
 from __future__ import annotations
@@ -24,9 +29,13 @@ import trio
 
 from hyperfs.feeds.core import Core, Held
 from hyperfs.feeds.feed import Feed
+from hyperfs.feeds.privacy import may_travel_plaintext
 from hyperfs.replication.channel import Channel, PeerLink
 from hyperfs.replication.deadlines import Timeouts
 from hyperfs.replication.peer import Peer
+from hyperfs.replication.secure import node_keypair
+from hyperfs.wire.capabilities import discovery_key as channel_key
+from hyperfs.wire.noise import KeyPair
 
 log = logging.getLogger("hyperfs.swarm")
 
@@ -65,6 +74,10 @@ class FeedSwarm:
     def join(self, peer: PeerLink) -> None:
         """Share the feed with ``peer`` (if not shared yet), and ask it for what is wanted:
         a remote that opened the feed first may have said what it has already."""
+        if not peer.encrypted and not may_travel_plaintext(self.feed, self.swarm.core.private):
+            log.info("not joining private feed %s on plaintext peer %s", self.feed.hex, peer)
+            self.swarm.maybe_forget(self)
+            return
         self._scans.setdefault(peer, _Scan())
         channel = self.channels[peer] = peer.join(self)
         self.fill(peer, channel)
@@ -200,15 +213,25 @@ class Swarm:
     """Every peer of a core, and a :class:`FeedSwarm` for each feed shared with them.
 
     What its peers tell it is ``peer.Scheduler``; the timeouts are ``deadlines.Timeouts``.
+    ``keypair`` is the node key (default: the database's, ``secure.node_keypair``);
+    ``secure_only`` refuses peers that do not encrypt (JS peers); ``encrypt=False``
+    does not offer encryption (for measuring the plain protocol between hyperfs peers:
+    both must say so, since a hyperfs peer that offers refuses one that does not).
     """
 
     def __init__(self, core: Core, nursery: trio.Nursery, *, request_timeout: float = 10.0,
                  handshake_timeout: float = 10.0, message_timeout: float = 60.0,
-                 peer_id: bytes | None = None) -> None:
+                 peer_id: bytes | None = None, keypair: KeyPair | None = None,
+                 secure_only: bool = False, encrypt: bool = True) -> None:
         self.core = core
         self.nursery = nursery
         self.timeouts = Timeouts(request_timeout, handshake_timeout, message_timeout)
         self.peer_id = peer_id or os.urandom(32)
+        self.keypair = keypair or node_keypair(core.store.path)
+        self.secure_only = secure_only
+        self.encrypt = encrypt
+        self._keys: dict[bytes, bytes] = {}  # discovery key -> id of feeds known here
+        self._keys_built = -1.0
         self.peers: set[Peer] = set()
         self.feeds: dict[bytes, FeedSwarm] = {}
         self._unsubscribe = [core.on("interested", self._interested),
@@ -232,7 +255,8 @@ class Swarm:
         """Start replicating over ``stream``; the peer runs until either side closes."""
         peer = Peer(self, stream, address, peer_id=self.peer_id,
                     extensions=self.core.extensions, timeouts=self.timeouts,
-                    batch=self.core.store.group)
+                    batch=self.core.store.group, keypair=self.keypair,
+                    secure_only=self.secure_only, offer=self.encrypt)
         self.peers.add(peer)
         self.nursery.start_soon(peer.run)
         return peer
@@ -250,6 +274,22 @@ class Swarm:
                 feed_swarm.join(peer)
         self.core.emit("peer", peer)
 
+    def resolve(self, discovery_key: bytes) -> bytes | None:
+        """The id behind a discovery key an encrypted peer joined, among the feeds open
+        or stored here. Feeds opened here are added as they open; the map of stored ones
+        is rebuilt on a miss, at most once a second, so a peer naming unknown keys costs
+        one dict lookup each. (A feed stored in the last second, and not wanted here, may
+        stay unknown to that Join: the connection after the next serves it.)"""
+        found = self._keys.get(discovery_key)
+        if found is None:
+            now = trio.current_time()
+            if now - self._keys_built >= 1.0:
+                self._keys_built = now
+                self._keys = {channel_key(feed_id): feed_id
+                              for feed_id, _num, _blocks in self.core.store.feeds()}
+                found = self._keys.get(discovery_key)
+        return found
+
     def peer_closed(self, peer: Peer) -> None:
         self.peers.discard(peer)
         for feed_id in list(peer.channels):
@@ -262,6 +302,7 @@ class Swarm:
         feed_swarm = self.feeds.get(feed_id)
         if feed_swarm is None:
             feed_swarm = self.feeds[feed_id] = FeedSwarm(self, self.core.hold(feed_id))
+            self._keys[channel_key(feed_id)] = feed_id
         return feed_swarm
 
     def serve(self, peer: Peer, feed_id: bytes) -> None:
@@ -294,7 +335,8 @@ class Swarm:
             "peers": [peer.status() for peer in self.peers],
             "feeds": [
                 {"id": feed_id.hex(), "blocks": fs.feed.blocks, "local": fs.feed.local,
-                 "peers": len(fs.channels), "inflight": len(fs.inflight)}
+                 "peers": len(fs.channels), "inflight": len(fs.inflight),
+                 "private": feed_id in self.core.private}
                 for feed_id, fs in self.feeds.items()
             ],
         }

@@ -87,6 +87,8 @@ class Greeting:
         self.remote_hello: bytes | None = None
         self.session: Session | None = None
         self.done = False
+        self.sent = 0
+        """Bytes this greeting gave to send (for a peer's counters)."""
         self._buffer = b""
         self._frames = FrameReader(_NOISE_FRAME)
         self._noise: NoiseXX | None = None
@@ -94,6 +96,7 @@ class Greeting:
 
     def start(self) -> bytes:
         """What to send first: our 1.x handshake."""
+        self.sent += len(self.hello)
         return self.hello
 
     def leftover(self) -> bytes:
@@ -103,6 +106,11 @@ class Greeting:
 
     def receive_data(self, data: bytes) -> bytes:
         """Consume received bytes; the bytes to send now. ProtocolError ends it."""
+        out = self._receive(data)
+        self.sent += len(out)
+        return out
+
+    def _receive(self, data: bytes) -> bytes:
         if self.done:
             raise RuntimeError("the greeting is over")
         if self.remote_hello is None:
