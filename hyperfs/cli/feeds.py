@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import trio
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no types; types-tqdm is not a dependency
 
-from hyperfs.cli.arguments import positive_int
+from hyperfs.cli.arguments import PRIVATE_HELP, positive_int
 from hyperfs.cli.network import add_network_options, node_from_args
 from hyperfs.feeds.core import DEFAULT_BLOCK_SIZE, open_core, parse_id
 from hyperfs.feeds.feed import Feed
@@ -20,11 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="file to add, or - for standard input")
     parser.add_argument("--block-size", type=positive_int, default=DEFAULT_BLOCK_SIZE,
                         help=f"bytes per block (default {DEFAULT_BLOCK_SIZE})")
+    parser.add_argument("--private", action="store_true", help=PRIVATE_HELP)
 
 
 async def add(args: argparse.Namespace) -> int:
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     async with open_core(args.db) as core:
+        core.private.new_feeds = args.private
         try:
             async with core.create_write_stream(block_size=args.block_size) as stream:
                 while chunk := await trio.to_thread.run_sync(source.read, 4 << 20):

@@ -27,7 +27,7 @@ from hyperfs.tree.hashes import parse_id
 
 log = logging.getLogger("hyperfs.core")
 
-EVENTS = ("interested", "uninterested", "peer")
+EVENTS = ("interested", "uninterested", "peer", "finalized")
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
 """Bytes per block of a file made into a feed (`hyperfs add`, a copy into the mount) when
@@ -72,8 +72,8 @@ class Core:
     # -- events ------------------------------------------------------------------------
 
     def on(self, event: str, handler: Callable[..., None]) -> Callable[[], None]:
-        """Call ``handler`` on ``event`` ('interested', 'uninterested' with the feed id,
-        'peer' with a peer); returns the function that unsubscribes."""
+        """Call ``handler`` on ``event`` ('interested', 'uninterested', 'finalized' with
+        the feed id, 'peer' with a peer); returns the function that unsubscribes."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; choose from {', '.join(EVENTS)}")
         return self._handlers[event].add(handler)
@@ -171,13 +171,13 @@ class Core:
         """A feed made here got its id (see :meth:`Feed.finalize`). When the same content
         was stored before (perhaps in part), this complete copy is kept: the earlier
         one's data goes, and an open object for the id takes over this copy's storage."""
+        assert feed.id is not None
         if self.private.new_feeds:
-            assert feed.id is not None
             self.private.mark(feed.id)
+        self.emit("finalized", feed.id)
         if replaced is None:
             return
         self.store.delete_feed(replaced, None)
-        assert feed.id is not None
         open_feed = self._feeds.get(feed.id)
         if open_feed is not None:
             open_feed.adopt(feed)

@@ -230,12 +230,12 @@ class Swarm:
         self.keypair = keypair or node_keypair(core.store.path)
         self.secure_only = secure_only
         self.encrypt = encrypt
-        self._keys: dict[bytes, bytes] = {}  # discovery key -> id of feeds known here
-        self._keys_built = -1.0
+        self._keys: dict[bytes, bytes] | None = None  # discovery key -> id, built on use
         self.peers: set[Peer] = set()
         self.feeds: dict[bytes, FeedSwarm] = {}
         self._unsubscribe = [core.on("interested", self._interested),
-                             core.on("uninterested", self._uninterested)]
+                             core.on("uninterested", self._uninterested),
+                             core.on("finalized", self._known)]
         for feed in core.interesting():
             assert feed.id is not None  # interest is taken by id (Core.get)
             self._interested(feed.id)
@@ -275,20 +275,19 @@ class Swarm:
         self.core.emit("peer", peer)
 
     def resolve(self, discovery_key: bytes) -> bytes | None:
-        """The id behind a discovery key an encrypted peer joined, among the feeds open
-        or stored here. Feeds opened here are added as they open; the map of stored ones
-        is rebuilt on a miss, at most once a second, so a peer naming unknown keys costs
-        one dict lookup each. (A feed stored in the last second, and not wanted here, may
-        stay unknown to that Join: the connection after the next serves it.)"""
-        found = self._keys.get(discovery_key)
-        if found is None:
-            now = trio.current_time()
-            if now - self._keys_built >= 1.0:
-                self._keys_built = now
-                self._keys = {channel_key(feed_id): feed_id
-                              for feed_id, _num, _blocks in self.core.store.feeds()}
-                found = self._keys.get(discovery_key)
-        return found
+        """The id behind a discovery key an encrypted peer joined, among the feeds
+        stored here: one dict lookup (a peer naming unknown keys costs no more). The map
+        is built from the store at the first Join and kept current as feeds are opened
+        (recorded, to fetch) or finalized; nothing else adds feeds to an open store."""
+        if self._keys is None:
+            self._keys = {}
+            for feed_id, _num, _blocks in self.core.store.feeds():
+                self._known(feed_id)
+        return self._keys.get(discovery_key)
+
+    def _known(self, feed_id: bytes) -> None:
+        if self._keys is not None:
+            self._keys[channel_key(feed_id)] = feed_id
 
     def peer_closed(self, peer: Peer) -> None:
         self.peers.discard(peer)
@@ -302,7 +301,7 @@ class Swarm:
         feed_swarm = self.feeds.get(feed_id)
         if feed_swarm is None:
             feed_swarm = self.feeds[feed_id] = FeedSwarm(self, self.core.hold(feed_id))
-            self._keys[channel_key(feed_id)] = feed_id
+            self._known(feed_id)
         return feed_swarm
 
     def serve(self, peer: Peer, feed_id: bytes) -> None:
@@ -332,6 +331,7 @@ class Swarm:
     def status(self) -> dict[str, object]:
         return {
             "peer_id": self.peer_id.hex(),
+            "node_key": self.keypair.public.hex(),
             "peers": [peer.status() for peer in self.peers],
             "feeds": [
                 {"id": feed_id.hex(), "blocks": fs.feed.blocks, "local": fs.feed.local,
