@@ -14,6 +14,7 @@ the public key on every load, so a damaged file is an error, never a wrong key.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable
@@ -52,7 +53,13 @@ def load_or_create_keypair(
 
 
 def _load(path: Path, derive: Callable[[bytes], bytes]) -> tuple[bytes, bytes]:
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise KeyFileError(f"{path} is a symbolic link: a key file must be the file "
+                               "itself") from None
+        raise
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode) or mode & 0o077:

@@ -38,10 +38,9 @@ class PrivateFeeds:
         except FileNotFoundError:
             text = ""
         for line in text.split():
-            try:
+            if len(line) == 64:  # else a torn last line: its id was never given out
                 self._ids.add(bytes.fromhex(line))
-            except ValueError:
-                continue  # a torn last line: its feed was never announced as made
+        self._torn = bool(text) and not text.endswith("\n")
         self.new_feeds = False
         """Whether feeds finalized from now on are private (``--private``)."""
 
@@ -57,10 +56,11 @@ class PrivateFeeds:
             return
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
         try:
-            os.write(fd, feed_id.hex().encode() + b"\n")
+            os.write(fd, b"\n" * self._torn + feed_id.hex().encode() + b"\n")
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._torn = False
         self._ids.add(bytes(feed_id))
 
 
