@@ -23,7 +23,7 @@ from hyperfs.net.node import open_node
 from hyperfs.replication.secure import NODE_KEY_FILE
 from hyperfs.testing.jsref import arun_js_fetch, start_js_fetcher
 from hyperfs.testing.network import PeerLog, arun_hyperfs, astart_serve, local_blocks, store_feed
-from hyperfs.testing.relay import Alter, open_relay, strip_offer
+from hyperfs.testing.relay import Alter, assert_nothing_revealed, open_relay, strip_offer
 from hyperfs.testing.requirements import JS_PEER, js_available, require
 from hyperfs.testing.securepeer import open_secure_peer
 from hyperfs.wire.capabilities import discovery_key
@@ -39,17 +39,6 @@ HANG = 30  # seconds before a wait counts as hung
 def _blocks(count: int = 40, size: int = 4096, seed: int = 1) -> list[bytes]:
     rng = random.Random(seed)
     return [rng.randbytes(size) for _ in range(count)]
-
-
-def _assert_nothing_revealed(recorded: bytes, feed_id: bytes, blocks: list[bytes]) -> None:
-    """Neither the id (raw, hex either case) nor any 16-byte piece of any block."""
-    assert recorded, "the relay recorded nothing: the test would prove nothing"
-    for form in (feed_id, feed_id.hex().encode(), feed_id.hex().upper().encode(),
-                 feed_id[:20]):
-        assert form not in recorded
-    for block in blocks:
-        for pos in range(0, len(block) - 16, 509):
-            assert block[pos:pos + 16] not in recorded, pos
 
 
 async def test_the_wire_between_two_hyperfs_processes_reveals_nothing(tmp_path: Path) -> None:
@@ -70,7 +59,7 @@ async def test_the_wire_between_two_hyperfs_processes_reveals_nothing(tmp_path: 
     recorded = bytes(relay.recorded["up"] + relay.recorded["down"])
     assert len(relay.recorded["down"]) > len(data)  # all of it crossed the relay, sealed
     assert SECURE.encode() in recorded  # the 1.x handshakes are plaintext, as they must be
-    _assert_nothing_revealed(recorded, bytes.fromhex(feed_id),
+    assert_nothing_revealed(recorded, bytes.fromhex(feed_id),
                              [data[i:i + 16384] for i in range(0, len(data), 16384)])
 
 
@@ -107,7 +96,7 @@ async def test_an_altered_stream_drops_and_stores_nothing(
                             await relay.wait_closed(2)
                     assert feed.local == 0
                     assert local_blocks(feed) == []  # not even the length was learned
-        _assert_nothing_revealed(bytes(relay.recorded["up"] + relay.recorded["down"]),
+        assert_nothing_revealed(bytes(relay.recorded["up"] + relay.recorded["down"]),
                                  feed_id, blocks)
 
 
@@ -138,7 +127,7 @@ async def test_a_disguised_hyperfs_peer_gets_no_private_feed_in_plaintext(
                             await shown.download()
                     assert local_blocks(shown) == public
                     assert hidden.local == 0
-    _assert_nothing_revealed(bytes(relay.recorded["up"] + relay.recorded["down"]),
+    assert_nothing_revealed(bytes(relay.recorded["up"] + relay.recorded["down"]),
                              private_id, private)
 
 

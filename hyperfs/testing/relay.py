@@ -9,7 +9,7 @@ replay, reorder or cut a frame, or rewrite the 1.x handshake (strip the encrypti
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -21,12 +21,24 @@ from hyperfs.wire.protobuf import decode_varint
 from hyperfs.wire.secretstream import HEADER_SIZE
 from hyperfs.wire.secure import SECURE
 
-__all__ = ["ACTIONS", "Alter", "Relay", "open_relay", "strip_offer"]
+__all__ = ["ACTIONS", "Alter", "Relay", "assert_nothing_revealed", "open_relay", "strip_offer"]
 
 ACTIONS = ("flip", "replay", "reorder", "truncate", "flip-noise")
 """What an :class:`Alter` can do to a frame after the secretstream header (one that
 carries data: flip its last byte, send it twice, swap it with the next, or cut the
 connection before it), or to the first Noise message (``flip-noise``)."""
+
+
+def assert_nothing_revealed(recorded: bytes, feed_id: bytes, blocks: Sequence[bytes]) -> None:
+    """Neither the id (raw, hex in either case, the seed's 20-byte info-hash) nor any
+    16-byte piece of any block (every 509th offset) is in ``recorded``."""
+    assert recorded, "the relay recorded nothing: the test would prove nothing"
+    for form in (feed_id, feed_id.hex().encode(), feed_id.hex().upper().encode(),
+                 feed_id[:20]):
+        assert form not in recorded
+    for block in blocks:
+        for pos in range(0, len(block) - 16, 509):
+            assert block[pos:pos + 16] not in recorded, pos
 
 
 def strip_offer(hello: bytes) -> bytes:
