@@ -142,12 +142,24 @@ def _stream() -> tuple[Sealer, Opener]:
 
 
 def test_secretstream_round_trip_in_any_chunking() -> None:
+    small = [b"a", b"", os.urandom(1000)]
+    large = [*small, os.urandom(CHUNK * 2 + 5)]
+    for messages, step in ((small, 1), (small, 2), (large, 777), (large, CHUNK + 100)):
+        sealer, opener = _stream()
+        wire = sealer.header + b"".join(sealer.seal(m) for m in messages)
+        pieces = [piece for i in range(0, len(wire), step)
+                  for piece in opener.receive_data(wire[i:i + step])]
+        assert b"".join(pieces) == b"".join(messages)
+        assert not opener.partial
+
+
+def test_a_frame_trickling_in_costs_no_more_than_one_arriving_whole() -> None:
+    """Byte by byte, a 256 KiB frame: linear work (quadratic would take minutes)."""
     sealer, opener = _stream()
-    messages = [b"a", b"", os.urandom(1000), os.urandom(CHUNK * 2 + 5)]
-    wire = sealer.header + b"".join(sealer.seal(m) for m in messages)
-    assert b"".join(opener.receive_data(wire[i:i + 777]) for i in range(0, len(wire), 777)) \
-        == b"".join(messages)
-    assert not opener.partial
+    wire = sealer.header + sealer.seal(os.urandom(CHUNK))
+    out = [piece for byte in range(len(wire)) for piece in opener.receive_data(
+        wire[byte:byte + 1])]
+    assert len(b"".join(out)) == CHUNK
 
 
 def _frames(wire: bytes) -> list[bytes]:
@@ -195,7 +207,7 @@ def _deliver(greeting: Greeting, data: bytes) -> bytes:
     if not greeting.done:
         return greeting.receive_data(data)
     if greeting.session is not None:
-        assert greeting.session.open(data) == b""  # the remote's secretstream header
+        assert greeting.session.open(data) == []  # the remote's secretstream header
     return b""
 
 
@@ -215,8 +227,8 @@ def test_two_offers_make_an_encrypted_session() -> None:
     assert a.session.initiator != b.session.initiator
     assert a.session.handshake_hash == b.session.handshake_hash
     assert a.session.remote_key == kb.public and b.session.remote_key == ka.public
-    assert b.session.open(a.session.seal(b"inner bytes")) == b"inner bytes"
-    assert a.session.open(b.session.seal(b"back")) == b"back"
+    assert b.session.open(a.session.seal(b"inner bytes")) == [b"inner bytes"]
+    assert a.session.open(b.session.seal(b"back")) == [b"back"]
     assert b.remote_hello is not None
     [event] = conn_b.receive_data(b.remote_hello)
     assert isinstance(event, HandshakeReceived) and SECURE in event.extensions

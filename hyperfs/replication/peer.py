@@ -241,9 +241,12 @@ class Peer:
     async def _receive_loop(self, data: bytes) -> None:
         """Handle what the remote sends, ``data`` (already opened) first."""
         dispatch, batch, clocks, outbox = self._dispatch, self._batch, self.clocks, self.outbox
+        pieces = [data]
         while True:
             try:
-                received = self.conn.receive_data(data)
+                received = self.conn.receive_data(pieces[0])
+                for piece in pieces[1:]:  # opened frames: each fed as it is, not joined
+                    received += self.conn.receive_data(piece)
             except ProtocolError as exc:
                 self.drop(f"protocol error: {exc}")
                 return
@@ -271,10 +274,12 @@ class Peer:
                 return
             self.bytes_in += len(raw)
             try:
-                data = bytes(raw) if self.session is None else self.session.open(bytes(raw))
+                pieces = [bytes(raw)] if self.session is None else self.session.open(bytes(raw))
             except ProtocolError as exc:
                 self.drop(f"protocol error: {exc}")
                 return
+            if not pieces:
+                pieces = [b""]  # half a sealed frame: nothing to hand on yet
 
     async def _watchdog(self) -> None:
         """Drop the peer when a deadline of the module docstring's caps passes."""

@@ -48,7 +48,7 @@ class SecurePeer:
                 return b""
             if not data:
                 return b""
-            inner = self.session.open(bytes(data))
+            inner = b"".join(self.session.open(bytes(data)))
             if inner:
                 self.events += self.conn.receive_data(inner)
                 return inner

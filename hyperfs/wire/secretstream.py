@@ -45,40 +45,66 @@ def frame(payload: bytes) -> bytes:
 
 
 class FrameReader:
-    """Splits received bytes into uint24le-framed pieces, at most ``max_frame`` each."""
+    """Splits received bytes into uint24le-framed pieces, at most ``max_frame`` each.
+
+    Each frame is copied once: sliced out of the chunk it arrived in, or, when it spans
+    chunks, joined once from the parts kept (never re-copied as more arrives, so a
+    frame trickling in byte by byte costs no more than one arriving whole).
+    """
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
         self.max_frame = max_frame
-        self._buffer = bytearray()
+        self._parts: list[bytes | memoryview] = []  # a frame whose rest has not arrived
+        self._have = 0  # bytes in _parts
 
     @property
     def partial(self) -> bool:
         """Whether a frame has begun to arrive but is not complete."""
-        return bool(self._buffer)
+        return bool(self._parts)
 
-    def take(self) -> bytes:
-        """What is buffered and not yet a frame (hand it on when the framing changes)."""
-        rest, self._buffer = bytes(self._buffer), bytearray()
-        return rest
+    def _size(self, prefix: bytes, pos: int = 0) -> int:
+        size = int.from_bytes(prefix[pos:pos + 3], "little")
+        if size > self.max_frame:
+            raise StreamError(f"frame of {size} bytes exceeds {self.max_frame}")
+        return size
 
     def feed(self, data: bytes) -> list[bytes]:
-        buffer = self._buffer
-        buffer += data
-        frames, pos, end = [], 0, len(buffer)
-        view = memoryview(buffer)
-        try:
-            while end - pos >= 3:
-                size = int.from_bytes(view[pos:pos + 3], "little")
-                if size > self.max_frame:
-                    raise StreamError(f"frame of {size} bytes exceeds {self.max_frame}")
-                if end - pos - 3 < size:
-                    break
-                frames.append(bytes(view[pos + 3:pos + 3 + size]))
-                pos += 3 + size
-        finally:
-            view.release()  # before the buffer may shrink
-        del buffer[:pos]
+        frames: list[bytes] = []
+        pos, end = 0, len(data)
+        if self._parts:
+            pos = self._finish(data, frames)
+            if not frames:
+                return frames
+        while end - pos >= 3:
+            size = self._size(data, pos)
+            if end - pos - 3 < size:
+                break
+            frames.append(data[pos + 3:pos + 3 + size])
+            pos += 3 + size
+        if pos < end:
+            self._parts, self._have = [memoryview(data)[pos:]], end - pos
         return frames
+
+    def _finish(self, data: bytes, frames: list[bytes]) -> int:
+        """Complete the pending frame from ``data``; how much of ``data`` it took."""
+        used = 0
+        if self._have < 3:  # the length itself was cut: a few bytes, joined at once
+            used = min(3 - self._have, len(data))
+            head = b"".join(self._parts) + data[:used]
+            self._parts, self._have = [head], len(head)
+            if len(head) < 3:
+                return used
+        need = 3 + self._size(bytes(self._parts[0][:3])) - self._have
+        view = memoryview(data)
+        if len(data) - used < need:
+            self._parts.append(view[used:])
+            self._have += len(data) - used
+            return len(data)
+        self._parts[0] = memoryview(self._parts[0])[3:]
+        self._parts.append(view[used:used + need])
+        frames.append(b"".join(self._parts))
+        self._parts, self._have = [], 0
+        return used + need
 
 
 class Sealer:
@@ -116,14 +142,15 @@ class Opener:
     def partial(self) -> bool:
         return self._frames.partial
 
-    def receive_data(self, data: bytes) -> bytes:
-        """The plaintext of every complete frame in ``data`` (and what was buffered)."""
+    def receive_data(self, data: bytes) -> list[bytes]:
+        """The plaintext of every complete frame in ``data`` (and what was buffered), one
+        piece per frame: handed on as they are, not joined (the 1.x decoder joins)."""
         return self.open(self._frames.feed(data))
 
-    def open(self, frames: list[bytes]) -> bytes:
+    def open(self, frames: list[bytes]) -> list[bytes]:
         """The plaintext of ``frames``, already split; StreamError if one is not genuine."""
         if not frames:
-            return b""
+            return frames
         if self._state is None:
             header = frames.pop(0)
             if len(header) != HEADER_SIZE:
@@ -142,4 +169,4 @@ class Opener:
             if tag != _TAG_MESSAGE:
                 raise StreamError(f"unexpected secretstream tag {tag}")
             out.append(message)
-        return out[0] if len(out) == 1 else b"".join(out)
+        return out

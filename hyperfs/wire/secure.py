@@ -46,7 +46,8 @@ def prologue(initiator_hello: bytes, responder_hello: bytes) -> bytes:
 
 
 class Session:
-    """An encrypted connection: :meth:`seal` what we send, :meth:`open` what arrives."""
+    """An encrypted connection: :meth:`seal` what we send, :meth:`open` what arrives
+    (a list of opened pieces, in order)."""
 
     def __init__(self, noise: NoiseXX, frames: FrameReader) -> None:
         send_key, receive_key = noise.split()
@@ -69,7 +70,7 @@ class Session:
         """Whether a sealed frame has begun to arrive but is not complete."""
         return self._opener.partial
 
-    def open_frames(self, frames: list[bytes]) -> bytes:
+    def open_frames(self, frames: list[bytes]) -> list[bytes]:
         return self._opener.open(frames)
 
 
@@ -163,7 +164,7 @@ class Greeting:
         if noise.complete:
             self.session = Session(noise, self._frames)
             out.append(self.session.header)
-            self._leftover = self.session.open_frames(frames)
+            self._leftover = b"".join(self.session.open_frames(frames))
             self.done = True
         return b"".join(out)
 
