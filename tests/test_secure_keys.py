@@ -13,7 +13,7 @@ from hyperfs import open_core
 from hyperfs.base.keyfile import KeyFileError, load_or_create_keypair
 from hyperfs.feeds.privacy import PRIVATE_FILE, PrivateFeeds
 from hyperfs.replication.secure import NODE_KEY_FILE, node_keypair
-from hyperfs.testing.network import assert_clean_error, run_hyperfs
+from hyperfs.testing.network import arun_hyperfs, assert_clean_error, astart_serve, run_hyperfs
 
 
 def test_a_key_is_made_once_mode_0600_and_read_back(tmp_path: Path) -> None:
@@ -93,3 +93,17 @@ async def test_hyperfs_add_private_marks_the_feed(tmp_path: Path) -> None:
     async with open_core(db) as core:
         assert bytes.fromhex(private) in core.private
         assert bytes.fromhex(public) not in core.private
+
+
+async def test_cat_private_fetches_over_encryption_and_marks_the_feed(tmp_path: Path) -> None:
+    source = tmp_path / "file"
+    source.write_bytes(os.urandom(50_000))
+    feed_id = run_hyperfs("--db", tmp_path / "seed", "add", source).stdout.decode().strip()
+    serve, port = await astart_serve(tmp_path / "seed")
+    with serve:
+        got = await arun_hyperfs("--db", tmp_path / "fetch", "cat", "--private", feed_id,
+                                 "--peer", f"127.0.0.1:{port}", "--timeout", "30")
+    assert got.returncode == 0, got.stderr
+    assert got.stdout == source.read_bytes()
+    async with open_core(tmp_path / "fetch") as core:
+        assert bytes.fromhex(feed_id) in core.private

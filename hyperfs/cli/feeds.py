@@ -52,6 +52,10 @@ def cat_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for a missing block, after one discovery round "
                              "when discovery is on (0 = forever; default 60)")
+    parser.add_argument("--private", action="store_true",
+                        help="mark the feed private before fetching it: it is then asked "
+                             "for over encrypted connections only, never by its id in "
+                             "plain hypercore 1.x")
     add_network_options(parser, listen=None)
 
 
@@ -67,6 +71,8 @@ async def cat(args: argparse.Namespace) -> int:
     timeout = args.timeout or None
     out = sys.stdout.buffer
     async with open_core(args.db) as core, node_from_args(core, args) as node:
+        if args.private:
+            core.private.mark(feed_id)  # before core.get joins it on any connection
         with core.get(feed_id) as feed:
             if args.index is not None:
                 block = await node.get(feed, args.index, timeout)
