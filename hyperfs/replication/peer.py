@@ -48,7 +48,6 @@ from hyperfs.replication.outbox import Outbox
 from hyperfs.replication.secure import greet
 from hyperfs.tree.bitfield import Bitfield
 from hyperfs.wire import events
-from hyperfs.wire.capabilities import Capabilities
 from hyperfs.wire.connection import Connection, ProtocolError
 from hyperfs.wire.noise import KeyPair
 from hyperfs.wire.secure import SECURE, Greeting, Session
@@ -213,24 +212,22 @@ class Peer:
         """
         greeting = self._greeting = Greeting(self.conn.start(), self._keypair)
         try:
-            first = await greet(self.stream, greeting, RECEIVE_SIZE)
-            if not greeting.done or greeting.remote_hello is None:
-                self.close_reason = self.close_reason or REMOTE_CLOSED
-                return None
-            session = self.session = greeting.session
-            if session is not None:
-                self.conn.use_capabilities(Capabilities(
-                    session.handshake_hash, session.initiator, self.scheduler.resolve))
-                self.outbox.seal = session.seal
-            elif self._secure_only:
-                self.drop("the remote does not offer encryption (--secure-only)")
-                return None
-            [handshake] = self.conn.receive_data(greeting.remote_hello)
+            greeted = await greet(self.stream, greeting, self.conn, self.scheduler.resolve,
+                                  RECEIVE_SIZE)
         except ProtocolError as exc:
             self.drop(f"protocol error: {exc}")
             return None
-        self.bytes_in += len(greeting.remote_hello) + len(first)
-        assert isinstance(handshake, events.HandshakeReceived)
+        if greeted is None:
+            self.close_reason = self.close_reason or REMOTE_CLOSED
+            return None
+        handshake, first = greeted
+        self.session = greeting.session
+        if self.session is not None:
+            self.outbox.seal = self.session.seal
+        elif self._secure_only:
+            self.drop("the remote does not offer encryption (--secure-only)")
+            return None
+        self.bytes_in += greeting.received
         self._on_handshake(handshake)
         return None if self.close_reason is not None else first
 

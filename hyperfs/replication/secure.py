@@ -10,11 +10,15 @@ nothing about what it stores.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
 
 from hyperfs.base.keyfile import load_or_create_keypair
+from hyperfs.wire.capabilities import Capabilities
+from hyperfs.wire.connection import Connection
+from hyperfs.wire.events import HandshakeReceived
 from hyperfs.wire.noise import KeyPair
 from hyperfs.wire.secure import Greeting
 
@@ -30,18 +34,28 @@ def node_keypair(directory: str | os.PathLike[str]) -> KeyPair:
     return KeyPair(secret, public)
 
 
-async def greet(stream: trio.abc.Stream, greeting: Greeting, receive_size: int) -> bytes:
-    """Exchange the handshakes; the bytes that arrived after them (opened, if encrypted).
+async def greet(stream: trio.abc.Stream, greeting: Greeting, conn: Connection,
+                resolve: Callable[[bytes], bytes | None],
+                receive_size: int) -> tuple[HandshakeReceived, bytes] | None:
+    """Exchange the handshakes: the remote's (from ``conn``, which from now on opens
+    channels by capability if the greeting made a session, ``resolve`` finding ids by
+    discovery key) and the bytes that arrived after them (opened, if encrypted).
 
-    ProtocolError for a bad or tampered handshake; b"" and ``greeting.done`` false if the
-    remote closed first. The caller's deadlines bound the wait (the handshake's).
+    ProtocolError for a bad or tampered handshake; None if the remote closed first. The
+    caller's deadlines bound the wait (the handshake's).
     """
     await stream.send_all(greeting.start())
     while not greeting.done:
         data = await stream.receive_some(receive_size)
         if not data:
-            return b""
+            return None
         reply = greeting.receive_data(bytes(data))
         if reply:
             await stream.send_all(reply)
-    return greeting.leftover()
+    session = greeting.session
+    if session is not None:
+        conn.use_capabilities(Capabilities(session.handshake_hash, session.initiator, resolve))
+    assert greeting.remote_hello is not None
+    [handshake] = conn.receive_data(greeting.remote_hello)
+    assert isinstance(handshake, HandshakeReceived)
+    return handshake, greeting.leftover()

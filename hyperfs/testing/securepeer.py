@@ -59,13 +59,13 @@ async def open_secure_peer(port: int, extensions: tuple[str, ...] = ()) -> Secur
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     conn = Connection(os.urandom(32), [SECURE, *extensions])
     greeting = Greeting(conn.start(), KeyPair.generate())
-    leftover = await greet(stream, greeting, 1 << 16)
-    session = greeting.session
-    assert session is not None and greeting.remote_hello is not None
     known: dict[bytes, bytes] = {}
+    greeted = await greet(stream, greeting, conn, known.get, 1 << 16)
+    session = greeting.session
+    if greeted is None or session is None:
+        raise ConnectionError("the node closed, or did not encrypt")
+    _handshake, leftover = greeted
     capabilities = Capabilities(session.handshake_hash, session.initiator, known.get)
-    conn.use_capabilities(capabilities)
-    conn.receive_data(greeting.remote_hello)
     peer = SecurePeer(stream, conn, session, capabilities, known)
     if leftover:
         peer.events += conn.receive_data(leftover)

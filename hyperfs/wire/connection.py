@@ -48,6 +48,9 @@ and a second Handshake (a type-0x0A payload that parses as one; the reference ig
 type 10). Pause/Unpause are reported every time (the reference drops repeats); a channel
 starts paused.
 
+Over 400 lines because the channel numbering is one piece of state: both sides' numbers,
+the channels crossing a Leave and the sealed ones all change together on every Join.
+
 Cost (CPython 3.11, timeit on a busy 2-core machine, two Connections back to back):
 building a Request frame ~3 us, receiving it ~3.5 us; a 1 KiB Response ~5 us each way
 plus ~1.7 us per proof node each way; a 64 KiB Response with a 20-node proof ~45 us each

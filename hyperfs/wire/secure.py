@@ -88,8 +88,8 @@ class Greeting:
         self.remote_hello: bytes | None = None
         self.session: Session | None = None
         self.done = False
-        self.sent = 0
-        """Bytes this greeting gave to send (for a peer's counters)."""
+        self.sent = self.received = 0
+        """Bytes this greeting gave to send, and was given (for a peer's counters)."""
         self._buffer = b""
         self._frames = FrameReader(_NOISE_FRAME)
         self._noise: NoiseXX | None = None
@@ -107,6 +107,7 @@ class Greeting:
 
     def receive_data(self, data: bytes) -> bytes:
         """Consume received bytes; the bytes to send now. ProtocolError ends it."""
+        self.received += len(data)
         out = self._receive(data)
         self.sent += len(out)
         return out
