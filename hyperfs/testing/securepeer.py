@@ -33,30 +33,29 @@ class SecurePeer:
         """This connection's capabilities: ``ours(id)`` proves an id we know."""
         self.known = known
         """Discovery key -> feed id of the feeds this peer knows (add to it)."""
-        self.events: list[Event] = []
+        self.first: list[Event] = []
+        """What came with the end of the greeting (hand it on before :meth:`receive`)."""
 
     async def send(self, inner: bytes) -> None:
         """Seal ``inner`` (1.x frames built with :attr:`conn`) and send it."""
         await self.stream.send_all(self.session.seal(inner))
 
-    async def receive(self) -> bytes:
-        """The next opened bytes from the victim; b"" once it has closed (or reset)."""
-        while True:
-            try:
-                data = await self.stream.receive_some(1 << 16)
-            except trio.BrokenResourceError:
-                return b""
-            if not data:
-                return b""
-            inner = b"".join(self.session.open(bytes(data)))
-            if inner:
-                self.events += self.conn.receive_data(inner)
-                return inner
+    async def receive(self) -> list[Event] | None:
+        """What the victim said in its next bytes; None once it has closed (or reset)."""
+        try:
+            data = await self.stream.receive_some(1 << 18)
+        except trio.BrokenResourceError:
+            return None
+        if not data:
+            return None
+        return [event for piece in self.session.open(bytes(data))
+                for event in self.conn.receive_data(piece)]
 
 
-async def open_secure_peer(port: int, extensions: tuple[str, ...] = ()) -> SecurePeer:
-    """Connect to 127.0.0.1:``port`` and complete the encrypted greeting."""
-    stream = await trio.open_tcp_stream("127.0.0.1", port)
+async def open_secure_peer(port: int, extensions: tuple[str, ...] = (),
+                           host: str = "127.0.0.1") -> SecurePeer:
+    """Connect to ``host``:``port`` and complete the encrypted greeting."""
+    stream = await trio.open_tcp_stream(host, port)
     conn = Connection(os.urandom(32), [SECURE, *extensions])
     greeting = Greeting(conn.start(), KeyPair.generate())
     known: dict[bytes, bytes] = {}
@@ -68,5 +67,5 @@ async def open_secure_peer(port: int, extensions: tuple[str, ...] = ()) -> Secur
     capabilities = Capabilities(session.handshake_hash, session.initiator, known.get)
     peer = SecurePeer(stream, conn, session, capabilities, known)
     if leftover:
-        peer.events += conn.receive_data(leftover)
+        peer.first = conn.receive_data(leftover)
     return peer
