@@ -46,7 +46,7 @@ async def raw_leecher(port: int, fid: bytes, parts: list[bytes], window: int = 3
     total, asked, got, inflight, ok, unpaused = len(parts), 0, 0, 0, True, False
     events = peer.first
     async with peer.stream:
-        while got < total:
+        while True:
             for event in events:
                 if isinstance(event, Unpaused):
                     unpaused = True
@@ -54,6 +54,8 @@ async def raw_leecher(port: int, fid: bytes, parts: list[bytes], window: int = 3
                     ok = ok and event.data == parts[event.block]
                     got += 1
                     inflight -= 1
+            if got == total:
+                break
             out = bytearray()
             while unpaused and inflight < window and asked < total:
                 out += conn.request(fid, asked)
