@@ -234,6 +234,32 @@ def test_two_offers_make_an_encrypted_session() -> None:
     assert isinstance(event, HandshakeReceived) and SECURE in event.extensions
 
 
+def _roles() -> tuple[Greeting, Greeting, bytes]:
+    """Two greetings past the 1.x handshakes: (initiator, responder, message 1)."""
+    (_, a), (_, b) = _greeting([SECURE]), _greeting([SECURE])
+    hello_a, hello_b = a.start(), b.start()
+    from_a, from_b = a.receive_data(hello_b), b.receive_data(hello_a)
+    return (a, b, from_a) if from_a else (b, a, from_b)
+
+
+def test_sealed_data_right_behind_the_last_noise_message_is_kept() -> None:
+    """The initiator sends message 3, its header and its first sealed frames in one go
+    (a peer joining many feeds): the responder, reading it all at once, opens them."""
+    initiator, responder, first = _roles()
+    last = initiator.receive_data(responder.receive_data(first))
+    assert initiator.done and initiator.session is not None and not responder.done
+    bulk = os.urandom(50_000)
+    responder.receive_data(last + initiator.session.seal(bulk))
+    assert responder.done and responder.leftover() == bulk
+
+
+def test_an_oversized_noise_message_is_refused() -> None:
+    from hyperfs.wire.secretstream import frame as frame_24
+    _initiator, responder, _first = _roles()
+    with pytest.raises(ProtocolError, match="Noise message of 2000 bytes"):
+        responder.receive_data(frame_24(os.urandom(2000)))
+
+
 def test_one_offer_is_plaintext_and_keeps_what_followed() -> None:
     _conn_a, a = _greeting([SECURE])
     js = Connection(os.urandom(32), ["some-js-extension"])

@@ -91,7 +91,7 @@ class Greeting:
         self.sent = self.received = 0
         """Bytes this greeting gave to send, and was given (for a peer's counters)."""
         self._buffer = b""
-        self._frames = FrameReader(_NOISE_FRAME)
+        self._frames = FrameReader()  # what follows the last Noise message is sealed data
         self._noise: NoiseXX | None = None
         self._leftover = b""
 
@@ -159,7 +159,10 @@ class Greeting:
         out = []
         frames = self._frames.feed(data)
         while frames and not noise.complete:
-            noise.read_message(frames.pop(0))
+            message = frames.pop(0)
+            if len(message) > _NOISE_FRAME:
+                raise ProtocolError(f"a Noise message of {len(message)} bytes")
+            noise.read_message(message)
             if noise.writing:
                 out.append(frame(noise.write_message()))
         if noise.complete:
