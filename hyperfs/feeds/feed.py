@@ -48,6 +48,15 @@ class FeedListener(Protocol):
     def feed_unwants(self, feed: Feed, block: int) -> None: ...
     def feed_stored(self, feed: Feed, block: int) -> None: ...
     def feed_prefetch(self, feed: Feed, block: int) -> None: ...
+    def feed_grew(self, feed: Feed, blocks: int) -> None: ...
+
+
+class LivePart(Protocol):
+    """What a live feed adds (``feeds.live.Live``): the writer's signed appends."""
+
+    @property
+    def writable(self) -> bool: ...
+    async def append(self, data: BytesLike | Iterable[BytesLike]) -> None: ...
 
 
 class FeedOwner(Protocol):
@@ -90,6 +99,7 @@ class Feed:
         self._listeners: list[FeedListener] = []
         self._node_cache: dict[int, bytes] = {}  # verified hashes never change
         self.prefetching: list[list[int | None]] = []
+        self.live_state: LivePart | None = None  # set by feeds.live for a live feed
 
     def __repr__(self) -> str:
         name = self.id.hex()[:16] if self.id else f"writable #{self.num}"
@@ -106,7 +116,14 @@ class Feed:
 
     @property
     def writable(self) -> bool:
-        return self._builder is not None
+        return self._builder is not None or (
+            self.live_state is not None and self.live_state.writable)
+
+    @property
+    def live(self) -> bool:
+        """Whether this is a live feed (its id a public key, its length signed): such a
+        feed travels only to hyperfs peers, never to a 1.x peer."""
+        return self.live_state is not None
 
     def has(self, index: int) -> bool:
         return check_index(index) in self.bitfield
@@ -154,6 +171,9 @@ class Feed:
 
     async def append(self, data: BytesLike | Iterable[BytesLike]) -> None:
         """Append one block, or a list of blocks in one atomic write."""
+        if self.live_state is not None:
+            await self.live_state.append(data)
+            return
         if self._builder is None:
             raise FeedFinalized("cannot append to a finalized feed")
         items = [data] if isinstance(data, BytesLike) else list(data)
@@ -382,6 +402,8 @@ class Feed:
         if index in self.bitfield:
             return False
         store, num = self._store, self.num
+        if self.live_state is not None:  # the responder may know a longer signed length
+            proof = merkle.within(index, self.blocks or 0, proof)
         verified = merkle.verify(self.id, index, data, proof, blocks=self.blocks,
                                  roots=self.roots, stored=lambda node: store.node(num, node))
         self.bitfield.add(index)
@@ -400,6 +422,15 @@ class Feed:
             self._learn_length(verified.blocks, verified.roots)
         self._stored(index)
         return True
+
+    def extended(self, blocks: int, roots: list[merkle.Node], appended: range) -> None:
+        """A live feed grew to a signed length (``feeds.live``): readers past the old end
+        may read on, listeners hear ``feed_grew`` (before the blocks ``appended`` here
+        are announced, so a peer learns the length before it hears of the blocks)."""
+        self._learn_length(blocks, roots)
+        self._notify("feed_grew", blocks)
+        for index in appended:
+            self._stored(index)
 
     def _learn_length(self, blocks: int, roots: list[merkle.Node]) -> None:
         self.blocks, self.roots = blocks, roots
