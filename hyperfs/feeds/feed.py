@@ -42,13 +42,13 @@ BytesLike = bytes | bytearray | memoryview
 
 
 class FeedListener(Protocol):
-    """What the replication layer hears from a feed (every method is optional)."""
+    """What the replication layer hears from a feed (every method is optional; a live
+    feed also calls ``feed_grew(feed, blocks)`` at each new signed length)."""
 
     def feed_wants(self, feed: Feed, block: int) -> None: ...
     def feed_unwants(self, feed: Feed, block: int) -> None: ...
     def feed_stored(self, feed: Feed, block: int) -> None: ...
     def feed_prefetch(self, feed: Feed, block: int) -> None: ...
-    def feed_grew(self, feed: Feed, blocks: int) -> None: ...
 
 
 class LivePart(Protocol):
@@ -64,6 +64,10 @@ class FeedOwner(Protocol):
 
     def release(self, feed: Feed) -> None:
         """The feed's holder closed it (undoes one interested open)."""
+
+    def learn_live(self, feed: Feed, length: int, roots: list[merkle.Node],
+                   signature: bytes) -> None:
+        """``feed``, opened by id, proved live: attach its live part (``feeds.live``)."""
 
     def finalized(self, feed: Feed, replaced: int | None) -> None:
         """``feed`` now has its id; ``replaced`` is the local number of an earlier copy of
@@ -431,6 +435,12 @@ class Feed:
         self._notify("feed_grew", blocks)
         for index in appended:
             self._stored(index)
+
+    def learn_live(self, length: int, roots: list[merkle.Node], signature: bytes) -> None:
+        """This feed, opened by id and of unknown length, proved live: a signed length
+        that verifies with its id as the public key (BadSignature otherwise; nothing is
+        stored then). Its core attaches the live part."""
+        self._owner.learn_live(self, length, roots, signature)
 
     def _learn_length(self, blocks: int, roots: list[merkle.Node]) -> None:
         self.blocks, self.roots = blocks, roots

@@ -41,6 +41,7 @@ import trio
 
 from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import BadProof
+from hyperfs.replication import live
 from hyperfs.replication.channel import Channel, FeedScheduler
 from hyperfs.replication.deadlines import Clocks, Timeouts
 from hyperfs.replication.offers import Offers
@@ -91,7 +92,7 @@ class Peer:
         self.scheduler = scheduler
         self.stream = stream
         self.address = address
-        self.conn = Connection(peer_id, [*extensions, ORDERED_PROOFS])
+        self.conn = Connection(peer_id, [*extensions, ORDERED_PROOFS, live.LIVE])
         self.channels: dict[bytes, Channel] = {}
         self.offers = Offers()  # what the remote said on channels we have not joined
         self.handshaken = trio.Event()
@@ -108,6 +109,7 @@ class Peer:
         self._waiting: dict[Channel, None] = {}  # channels that found the window full
         self._haves: dict[bytes, list[int]] = {}
         self._handlers: dict[str, Callbacks[[bytes]]] = {}
+        self.on(live.LIVE, lambda payload: live.received(self, payload))
         self._scope = trio.CancelScope()
         self._dispatch: dict[type, Callable] = {
             events.HandshakeReceived: self._on_handshake, events.Joined: self._on_joined,
@@ -290,6 +292,7 @@ class Peer:
         if self.conn.remote_supports(ORDERED_PROOFS):
             channel.sent = Bitfield()
         feed = channel.feed
+        live.tell(self, channel)  # a live feed's length first: the Have may go past the old
         if feed.local:
             self._send(self.conn.have(channel.feed_id, bitfield=feed.bitfield.to_bytes()))
         self._send(self.conn.unpause(channel.feed_id))

@@ -24,6 +24,7 @@ import trio
 
 from hyperfs.feeds.core import Core, Held
 from hyperfs.feeds.feed import Feed
+from hyperfs.replication import live
 from hyperfs.replication.channel import Channel, PeerLink
 from hyperfs.replication.deadlines import Timeouts
 from hyperfs.replication.peer import Peer
@@ -64,7 +65,10 @@ class FeedSwarm:
 
     def join(self, peer: PeerLink) -> None:
         """Share the feed with ``peer`` (if not shared yet), and ask it for what is wanted:
-        a remote that opened the feed first may have said what it has already."""
+        a remote that opened the feed first may have said what it has already. A live
+        feed is shared with hyperfs peers only (``live.can_share``)."""
+        if not live.can_share(self.feed, peer):
+            return
         self._scans.setdefault(peer, _Scan())
         channel = self.channels[peer] = peer.join(self)
         self.fill(peer, channel)
@@ -97,6 +101,12 @@ class FeedSwarm:
 
     def feed_prefetch(self, feed: Feed, block: int) -> None:
         self.fill_all()
+
+    def feed_grew(self, feed: Feed, blocks: int) -> None:
+        """A live feed's new signed length: push it to every peer now (drives tail -f)."""
+        for peer, channel in list(self.channels.items()):
+            if channel.ready:
+                live.tell(peer, channel)
 
     # -- scheduling ---------------------------------------------------------------------
 
