@@ -139,6 +139,8 @@ class Live:
         Raises BadSignature / BadProof for anything that does not verify (nothing is
         stored) and FeedForked when it proves a fork (the evidence is stored).
         """
+        if length == self.length and signature == self.signature:
+            return False  # what we hold (told again by each peer): verified once already
         signing.verify(self.feed.id, length, roots, signature)  # type: ignore[arg-type]
         if length <= self.length:
             self._check_same_tree(length, list(roots), signature)
@@ -160,8 +162,6 @@ class Live:
 
     def _check_same_tree(self, length: int, roots: list[Node], signature: bytes) -> None:
         """A validly signed tree for a length we hold: the same as ours, or a fork."""
-        if length == self.length and signature == self.signature:
-            return
         ours = [(node, self._store.node(self.feed.num, node)) for node in full_roots(length)]
         if any(digest is None for _, digest in ours) or ours == roots:
             return  # the same tree (or one we cannot compare: that part was never here)

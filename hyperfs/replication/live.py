@@ -8,7 +8,8 @@ is pushed to every such channel as soon as it is signed or verified (``feed_grew
 polled, with the upgrade proof from the length the remote last told or was sent. A new
 length a remote sends is checked once (signature, then upgrade proof) by
 ``feeds.live.Live.receive``; anything wrong drops the peer with the reason logged, and
-nothing of it is stored. A relay (B between A and C) pushes what it verified the same way.
+nothing of it is stored. A fork (a second tree validly signed) is not the peer's fault:
+the feed stops growing here, the connection stays. A relay (B between A and C) pushes what it verified the same way.
 """
 
 from __future__ import annotations
@@ -91,7 +92,12 @@ def received(peer: LivePeer, payload: bytes) -> None:
         else:
             peer.drop(f"sent a signed length for {feed.hex}, a static feed")
             return
-    except (BadProof, FeedForked) as exc:
+    except BadProof as exc:
         peer.drop(f"sent a signed length of {feed.hex} that is refused: {exc}")
         return
+    except FeedForked:
+        # Validly signed, so not the peer's doing: the connection stays (other feeds
+        # flow, the verified prefix is still served), and our tree goes to it in turn
+        # so that it finds the fork too. ``Live.receive`` kept the evidence.
+        pass
     tell(peer, channel)
