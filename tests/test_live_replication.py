@@ -13,6 +13,10 @@ import trio
 from hyperfs import open_core
 from hyperfs.feeds.core import Core
 from hyperfs.net.node import Node, open_node
+from hyperfs.testing.jsref import arun_js_fetch
+from hyperfs.testing.network import RawPeer, store_feed
+from hyperfs.testing.requirements import JS_PEER, js_available, require
+from hyperfs.wire.events import ExtensionReceived, Joined, Unpaused
 
 HANG = 30
 
@@ -71,3 +75,49 @@ async def test_chain_relays_new_lengths(tmp_path: Path) -> None:
                 await follower_c.aclose()
         for core in (b, c):
             assert core.check().problems == []
+
+
+async def test_a_1x_peer_never_sees_a_live_feed(tmp_path: Path) -> None:
+    """A peer without the live extension (a hypercore 1.x peer) that names a live id is
+    not joined on it, gets no live message, and is still served static feeds."""
+    async with open_core(tmp_path / "a") as a:
+        writer = a.add(live=True)
+        await writer.append(b"secret-ish")
+        static = await store_feed(a, [b"static", b"blocks"])
+        async with open_node(a, listen="127.0.0.1:0") as node:
+            assert node.address is not None
+            peer = await RawPeer.connect(node.address[1])
+            await peer.send(peer.conn.join(writer.id) + peer.conn.join(static))
+            with trio.fail_after(HANG):
+                await peer.until(lambda e: isinstance(e, Joined) and e.feed_id == static)
+                await peer.until(lambda e: isinstance(e, Unpaused) and e.feed_id == static)
+            await peer.aclose()
+    assert all(getattr(e, "feed_id", static) == static for e in peer.events)
+    assert not any(isinstance(e, ExtensionReceived) for e in peer.events)
+
+
+async def test_js_reference_replicates_static_feeds_beside_live_ones(tmp_path: Path) -> None:
+    """hypercore 1.8.0 connected to a node that appends to a live feed and serves it to a
+    hyperfs follower: the JS peer fetches a static feed whole, and nothing breaks."""
+    require(js_available(), JS_PEER)
+    blocks = [bytes([i]) * 1000 for i in range(50)]
+    async with open_core(tmp_path / "a") as a, open_core(tmp_path / "b") as b:
+        writer = a.add(live=True)
+        await writer.append(b"0")
+        static = await store_feed(a, blocks)
+        async with open_node(a, listen="127.0.0.1:0") as node_a, \
+                open_node(b, peers=[_at(node_a)]), trio.open_nursery() as nursery:
+            results: list[dict[str, object]] = []
+
+            async def js_fetch() -> None:
+                results.append(await arun_js_fetch(_at(node_a), static.hex(), timeout=HANG))
+
+            nursery.start_soon(js_fetch)
+            with trio.fail_after(HANG):
+                stream = b.create_read_stream(writer.id, live=True)
+                assert await anext(stream) == b"0"
+                for index in range(1, 30):
+                    await writer.append(b"%d" % index)
+                    assert await anext(stream) == b"%d" % index
+                await stream.aclose()
+        assert results[0]["block_list"] == blocks
