@@ -9,7 +9,8 @@ polled, with the upgrade proof from the length the remote last told or was sent.
 length a remote sends is checked once (signature, then upgrade proof) by
 ``feeds.live.Live.receive``; anything wrong drops the peer with the reason logged, and
 nothing of it is stored. A fork (a second tree validly signed) is not the peer's fault:
-the feed stops growing here, the connection stays. A relay (B between A and C) pushes what it verified the same way.
+the feed stops growing here, the connection stays. A relay (B between A and C) pushes
+what it verified the same way.
 """
 
 from __future__ import annotations
