@@ -50,16 +50,19 @@ async def add_live(args: argparse.Namespace) -> int:
 
 
 def _open_for_append(core: Core, target: str) -> Feed:
+    """The feed named ``target`` (an id or a name), open and writable; a new name gets a
+    new live feed."""
     try:
-        feed_id: bytes | None = parse_id(target)
+        feed_id = parse_id(target)
     except InvalidId:
         path = target.strip("/").encode()
-        feed_id = core.names.feed_of(path)
-        if feed_id is None:
+        bound = core.names.feed_of(path)
+        if bound is None:
             feed = core.add(live=True)
             assert feed.id is not None
             core.names.set_file(path, new_entry(Kind.FILE, 0o644, feed.id), replace=False)
             return feed
+        feed_id = bound
     if not core.stored(feed_id):
         raise NotWritable(f"cannot append to {target}: no such feed in this database")
     feed = core.get(feed_id)
