@@ -43,7 +43,7 @@ BytesLike = bytes | bytearray | memoryview
 
 class FeedListener(Protocol):
     """What the replication layer hears from a feed (every method is optional; a live
-    feed also calls ``feed_grew(feed, blocks)`` at each new signed length)."""
+    feed also calls ``feed_grew(feed, first_new_block)`` at each new signed length)."""
 
     def feed_wants(self, feed: Feed, block: int) -> None: ...
     def feed_unwants(self, feed: Feed, block: int) -> None: ...
@@ -429,10 +429,12 @@ class Feed:
 
     def extended(self, blocks: int, roots: list[merkle.Node], appended: range) -> None:
         """A live feed grew to a signed length (``feeds.live``): readers past the old end
-        may read on, listeners hear ``feed_grew`` (before the blocks ``appended`` here
-        are announced, so a peer learns the length before it hears of the blocks)."""
+        may read on, listeners hear ``feed_grew`` with the first new block (before the
+        blocks ``appended`` here are announced, so a peer learns the length before it
+        hears of the blocks)."""
+        old = self.blocks or 0
         self._learn_length(blocks, roots)
-        self._notify("feed_grew", blocks)
+        self._notify("feed_grew", old)
         for index in appended:
             self._stored(index)
 

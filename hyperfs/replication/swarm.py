@@ -102,11 +102,15 @@ class FeedSwarm:
     def feed_prefetch(self, feed: Feed, block: int) -> None:
         self.fill_all()
 
-    def feed_grew(self, feed: Feed, blocks: int) -> None:
-        """A live feed's new signed length: push it to every peer now (drives tail -f)."""
+    def feed_grew(self, feed: Feed, first: int) -> None:
+        """A live feed's new signed length: push it to every peer now, and fetch the new
+        blocks if the feed is wanted here (a live feed wanted is followed: tail -f)."""
         for peer, channel in list(self.channels.items()):
             if channel.ready:
                 live.tell(peer, channel)
+        if feed.id is not None and self.swarm.core.is_interested(feed.id) \
+                and feed.local < (feed.blocks or 0):
+            feed.prefetch(first)
 
     # -- scheduling ---------------------------------------------------------------------
 
