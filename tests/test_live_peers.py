@@ -113,11 +113,15 @@ async def test_a_copied_key_forks_and_the_writer_refuses(tmp_path: Path) -> None
         mine, theirs = a.get(feed_id), copy.get(feed_id)
         await mine.append(b"mine")
         await theirs.append(b"theirs")
+        forked = [trio.Event(), trio.Event()]
+        a.on("fork", lambda feed: forked[0].set())
+        copy.on("fork", lambda feed: forked[1].set())
         async with open_node(a, listen="127.0.0.1:0") as node, \
                 open_node(copy, peers=[f"127.0.0.1:{_port(node)}"]):
             with trio.fail_after(HANG):
-                while mine.writable or theirs.writable:
-                    await trio.sleep(0.01)  # a state change on both sides, no event to await
+                for event in forked:
+                    await event.wait()
+        assert not mine.writable and not theirs.writable
         with pytest.raises(FeedForked, match="forked"):
             await mine.append(b"more")
         assert [mine.read_local(i) for i in range(2)] == [b"shared", b"mine"]

@@ -28,7 +28,7 @@ from hyperfs.tree.merkle import Node
 
 log = logging.getLogger("hyperfs.core")
 
-EVENTS = ("interested", "uninterested", "peer", "append")
+EVENTS = ("interested", "uninterested", "peer", "append", "fork")
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
 """Bytes per block of a file made into a feed (`hyperfs add`, a copy into the mount) when
@@ -72,7 +72,8 @@ class Core:
     def on(self, event: str, handler: Callable[..., None]) -> Callable[[], None]:
         """Call ``handler`` on ``event`` ('interested', 'uninterested' with the feed id,
         'peer' with a peer, 'append' with a live feed that grew, here or by a verified
-        signed length); returns the function that unsubscribes."""
+        signed length, 'fork' with a live feed found forked); returns the function that
+        unsubscribes."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; choose from {', '.join(EVENTS)}")
         return self._handlers[event].add(handler)
@@ -130,7 +131,7 @@ class Core:
                     num = self.store.allocate(batch)
                     self.store.put_feed(batch, num, feed_id, None)
             feed = Feed(self.store, self, num, feed_id, self.store.blocks(num))
-            live_feeds.attach(feed, self.store, self.grown)
+            live_feeds.attach(feed, self.store, self.emit)
             self._feeds[feed_id] = feed
         self._count(self._opens, feed, +1)
         return feed
@@ -174,13 +175,9 @@ class Core:
         """Open feeds the local side wants."""
         return [self._feeds[feed_id] for feed_id in self._interest]
 
-    def grown(self, feed: Feed) -> None:
-        """A live feed grew (appended here, or a signed length verified): 'append'."""
-        self.emit("append", feed)
-
     def learn_live(self, feed: Feed, length: int, roots: list[Node], signature: bytes) -> None:
         """A feed opened by id proved live: take its first signed length (verified)."""
-        live_feeds.learn(feed, self.store, self.grown, length, roots, signature)
+        live_feeds.learn(feed, self.store, self.emit, length, roots, signature)
 
     def finalized(self, feed: Feed, replaced: int | None) -> None:
         """A feed made here got its id (see :meth:`Feed.finalize`). When the same content

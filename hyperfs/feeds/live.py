@@ -40,6 +40,7 @@ from hyperfs.tree.upgrade import upgrade_indexes, verify_upgrade
 
 log = logging.getLogger("hyperfs.live")
 
+Emit = Callable[[str, Feed], None]
 NO_SIGNATURE = bytes(signing.SIGNATURE_SIZE)
 """What a live feed made here and not appended to yet records as its signature."""
 
@@ -52,13 +53,13 @@ class Live:
     """The live part of one open feed: its signed length, its signer if ours, its forks."""
 
     def __init__(self, feed: Feed, store: Store, current: Signed,
-                 signer: signing.Signer | None, grown: Callable[[Feed], None]) -> None:
+                 signer: signing.Signer | None, emit: Emit) -> None:
         self.feed = feed
         self._store = store
         self.signature = current.signature
         self.signer = signer
         self.forked: Fork | None = fork(store, feed.num)
-        self._grown = grown
+        self._emit = emit  # the core's events: "append", "fork"
         self._longer = trio.Event()  # set (and replaced) each time the length grows
 
     @property
@@ -78,7 +79,7 @@ class Live:
         self.feed.extended(length, roots, appended)
         self._longer.set()
         self._longer = trio.Event()
-        self._grown(self.feed)
+        self._emit("append", self.feed)
 
     # -- the writer --------------------------------------------------------------------
 
@@ -170,16 +171,17 @@ class Live:
             with self._store.batch(sync=True) as batch:
                 put_fork(batch, self.feed.num, evidence)
             self.forked = evidence
-        log.error(FORKED.format(id=self.feed.hex))
+            log.error(FORKED.format(id=self.feed.hex))
+            self._emit("fork", self.feed)
         raise FeedForked(FORKED.format(id=self.feed.hex))
 
 
-def attach(feed: Feed, store: Store, grown: Callable[[Feed], None]) -> None:
+def attach(feed: Feed, store: Store, emit: Emit) -> None:
     """Give ``feed`` its live part if the store says it is live (on every open)."""
     current = signed(store, feed.num)
     if current is not None and feed.id is not None:
         feed.live_state = Live(feed, store, current, keys.load_signer(store.path, feed.id),
-                               grown)
+                               emit)
 
 
 def create(store: Store) -> bytes:
@@ -194,8 +196,8 @@ def create(store: Store) -> bytes:
     return feed_id
 
 
-def learn(feed: Feed, store: Store, grown: Callable[[Feed], None], length: int,
-          roots: Sequence[Node], signature: bytes) -> None:
+def learn(feed: Feed, store: Store, emit: Emit, length: int, roots: Sequence[Node],
+          signature: bytes) -> None:
     """A feed opened by id, of unknown length, turns out to be live: the first signed
     length verified (by the id as public key) makes it so, stored in one batch."""
     if feed.blocks is not None or feed.id is None:
@@ -205,7 +207,7 @@ def learn(feed: Feed, store: Store, grown: Callable[[Feed], None], length: int,
         store.put_nodes(batch, feed.num, roots)
         store.put_feed(batch, feed.num, feed.id, length)
         put_signed(batch, feed.num, Signed(length, signature))
-    live = Live(feed, store, Signed(length, signature), None, grown)
+    live = Live(feed, store, Signed(length, signature), None, emit)
     feed.live_state = live
     live._extended(length, list(roots), range(0))
 

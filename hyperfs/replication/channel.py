@@ -47,7 +47,9 @@ class Channel:
     def remote_have(self, bitfield: bytes | None, blocks: Sequence[int]) -> str | None:
         """Take in a Have (a new bitfield, or more blocks); if it breaks the caps (the
         peer drops the remote), what is wrong with it."""
-        end = self.feed.blocks
+        # A live feed's remote may know a longer length than we do yet (a relay that could
+        # not prove it to us): its Have is taken; we ask only for blocks below ours.
+        end = None if self.feed.live else self.feed.blocks
         if bitfield is not None:
             if end is not None and len(bitfield) > (end + 7) // 8 + BITFIELD_SLACK:
                 return f"Have bitfield of {len(bitfield)} bytes for {end} blocks"
