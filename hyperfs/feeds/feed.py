@@ -414,7 +414,8 @@ class Feed:
         try:
             with store.batch() as batch:
                 store.put_nodes(batch, num, verified.nodes)
-                store.data.put(batch, num, index, data, verified.blocks)
+                store.data.put(batch, num, index, data,
+                               None if self.live_state is not None else verified.blocks)
                 page = index // PAGE_BITS
                 store.put_page(batch, num, page, self.bitfield.page(page))
                 if verified.roots is not None:
