@@ -109,8 +109,8 @@ class FeedSwarm:
             if channel.ready:
                 live.tell(peer, channel)
         if feed.id is not None and self.swarm.core.is_interested(feed.id) \
-                and feed.local < (feed.blocks or 0):
-            feed.prefetch(first)
+                and feed.local < (feed.blocks or 0) and not self._in_prefetch(first):
+            feed.prefetch(first)  # (a range open to the end, a download's, covers it)
 
     # -- scheduling ---------------------------------------------------------------------
 

@@ -51,6 +51,8 @@ def verify_upgrade(old_roots: Sequence[Node], new_roots: Sequence[Node],
         if node in new and new[node] != digest:
             raise BadProof(f"the new tree's root {node} differs from the one verified")
     if not old_roots:
+        if nodes:
+            raise BadProof("an upgrade proof from an empty tree has no nodes")
         return []
     node, digest = old_roots[-1]
     older = list(old_roots[:-1])
