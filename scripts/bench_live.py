@@ -35,7 +35,7 @@ from pathlib import Path
 import trio
 
 HYPERFS = [sys.executable, "-m", "hyperfs.cli"]
-FETCHES = 4
+FETCHES = 6
 """Fetches of each feed per run, alternated (the fastest counts: a shared machine's
 noise only ever slows a fetch down)."""
 
@@ -109,13 +109,15 @@ def latency_run(tmp: Path, count: int, gap: float) -> list[float]:
     return json.loads(out.strip().splitlines()[-1])
 
 
-async def append_run(tmp: Path, blocks: int) -> dict[str, float]:
+async def append_run(tmp: Path, blocks: int, live_first: bool) -> dict[str, float]:
+    """Static and live appends of the same blocks, each into a fresh database, in the
+    order given (alternated between runs: a database's first writes are the cheapest)."""
     from hyperfs import open_core
 
     data = [os.urandom(1024) for _ in range(1000)]
     result = {}
-    async with open_core(tmp) as core:
-        for kind in ("static", "live"):
+    for kind in ("live", "static") if live_first else ("static", "live"):
+        async with open_core(tmp / kind) as core:
             feed = core.add(live=kind == "live")
             start = time.perf_counter()
             for _ in range(blocks // 1000):
@@ -202,7 +204,7 @@ def main() -> None:
         appends, replication = [], []
         for run in range(args.runs):
             samples += latency_run(tmp / f"lat{run}", args.appends, args.gap)
-            appends.append(trio.run(append_run, tmp / f"app{run}", args.blocks))
+            appends.append(trio.run(append_run, tmp / f"app{run}", args.blocks, run % 2 == 1))
             replication.append(replication_run(tmp / f"rep{run}", *shape))
     ordered = sorted(samples)
     print(json.dumps({"measure": "append -> readable on B (ms)", "samples": len(ordered),
