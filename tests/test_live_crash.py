@@ -10,9 +10,6 @@ writer's feed (its secret key on disk) is appended to again after every kill.
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -21,20 +18,18 @@ import trio
 from hyperfs import open_core
 from hyperfs.store import fsck, signed
 from hyperfs.store.store import Store
+from hyperfs.testing.procs import SAY, kill_after_lines
 from hyperfs.testing.seeds import fresh_seed, seeded_random
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 15
 
-CHILD = textwrap.dedent("""
+CHILD = SAY + textwrap.dedent("""
     import os, random, sys, trio
     from hyperfs import open_core
     from hyperfs.testing.live import signed_now
     writer_path, reader_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
     rnd = random.Random(seed)
-    def say(what):
-        sys.stdout.write(what + "\\n")
-        sys.stdout.flush()
     async def main():
         async with open_core(writer_path) as w, open_core(reader_path) as r:
             ids = [info.id for info in w.info()]
@@ -59,20 +54,6 @@ CHILD = textwrap.dedent("""
                     say("put")
     trio.run(main)
 """)
-
-
-def _round(writer: Path, reader: Path, seed: int, kill_after: int) -> None:
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(writer), str(reader),
-                              str(seed)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    try:
-        for _ in range(kill_after):
-            if not child.stdout.readline():
-                raise AssertionError(f"child exited early with {child.wait()}")
-    finally:
-        child.send_signal(signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
 
 
 def _assert_consistent(writer: Path, reader: Path) -> None:
@@ -108,6 +89,6 @@ def test_sigkill_while_appending_never_leaves_a_signed_length_ahead(tmp_path: Pa
     rnd = seeded_random(seed)
     for round_ in range(ROUNDS):
         kill_after = rnd.choice((1, 2, 3, rnd.randint(1, 15), rnd.randint(1, 60)))
-        _round(writer, reader, seed + round_, kill_after)
+        kill_after_lines(CHILD, (writer, reader, seed + round_), kill_after, cwd=ROOT)
         _assert_consistent(writer, reader)
     trio.run(_appendable_after, writer)

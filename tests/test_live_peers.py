@@ -19,14 +19,13 @@ from hyperfs.base.errors import BadSignature, FeedForked, NotWritable, SecretKey
 from hyperfs.net.node import Node, open_node
 from hyperfs.store.keys import secret_path
 from hyperfs.testing.live import (
-    encode,
     send_live,
     signed_by_another_key,
     signed_now,
     with_signature,
 )
 from hyperfs.testing.network import copy_db, store_feed
-from hyperfs.wire.live import SignedLength
+from hyperfs.wire.live import SignedLength, encode
 
 HANG = 30
 

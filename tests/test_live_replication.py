@@ -14,6 +14,7 @@ from hyperfs import open_core
 from hyperfs.feeds.core import Core
 from hyperfs.net.node import Node, open_node
 from hyperfs.testing.jsref import arun_js_fetch
+from hyperfs.testing.live import appends_arrive
 from hyperfs.testing.network import RawPeer, store_feed
 from hyperfs.testing.requirements import JS_PEER, js_available, require
 from hyperfs.wire.events import ExtensionReceived, Joined, Unpaused
@@ -42,9 +43,7 @@ async def test_appends_reach_a_follower_in_order(tmp_path: Path) -> None:
             with trio.fail_after(HANG):
                 stream = b.create_read_stream(writer.id, live=True)
                 assert await anext(stream) == b"first"
-                for index in range(1, 20):
-                    await writer.append(b"block %d" % index)
-                    assert await anext(stream) == b"block %d" % index
+                await appends_arrive(writer, [stream], [[b"block %d" % i] for i in range(1, 20)])
                 await stream.aclose()
         with b.get(writer.id) as feed:
             assert feed.live and not feed.writable and feed.blocks == 20
@@ -66,11 +65,8 @@ async def test_chain_relays_new_lengths(tmp_path: Path) -> None:
                 for expected in (b"one", b"two"):
                     assert await anext(follower_b) == expected
                     assert await anext(follower_c) == expected
-                for index in range(10):
-                    await writer.append([b"x%d" % index, b"y%d" % index])
-                    for stream in (follower_b, follower_c):
-                        assert await anext(stream) == b"x%d" % index
-                        assert await anext(stream) == b"y%d" % index
+                await appends_arrive(writer, [follower_b, follower_c],
+                                     [[b"x%d" % i, b"y%d" % i] for i in range(10)])
                 await follower_b.aclose()
                 await follower_c.aclose()
         for core in (b, c):
@@ -116,8 +112,6 @@ async def test_js_reference_replicates_static_feeds_beside_live_ones(tmp_path: P
             with trio.fail_after(HANG):
                 stream = b.create_read_stream(writer.id, live=True)
                 assert await anext(stream) == b"0"
-                for index in range(1, 30):
-                    await writer.append(b"%d" % index)
-                    assert await anext(stream) == b"%d" % index
+                await appends_arrive(writer, [stream], [[b"%d" % i] for i in range(1, 30)])
                 await stream.aclose()
         assert results[0]["block_list"] == blocks

@@ -8,14 +8,14 @@ sides), sends what it was given and reads until the victim closes the connection
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from hyperfs.feeds.feed import Feed
 from hyperfs.feeds.live import Live
 from hyperfs.testing.network import RawPeer
 from hyperfs.tree.signing import Signer
 from hyperfs.wire.events import Joined
-from hyperfs.wire.live import LIVE, SignedLength, encode
+from hyperfs.wire.live import LIVE, SignedLength
 
 
 def signed_now(feed: Feed, old: int | None = None) -> SignedLength:
@@ -40,6 +40,18 @@ def with_signature(message: SignedLength, signature: bytes) -> SignedLength:
                         message.old, message.nodes)
 
 
+async def appends_arrive(writer: Feed, followers: Sequence[AsyncIterator[bytes]],
+                         batches: Sequence[Sequence[bytes]]) -> None:
+    """Append each batch to ``writer`` and check that every follower (a live read stream,
+    elsewhere) yields its blocks in order before the next batch is appended."""
+    for batch in batches:
+        await writer.append(list(batch))
+        for follower in followers:
+            for block in batch:
+                got = await anext(follower)
+                assert got == block, (got, block)
+
+
 async def send_live(port: int, feed_id: bytes, payloads: Sequence[bytes]) -> RawPeer:
     """Connect to the node at ``port`` as a hyperfs peer, share ``feed_id``, send each
     payload as a live-extension message, and read until the node closes the connection."""
@@ -52,5 +64,3 @@ async def send_live(port: int, feed_id: bytes, payloads: Sequence[bytes]) -> Raw
     await peer.aclose()
     return peer
 
-
-__all__ = ["encode", "send_live", "signed_by_another_key", "signed_now", "with_signature"]
