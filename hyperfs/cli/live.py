@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import BinaryIO
 
 import trio
@@ -33,20 +35,32 @@ def append_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def append(args: argparse.Namespace) -> int:
-    async with open_core(args.db) as core:
-        with _open_for_append(core, args.feed) as feed:
-            await append_file(feed, args.file, args.block_size)
-            print(feed.hex)
+    with _source(args.file) as source:  # first: a missing file makes no feed
+        async with open_core(args.db) as core:
+            with _open_for_append(core, args.feed) as feed:
+                await append_from(feed, source, args.block_size)
+                print(feed.hex)
     return 0
 
 
 async def add_live(args: argparse.Namespace) -> int:
     """`hyperfs add --live FILE`: a new live feed holding FILE, left open for appends."""
-    async with open_core(args.db) as core:
-        with core.add(live=True) as feed:
-            await append_file(feed, args.file, args.block_size)
-            print(feed.hex)
+    with _source(args.file) as source:
+        async with open_core(args.db) as core:
+            with core.add(live=True) as feed:
+                await append_from(feed, source, args.block_size)
+                print(feed.hex)
     return 0
+
+
+@contextmanager
+def _source(name: str) -> Iterator[BinaryIO]:
+    """The file to append (``-``: standard input, left open)."""
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    with open(name, "rb") as source:
+        yield source
 
 
 def _open_for_append(core: Core, target: str) -> Feed:
@@ -74,15 +88,10 @@ def _open_for_append(core: Core, target: str) -> Feed:
     return feed
 
 
-async def append_file(feed: Feed, name: str, block_size: int) -> None:
-    """Append ``name`` (``-``: standard input, as it arrives) in blocks of ``block_size``."""
-    source: BinaryIO = sys.stdin.buffer if name == "-" else open(name, "rb")  # noqa: SIM115
+async def append_from(feed: Feed, source: BinaryIO, block_size: int) -> None:
+    """Append what ``source`` gives, as it arrives (a pipe's lines as they come), in
+    blocks of at most ``block_size``: one signed append per read."""
     read = getattr(source, "read1", source.read)  # what has arrived, not a full chunk
-    try:
-        while chunk := await trio.to_thread.run_sync(read, CHUNK):
-            view = memoryview(chunk)
-            await feed.append([view[at: at + block_size]
-                               for at in range(0, len(view), block_size)])
-    finally:
-        if source is not sys.stdin.buffer:
-            source.close()
+    while chunk := await trio.to_thread.run_sync(read, CHUNK):
+        view = memoryview(chunk)
+        await feed.append([view[at: at + block_size] for at in range(0, len(view), block_size)])
