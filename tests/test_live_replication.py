@@ -115,3 +115,27 @@ async def test_js_reference_replicates_static_feeds_beside_live_ones(tmp_path: P
                 await appends_arrive(writer, [stream], [[b"%d" % i] for i in range(1, 30)])
                 await stream.aclose()
         assert results[0]["block_list"] == blocks
+
+
+async def test_a_follower_that_was_behind_catches_up_on_reconnect(tmp_path: Path) -> None:
+    """B verified 3 blocks, went away; A appended 2 more. When B connects again it gets
+    length 5 from the lengths both tell, without waiting for another append."""
+    async with open_core(tmp_path / "a") as a, open_core(tmp_path / "b") as b:
+        writer = a.add(live=True)
+        await writer.append([b"1", b"2", b"3"])
+        async with open_node(a, listen="127.0.0.1:0") as node_a:
+            with trio.fail_after(HANG):
+                async with open_node(b, peers=[_at(node_a)]):
+                    with b.get(writer.id) as feed:
+                        await feed.download(0, 3)
+                assert feed.blocks == 3
+                await writer.append([b"4", b"5"])
+                grown = trio.Event()
+                b.on("append", lambda feed: grown.set() if feed.blocks == 5 else None)
+                async with open_node(b, peers=[_at(node_a)]):
+                    with b.get(writer.id) as feed:
+                        await grown.wait()
+                        await feed.download(3, 5)
+                        assert [feed.read_local(i) for i in range(5)] == [
+                            b"1", b"2", b"3", b"4", b"5"]
+        assert b.check().ok

@@ -58,7 +58,11 @@ def tell(peer: Sender, channel: Channel) -> None:
     length, old, nodes = state.length, channel.remote_length, None
     if old is not None and old < length:
         nodes = state.upgrade_nodes(old)
-    complete = old is None or old >= length or nodes is not None
+    # Done once the remote can take it: it holds as much, or gets the upgrade from what
+    # it holds. While its length is unknown the message only tells ours (a remote that
+    # does not know the feed yet learns it so); its answer, its length, makes us send
+    # again with the upgrade.
+    complete = old is not None and (old >= length or nodes is not None)
     message = SignedLength(channel.feed_id, length, state.signature, list(channel.feed.roots),
                            old if nodes is not None else None, tuple(nodes or ()))
     if peer.send(LIVE, encode(message)) and complete:
