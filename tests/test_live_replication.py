@@ -14,7 +14,7 @@ from hyperfs import open_core
 from hyperfs.feeds.core import Core
 from hyperfs.net.node import Node, open_node
 from hyperfs.testing.jsref import arun_js_fetch
-from hyperfs.testing.live import appends_arrive
+from hyperfs.testing.live import appends_arrive, signed_now
 from hyperfs.testing.network import RawPeer, store_feed
 from hyperfs.testing.requirements import JS_PEER, js_available, require
 from hyperfs.wire.events import ExtensionReceived, Joined, Unpaused
@@ -139,3 +139,31 @@ async def test_a_follower_that_was_behind_catches_up_on_reconnect(tmp_path: Path
                         assert [feed.read_local(i) for i in range(5)] == [
                             b"1", b"2", b"3", b"4", b"5"]
         assert b.check().ok
+
+
+async def test_a_relay_tells_a_peer_at_another_length(tmp_path: Path) -> None:
+    """C holds 5 blocks, B (the relay) verified 3 and then 10: B can prove 10 to C only
+    with nodes it gets by fetching blocks, and then does."""
+    async with open_core(tmp_path / "a") as a, open_core(tmp_path / "b") as b, \
+            open_core(tmp_path / "c") as c:
+        writer = a.add(live=True)
+        await writer.append([b"%d" % i for i in range(3)])
+        at_three = signed_now(writer)
+        await writer.append([b"%d" % i for i in range(3, 5)])
+        at_five = signed_now(writer)
+        await writer.append([b"%d" % i for i in range(5, 10)])
+        relay, follower = b.get(writer.id), c.get(writer.id)  # type: ignore[arg-type]
+        relay.learn_live(at_three.length, at_three.roots, at_three.signature)
+        follower.learn_live(at_five.length, at_five.roots, at_five.signature)
+        grown = trio.Event()
+        c.on("append", lambda feed: grown.set() if feed.blocks == 10 else None)
+        async with open_node(a, listen="127.0.0.1:0") as node_a, \
+                open_node(b, listen="127.0.0.1:0", peers=[_at(node_a)]) as node_b, \
+                open_node(c, peers=[_at(node_b)]):
+            with trio.fail_after(HANG):
+                await grown.wait()
+                await follower.download(5, 10)  # (B holds 3 .. 9 only: it followed from 3)
+        assert [follower.read_local(i) for i in range(5, 10)] == [b"%d" % i for i in range(5, 10)]
+        relay.close()
+        follower.close()
+        assert c.check().ok and b.check().ok

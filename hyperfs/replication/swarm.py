@@ -97,6 +97,8 @@ class FeedSwarm:
                 peer.cancel(channel, block)  # end game: someone else was faster
         for peer, channel in self.channels.items():
             if channel.ready:
+                if feed.live:  # the block's nodes may complete an upgrade proof a relay lacked
+                    live.tell(peer, channel)
                 peer.queue_have(channel, block)
 
     def feed_prefetch(self, feed: Feed, block: int) -> None:
