@@ -405,10 +405,10 @@ class Feed:
             raise BadProof("a writable feed takes blocks by append, not put")
         if index in self.bitfield:
             return False
-        store, num = self._store, self.num
+        store, num, feed_id = self._store, self.num, self.id
 
         def verify(nodes: list[merkle.Node]) -> merkle.Verified:
-            return merkle.verify(self.id, index, data, nodes, blocks=self.blocks,  # type: ignore[arg-type]
+            return merkle.verify(feed_id, index, data, nodes, blocks=self.blocks,
                                  roots=self.roots, stored=lambda node: store.node(num, node))
 
         try:

@@ -54,7 +54,8 @@ class Live:
 
     def __init__(self, feed: Feed, store: Store, current: Signed,
                  signer: signing.Signer | None, emit: Emit) -> None:
-        self.feed = feed
+        assert feed.id is not None  # a live feed is opened by its id, its public key
+        self.feed, self.id = feed, feed.id
         self._store = store
         self.signature = current.signature
         self.signer = signer
@@ -109,7 +110,7 @@ class Live:
                 bitfield.add_range(start, end)
                 for page in range(start // PAGE_BITS, (end - 1) // PAGE_BITS + 1):
                     store.put_page(batch, num, page, bitfield.page(page))
-                store.put_feed(batch, num, feed.id, end)  # type: ignore[arg-type]
+                store.put_feed(batch, num, self.id, end)
                 put_signed(batch, num, Signed(end, signature))
         except BaseException:
             for index in range(start, end):
@@ -142,7 +143,7 @@ class Live:
         """
         if length == self.length and signature == self.signature:
             return False  # what we hold (told again by each peer): verified once already
-        signing.verify(self.feed.id, length, roots, signature)  # type: ignore[arg-type]
+        signing.verify(self.id, length, roots, signature)
         if length <= self.length:
             self._check_same_tree(length, list(roots), signature)
             return False
@@ -155,7 +156,7 @@ class Live:
         with store.batch() as batch:
             store.put_nodes(batch, num, learned)
             store.put_nodes(batch, num, roots)
-            store.put_feed(batch, num, self.feed.id, length)  # type: ignore[arg-type]
+            store.put_feed(batch, num, self.id, length)
             put_signed(batch, num, Signed(length, signature))
         self.signature = signature
         self._extended(length, list(roots), range(0))
