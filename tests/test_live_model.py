@@ -142,3 +142,22 @@ async def test_blocks_verify_from_a_responder_that_knows_more(tmp_path: Path) ->
         with pytest.raises(BadProof):
             copy.put(2, b"not c", writer.proof(2))
         assert copy.local == 1 and r.check().ok
+
+
+async def test_a_deleted_live_feed_of_ours_fetched_again_is_writable(tmp_path: Path) -> None:
+    async with open_core(tmp_path / "a") as a, open_core(tmp_path / "b") as b:
+        feed = a.add(live=True)
+        await feed.append([b"a", b"b"])
+        feed_id, message = feed.id, signed_now(feed)
+        assert feed_id is not None
+        with b.get(feed_id) as copy:  # another machine has it
+            copy.learn_live(message.length, message.roots, message.signature)
+        feed.close()
+        await a.remove(feed_id)
+        again = a.get(feed_id)
+        assert not again.live  # unknown again, until a peer tells its length
+        again.learn_live(message.length, message.roots, message.signature)
+        assert again.writable
+        await again.append(b"c")
+        assert again.blocks == 3 and again.local == 1
+        assert a.check().ok

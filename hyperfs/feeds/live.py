@@ -208,7 +208,8 @@ def learn(feed: Feed, store: Store, emit: Emit, length: int, roots: Sequence[Nod
         store.put_nodes(batch, feed.num, roots)
         store.put_feed(batch, feed.num, feed.id, length)
         put_signed(batch, feed.num, Signed(length, signature))
-    live = Live(feed, store, Signed(length, signature), None, emit)
+    signer = keys.load_signer(store.path, feed.id)  # ours, deleted here and fetched again
+    live = Live(feed, store, Signed(length, signature), signer, emit)
     feed.live_state = live
     live._extended(length, list(roots), range(0))
 
