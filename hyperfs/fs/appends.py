@@ -67,8 +67,7 @@ async def write(appender: Appender, buf: bytes) -> int:
     size = appender.block_size
     view = memoryview(buf)
     try:
-        await appender.feed.append([bytes(view[at: at + size])
-                                    for at in range(0, len(view), size)])
+        await appender.feed.append([view[at: at + size] for at in range(0, len(view), size)])
     except Exception as exc:
         log.warning("appending to %s failed: %s", appender.feed.hex, exc)
         raise fail(errno_of(exc)) from None
