@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import trio
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no types; types-tqdm is not a dependency
 
+from hyperfs.cli import live
 from hyperfs.cli.arguments import PRIVATE_HELP, positive_int
 from hyperfs.cli.network import add_network_options, node_from_args
 from hyperfs.feeds.core import DEFAULT_BLOCK_SIZE, open_core, parse_id
@@ -21,9 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--block-size", type=positive_int, default=DEFAULT_BLOCK_SIZE,
                         help=f"bytes per block (default {DEFAULT_BLOCK_SIZE})")
     parser.add_argument("--private", action="store_true", help=PRIVATE_HELP)
+    parser.add_argument("--live", action="store_true",
+                        help="make a live feed (appendable, signed) instead of a static one")
 
 
 async def add(args: argparse.Namespace) -> int:
+    if args.live:
+        return await live.add_live(args)
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     async with open_core(args.db) as core:
         core.private.new_feeds = args.private

@@ -68,8 +68,7 @@ def may_travel_plaintext(feed: Feed, private: PrivateFeeds) -> bool:
     """Whether ``feed`` may be joined on a plaintext (hypercore 1.x) connection.
 
     The single place of this rule: every join on a connection that is not encrypted
-    asks it (``hyperfs.replication.swarm``). Live feeds belong here too (their updates
-    are signed, but their ids and data must stay as private as a private feed's): when
-    ``Feed.live`` exists, return False for them as well.
+    asks it (``hyperfs.replication.swarm``). A live feed never is: its updates are
+    signed, but its id and data must stay as private as a private feed's.
     """
-    return feed.id not in private
+    return not feed.live and feed.id not in private

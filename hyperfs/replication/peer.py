@@ -41,6 +41,7 @@ import trio
 
 from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import BadProof
+from hyperfs.replication import live
 from hyperfs.replication.channel import Channel, FeedScheduler
 from hyperfs.replication.deadlines import Clocks, Timeouts
 from hyperfs.replication.offers import Offers
@@ -101,7 +102,7 @@ class Peer:
         self.scheduler = scheduler
         self.stream = stream
         self.address = address
-        self.conn = Connection(peer_id, [*extensions, ORDERED_PROOFS, *[SECURE][:offer]])
+        self.conn = Connection(peer_id, [*extensions, ORDERED_PROOFS, live.LIVE, *[SECURE][:offer]])
         self.session: Session | None = None
         """The encrypted session, once the greeting made one; None: plain 1.x."""
         self._keypair = keypair
@@ -123,6 +124,7 @@ class Peer:
         self._waiting: dict[Channel, None] = {}  # channels that found the window full
         self._haves: dict[bytes, list[int]] = {}
         self._handlers: dict[str, Callbacks[[bytes]]] = {}
+        self.on(live.LIVE, lambda payload: live.received(self, payload))
         self._scope = trio.CancelScope()
         self._dispatch: dict[type, Callable] = {
             events.HandshakeReceived: self._on_handshake, events.Joined: self._on_joined,
@@ -353,6 +355,7 @@ class Peer:
         if self.conn.remote_supports(ORDERED_PROOFS):
             channel.sent = Bitfield()
         feed = channel.feed
+        live.tell(self, channel)  # a live feed's length first: the Have may go past the old
         if feed.local:
             self._send(self.conn.have(channel.feed_id, bitfield=feed.bitfield.to_bytes()))
         self._send(self.conn.unpause(channel.feed_id))

@@ -30,6 +30,7 @@ import trio
 from hyperfs.feeds.core import Core, Held
 from hyperfs.feeds.feed import Feed
 from hyperfs.feeds.privacy import may_travel_plaintext
+from hyperfs.replication import live
 from hyperfs.replication.channel import Channel, PeerLink
 from hyperfs.replication.deadlines import Timeouts
 from hyperfs.replication.peer import Peer
@@ -73,9 +74,14 @@ class FeedSwarm:
 
     def join(self, peer: PeerLink) -> None:
         """Share the feed with ``peer`` (if not shared yet), and ask it for what is wanted:
-        a remote that opened the feed first may have said what it has already."""
+        a remote that opened the feed first may have said what it has already. A live
+        feed is shared with hyperfs peers only (``live.can_share``), and it and a private
+        feed only on encrypted connections (``may_travel_plaintext``)."""
+        if not live.can_share(self.feed, peer):
+            return
         if not peer.encrypted and not may_travel_plaintext(self.feed, self.swarm.core.private):
-            log.info("not joining private feed %s on plaintext peer %s", self.feed.hex, peer)
+            log.info("not joining private or live feed %s on plaintext peer %s",
+                     self.feed.hex, peer)
             self.swarm.maybe_forget(self)
             return
         self._scans.setdefault(peer, _Scan())
@@ -106,10 +112,22 @@ class FeedSwarm:
                 peer.cancel(channel, block)  # end game: someone else was faster
         for peer, channel in self.channels.items():
             if channel.ready:
+                if feed.live:  # the block's nodes may complete an upgrade proof a relay lacked
+                    live.tell(peer, channel)
                 peer.queue_have(channel, block)
 
     def feed_prefetch(self, feed: Feed, block: int) -> None:
         self.fill_all()
+
+    def feed_grew(self, feed: Feed, first: int) -> None:
+        """A live feed's new signed length: push it to every peer now, and fetch the new
+        blocks if the feed is wanted here (a live feed wanted is followed: tail -f)."""
+        for peer, channel in list(self.channels.items()):
+            if channel.ready:
+                live.tell(peer, channel)
+        if feed.id is not None and self.swarm.core.is_interested(feed.id) \
+                and feed.local < (feed.blocks or 0) and not self._in_prefetch(first):
+            feed.prefetch(first)  # (a range open to the end, a download's, covers it)
 
     # -- scheduling ---------------------------------------------------------------------
 
