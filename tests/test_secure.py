@@ -169,15 +169,12 @@ async def test_guessed_capabilities_learn_nothing_and_random_keys_are_capped(
             # A Join it can open, on a feed id it knows, is answered: the probe that
             # shows the node has read (and ignored) the guesses before it.
             known = await store_feed(seeder, _blocks(count=2, seed=3))
-            attacker.known[discovery_key(known)] = known
+            attacker.know(known)
             await attacker.send(frame(encode(Join(100, discovery_key(known),
                                                   attacker.capabilities.ours(known)))))
-            heard = list(attacker.first)
             with trio.fail_after(HANG):
-                while Joined(known) not in heard:
-                    events = await attacker.receive()
-                    assert events is not None
-                    heard += events
+                await attacker.until(lambda event: event == Joined(known))
+            heard = attacker.events
             assert [e for e in heard if isinstance(e, Joined)] == [Joined(known)]
             assert all(getattr(e, "feed_id", known) == known for e in heard)
             [peer] = node.swarm.peers
@@ -187,8 +184,8 @@ async def test_guessed_capabilities_learn_nothing_and_random_keys_are_capped(
             with contextlib.suppress(trio.BrokenResourceError):  # it may close first
                 await attacker.send(flood)
             with trio.fail_after(HANG):
-                while (events := await attacker.receive()) is not None:
-                    heard += events  # until the node closes
+                await attacker.until_closed()
+            heard = attacker.events
             assert peer.close_reason is not None and "1024 channels" in peer.close_reason
             assert all(getattr(e, "feed_id", known) == known for e in heard)
 

@@ -1,9 +1,9 @@
 """Helpers for the live-feed tests: a live feed's signed length as a wire message, forged
 variants of it, and a hostile hyperfs peer that sends them.
 
-The hostile peer is a :class:`~hyperfs.testing.network.RawPeer` listing the live extension:
-it joins the feed, waits until the victim has joined too (so the channel is open on both
-sides), sends what it was given and reads until the victim closes the connection.
+The hostile peer is an encrypted :class:`~hyperfs.testing.network.RawPeer` listing the live
+extension: it joins the feed, waits until the victim has joined too (so the channel is open
+on both sides), sends what it was given and reads until the victim closes the connection.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Sequence
 from hyperfs.feeds.feed import Feed
 from hyperfs.feeds.live import Live
 from hyperfs.testing.network import RawPeer
+from hyperfs.testing.securepeer import open_secure_peer
 from hyperfs.tree.signing import Signer
 from hyperfs.wire.events import Joined
 from hyperfs.wire.live import LIVE, SignedLength
@@ -55,7 +56,8 @@ async def appends_arrive(writer: Feed, followers: Sequence[AsyncIterator[bytes]]
 async def send_live(port: int, feed_id: bytes, payloads: Sequence[bytes]) -> RawPeer:
     """Connect to the node at ``port`` as a hyperfs peer, share ``feed_id``, send each
     payload as a live-extension message, and read until the node closes the connection."""
-    peer = await RawPeer.connect(port, extensions=[LIVE])
+    peer = await open_secure_peer(port, (LIVE,))  # live feeds travel encrypted only
+    peer.know(feed_id)
     await peer.send(peer.conn.join(feed_id))
     await peer.until(lambda event: isinstance(event, Joined) and event.feed_id == feed_id)
     for payload in payloads:

@@ -252,9 +252,13 @@ class RawPeer:
             self.eof = True
             return []
         self.bytes_in += len(data)
-        events = self.conn.receive_data(data)
+        events = self.decode(bytes(data))
         self.events.extend(events)
         return events
+
+    def decode(self, data: bytes) -> list[Event]:
+        """The events in bytes received (an encrypted peer opens them first)."""
+        return self.conn.receive_data(data)
 
     async def until(self, predicate: Callable[[Event], bool]) -> Event:
         """Read until an event matches ``predicate``; AssertionError if the stream ends."""

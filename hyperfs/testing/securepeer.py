@@ -12,7 +12,8 @@ import os
 import trio
 
 from hyperfs.replication.secure import greet
-from hyperfs.wire.capabilities import Capabilities
+from hyperfs.testing.network import RawPeer
+from hyperfs.wire.capabilities import Capabilities, discovery_key
 from hyperfs.wire.connection import Connection
 from hyperfs.wire.events import Event
 from hyperfs.wire.noise import KeyPair
@@ -21,34 +22,31 @@ from hyperfs.wire.secure import SECURE, Greeting, Session
 __all__ = ["SecurePeer", "open_secure_peer"]
 
 
-class SecurePeer:
-    """An encrypted connection to a hyperfs node, its Connection in capability mode."""
+class SecurePeer(RawPeer):
+    """A :class:`RawPeer` whose bytes are sealed: an encrypted connection to a hyperfs
+    node, its Connection in capability mode. What came with the end of the greeting is
+    already in :attr:`events`."""
 
     def __init__(self, stream: trio.SocketStream, conn: Connection, session: Session,
                  capabilities: Capabilities, known: dict[bytes, bytes]) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.conn = conn
         self.session = session
         self.capabilities = capabilities
         """This connection's capabilities: ``ours(id)`` proves an id we know."""
         self.known = known
         """Discovery key -> feed id of the feeds this peer knows (add to it)."""
-        self.first: list[Event] = []
-        """What came with the end of the greeting (hand it on before :meth:`receive`)."""
 
-    async def send(self, inner: bytes) -> None:
-        """Seal ``inner`` (1.x frames built with :attr:`conn`) and send it."""
-        await self.stream.send_all(self.session.seal(inner))
+    def know(self, feed_id: bytes) -> None:
+        """Let this peer open ``feed_id``'s channel (by its discovery key)."""
+        self.known[discovery_key(feed_id)] = feed_id
 
-    async def receive(self) -> list[Event] | None:
-        """What the victim said in its next bytes; None once it has closed (or reset)."""
-        try:
-            data = await self.stream.receive_some(1 << 18)
-        except trio.BrokenResourceError:
-            return None
-        if not data:
-            return None
-        return [event for piece in self.session.open(bytes(data))
+    async def send(self, data: bytes) -> None:
+        """Seal ``data`` (1.x frames built with :attr:`conn`) and send it."""
+        await self.stream.send_all(self.session.seal(data))
+
+    def decode(self, data: bytes) -> list[Event]:
+        return [event for piece in self.session.open(data)
                 for event in self.conn.receive_data(piece)]
 
 
@@ -67,5 +65,5 @@ async def open_secure_peer(port: int, extensions: tuple[str, ...] = (),
     capabilities = Capabilities(session.handshake_hash, session.initiator, known.get)
     peer = SecurePeer(stream, conn, session, capabilities, known)
     if leftover:
-        peer.first = conn.receive_data(leftover)
+        peer.events = conn.receive_data(leftover)
     return peer

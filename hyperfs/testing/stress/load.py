@@ -30,7 +30,6 @@ from hyperfs.testing.stress.common import (
     stop,
     store,
 )
-from hyperfs.wire.capabilities import discovery_key
 from hyperfs.wire.events import ResponseReceived, Unpaused
 
 
@@ -40,11 +39,11 @@ async def raw_leecher(port: int, fid: bytes, parts: list[bytes], window: int = 3
     whose encryption offer was stripped), checking every block against the source (the
     seeder's proofs are its own business here)."""
     peer = await open_secure_peer(port, (ORDERED_PROOFS,), HOST)
-    peer.known[discovery_key(fid)] = fid
+    peer.know(fid)
     conn = peer.conn
     await peer.send(conn.join(fid))
     total, asked, got, inflight, ok, unpaused = len(parts), 0, 0, 0, True, False
-    events = peer.first
+    events = list(peer.events)
     async with peer.stream:
         while True:
             for event in events:
@@ -63,10 +62,9 @@ async def raw_leecher(port: int, fid: bytes, parts: list[bytes], window: int = 3
                 inflight += 1
             if out:
                 await peer.send(bytes(out))
-            received = await peer.receive()
-            if received is None:
+            events = await peer.receive()
+            if peer.eof:
                 return False
-            events = received
     return ok
 
 
