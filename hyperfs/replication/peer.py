@@ -52,7 +52,7 @@ from hyperfs.wire.connection import Connection, ProtocolError
 log = logging.getLogger("hyperfs.peer")
 
 REMOTE_CLOSED = "the remote closed the connection"
-RECEIVE_SIZE = 256 * 1024
+RECEIVE_SIZE = 1 << 20
 HIGH_WATER = 1 << 20
 """Bytes queued for sending above which we stop handling the peer's messages until they
 are sent: bounds memory per peer (a peer that does not read stalls only itself) and
