@@ -79,7 +79,8 @@ class Feed:
         self.num = num
         self.id = feed_id
         self.blocks = blocks
-        self.bitfield = self._store.bitfield(num)
+        # A writable feed is new (the core discards unfinished ones at open): no scan.
+        self.bitfield = self._store.bitfield(num) if feed_id is not None else Bitfield()
         self.roots: list[merkle.Node] = self._load_roots()
         self._builder = merkle.TreeBuilder() if feed_id is None else None
         self._waiters: dict[int, trio.Event] = {}
