@@ -30,6 +30,10 @@ key                    value                       meaning
                                                    joined by ``/``
 ``n`` name             id                          (before names had records: moved to
                                                    ``e`` keys when a database opens)
+``v`` num              u64 length, signature       a live feed: its latest signed length
+                                                   (see .signed)
+``f`` num              u64 length, signature,      fork evidence: another tree its key
+                       root hashes                 signed (see .signed)
 =====================  ==========================  =====================================
 
 Only :mod:`hyperfs.store` writes these keys; this module is public so that fsck, tests
@@ -51,7 +55,8 @@ UNKNOWN = 2**64 - 1
 ID, META, PENDING, HASH, PAGE, ENTRY = b"i", b"m", b"p", b"h", b"b", b"e"
 LOCATION, SLOTS = b"l", b"s"
 DATA, LEGACY_NAME = b"d", b"n"
-PER_FEED = (LOCATION, HASH, PAGE, SLOTS, DATA)
+LIVE, FORK = b"v", b"f"
+PER_FEED = (LOCATION, HASH, PAGE, SLOTS, DATA, LIVE, FORK)
 """The kinds of key a feed's contents are stored under (deleted as ranges with it; ``d``
 too, so that a feed deleted half way through a migration leaves nothing behind)."""
 
