@@ -41,7 +41,7 @@ async def child(db: str, feed_id: str, peer: str, block: int | None) -> None:
 
     async with open_core(db) as core:
         feed = core.get(feed_id)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         async with open_node(core, peers=[peer]):
             if block is not None:
                 data = await feed.get(block, timeout=60)
@@ -50,7 +50,8 @@ async def child(db: str, feed_id: str, peer: str, block: int | None) -> None:
             else:
                 await feed.download()
                 seconds = time.perf_counter() - start
-                result = {"seconds": seconds, "blocks": feed.blocks, "local": feed.local}
+                result = {"seconds": seconds, "cpu": time.process_time() - cpu,
+                          "blocks": feed.blocks, "local": feed.local}
     print(json.dumps(result), flush=True)
 
 

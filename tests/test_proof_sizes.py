@@ -18,10 +18,9 @@ import trio
 
 from hyperfs import open_core
 from hyperfs.net.node import open_node
-from hyperfs.testing.network import RawPeer, local_blocks, make_blocks, store_feed
+from hyperfs.testing.network import local_blocks, make_blocks, served_responses, store_feed
 from hyperfs.tree.flat_tree import full_roots
 from hyperfs.tree.merkle import proof_indexes
-from hyperfs.wire.events import ResponseReceived, Unpaused
 from hyperfs.wire.framing import FrameDecoder
 from hyperfs.wire.messages import Response, decode
 
@@ -108,18 +107,7 @@ async def test_download_from_hyperfs_has_one_or_two_hashes_per_block(tmp_path: P
 async def test_peer_without_the_extension_gets_full_proofs(tmp_path: Path) -> None:
     """A peer speaking only hypercore 1.x (JavaScript's case) has shown no blocks: it gets
     every node of each proof, many more than two."""
-    async with open_core(tmp_path / "seeder") as seeder:
-        feed_id = await store_feed(seeder, BLOCKS)
-        async with open_node(seeder, listen="127.0.0.1:0") as node:
-            assert node.address is not None
-            raw = await RawPeer.connect(node.address[1])
-            with trio.fail_after(HANG):
-                await raw.send(raw.conn.join(feed_id))
-                await raw.until(lambda e: isinstance(e, Unpaused))
-                await raw.send(b"".join(raw.conn.request(feed_id, i) for i in range(100)))
-                await raw.until(lambda e: isinstance(e, ResponseReceived) and e.block == 99)
-            await raw.aclose()
-    responses = [e for e in raw.events if isinstance(e, ResponseReceived)]
+    responses = await served_responses(tmp_path / "seeder", BLOCKS, 100, HANG)
     assert [e.block for e in responses] == list(range(100))
     sizes = [len(e.proof) for e in responses]
     assert mean(sizes) > 2 * 2, sizes

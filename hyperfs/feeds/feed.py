@@ -33,7 +33,7 @@ from hyperfs.store.entry import Entry, Kind
 from hyperfs.store.store import Store
 from hyperfs.tree import merkle
 from hyperfs.tree.bitfield import PAGE_BITS, Bitfield
-from hyperfs.tree.flat_tree import full_roots, left_span, right_span
+from hyperfs.tree.flat_tree import full_roots
 from hyperfs.tree.hashes import tree_id
 
 log = logging.getLogger("hyperfs.feed")
@@ -92,7 +92,8 @@ class Feed:
         self.num = num
         self.id = feed_id
         self.blocks = blocks
-        self.bitfield = self._store.bitfield(num)
+        # A writable feed is new (the core discards unfinished ones at open): no scan.
+        self.bitfield = self._store.bitfield(num) if feed_id is not None else Bitfield()
         self.roots: list[merkle.Node] = self._load_roots()
         self._builder = merkle.TreeBuilder() if feed_id is None else None
         self._waiters: dict[int, trio.Event] = {}
@@ -375,10 +376,11 @@ class Feed:
         if self.blocks is None or check_index(index) not in self.bitfield:
             raise BlockUnavailable(f"block {index} is not stored locally")
         fields = [field for field in known if field is not None and field.count]
-        knows = None
-        if fields:
-            def knows(node: int) -> bool:
-                start, end = left_span(node) >> 1, (right_span(node) >> 1) + 1
+        knows: Callable[[int, int], bool] | None = None
+        if len(fields) == 1:
+            knows = fields[0].any
+        elif fields:
+            def knows(start: int, end: int) -> bool:
                 return any(field.any(start, end) for field in fields)
         cache = self._node_cache
         if len(cache) > 65536:

@@ -145,8 +145,16 @@ class Attributes:
         assert_never(node)
 
     def upload(self, upload: Upload) -> pyfuse3.EntryAttributes:
-        """A file being written: what it will be once its writer closes it."""
-        return self.named(upload.ino, stat.S_IFREG, upload.entry, upload.size, upload.size, 0)
+        """A file being written: what it will be once its writer closes it.
+
+        The kernel may keep these: every change to them comes through it (writes grow
+        its cached size, chmod/chown/utimens get these back), and the upload's end makes
+        it ask again (``uploads.Uploads``); not keeping them cost ``tar -x`` three
+        GETATTRs per file. Its name is asked for again each time: a failed upload's goes.
+        """
+        attr = self.named(upload.ino, stat.S_IFREG, upload.entry, upload.size, upload.size)
+        attr.entry_timeout = 0
+        return attr
 
     def _block(self, state: FeedSlot, index: int, exact: bool) -> pyfuse3.EntryAttributes:
         local = index in state.peek().bitfield

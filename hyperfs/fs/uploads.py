@@ -186,6 +186,8 @@ class Uploads:
             raise fail(upload.error) from None
         upload.done = True
         self._forget(upload)
+        with contextlib.suppress(OSError):  # the kernel keeps an upload's attributes:
+            pyfuse3.invalidate_inode(upload.ino, attr_only=True)  # the name's differ
         if feed_id is None:
             self._drop_feed(upload)
         else:

@@ -56,7 +56,10 @@ from hyperfs.wire.secure import SECURE, Greeting, Session
 log = logging.getLogger("hyperfs.peer")
 
 REMOTE_CLOSED = "the remote closed the connection"
-RECEIVE_SIZE = 256 * 1024
+RECEIVE_SIZE = 1 << 20
+SERVE_BUFFER = 64 * 1024
+"""Blocks up to this size are served from one buffer per peer, read into it from their
+data file (larger ones are read as bytes)."""
 HIGH_WATER = 1 << 20
 """Bytes queued for sending above which we stop handling the peer's messages until they
 are sent: bounds memory per peer (a peer that does not read stalls only itself) and
@@ -121,6 +124,7 @@ class Peer:
         self.outbox = Outbox(stream, self.clocks, before_send=self._flush_haves)
         self._send = self.outbox.put
         self._batch = batch
+        self._serve_buffer = memoryview(bytearray(SERVE_BUFFER))
         self._waiting: dict[Channel, None] = {}  # channels that found the window full
         self._haves: dict[bytes, list[int]] = {}
         self._handlers: dict[str, Callbacks[[bytes]]] = {}
@@ -456,7 +460,7 @@ class Peer:
         if feed.blocks is not None and event.block >= feed.blocks:
             self.drop(f"requested block {event.block} past the end ({feed.blocks} blocks)")
             return
-        answer = channel.answer(event.block)
+        answer = channel.answer(event.block, self._serve_buffer)
         if answer is None:
             return  # not here (any more): the requester times out and asks elsewhere
         self._send(self.conn.response(event.feed_id, event.block, *answer))

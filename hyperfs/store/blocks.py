@@ -112,6 +112,7 @@ class DataFiles:
         self._ends: dict[int, int] = {}
         self._unsynced: dict[int, int] = {}  # bytes written since the last background sync
         self._syncing: dict[int, futures.Future[None]] = {}
+        self._prefix = f"{directory}/"
 
     def path(self, num: int) -> Path:
         return self.directory / data_name(num)
@@ -123,7 +124,7 @@ class DataFiles:
             return fd
         flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         try:
-            fd = os.open(self.path(num), flags, 0o600)
+            fd = os.open(self._prefix + data_name(num), flags, 0o600)  # (no Path: hot)
         except FileNotFoundError:
             return None
         self._fds[num] = fd
@@ -134,8 +135,10 @@ class DataFiles:
     def end(self, num: int) -> int:
         """Past every byte the file holds (or was given this run): where appends go."""
         end = self._ends.get(num)
-        if end is None:
-            end = self._ends[num] = self.size(num)
+        if end is None:  # every caller writes next: open (create) the file as write will
+            fd = self._fd(num, create=True)
+            assert fd is not None
+            end = self._ends[num] = os.fstat(fd).st_size
         return end
 
     def size(self, num: int) -> int:

@@ -24,10 +24,11 @@ import trio
 from hyperfs import open_core
 from hyperfs.feeds.core import Core
 from hyperfs.feeds.feed import Feed
+from hyperfs.net.node import open_node
 from hyperfs.replication.peer import Peer
 from hyperfs.testing.procs import Watched
 from hyperfs.wire.connection import Connection, ProtocolError
-from hyperfs.wire.events import Event
+from hyperfs.wire.events import Event, ResponseReceived, Unpaused
 
 _SCRIPT = Path(sys.executable).parent / "hyperfs"
 HYPERFS = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "hyperfs.cli"]
@@ -272,6 +273,15 @@ class RawPeer:
             if self.eof:
                 raise AssertionError(f"closed before the awaited event; got {self.events}")
 
+    async def fetch_all(self, feed_id: bytes, count: int) -> list[ResponseReceived]:
+        """Join ``feed_id``, wait for its Unpause, ask for blocks 0 .. count-1 in one write
+        (the remote answers them in one go) and return the Responses up to the last."""
+        await self.send(self.conn.join(feed_id))
+        await self.until(lambda e: isinstance(e, Unpaused))
+        await self.send(b"".join(self.conn.request(feed_id, i) for i in range(count)))
+        await self.until(lambda e: isinstance(e, ResponseReceived) and e.block == count - 1)
+        return [e for e in self.events if isinstance(e, ResponseReceived)]
+
     async def until_closed(self) -> None:
         """Read (and record) everything until the remote closes the connection."""
         while not self.eof:
@@ -279,3 +289,20 @@ class RawPeer:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
+
+
+async def served_responses(db: Path, blocks: Sequence[bytes], count: int | None = None,
+                           timeout: float = 60) -> list[ResponseReceived]:
+    """Store ``blocks`` as a feed of a new core at ``db``, serve it from a node on
+    127.0.0.1, and ask a :class:`RawPeer` (no extensions: a hypercore 1.x peer) for its
+    first ``count`` blocks (all by default) in one write: the Responses, in order."""
+    async with open_core(db) as seeder:
+        feed_id = await store_feed(seeder, blocks)
+        async with open_node(seeder, listen="127.0.0.1:0") as node:
+            assert node.address is not None
+            raw = await RawPeer.connect(node.address[1])
+            with trio.fail_after(timeout):
+                responses = await raw.fetch_all(feed_id, len(blocks) if count is None
+                                                else count)
+            await raw.aclose()
+    return responses

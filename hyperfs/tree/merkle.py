@@ -67,13 +67,16 @@ class TreeBuilder:
 
 
 def proof_indexes(
-    block: int, blocks: int, knows: Callable[[int], bool] | None = None
+    block: int, blocks: int, knows: Callable[[int, int], bool] | None = None
 ) -> list[int]:
     """The node indexes a responder sends with ``block``, in order (PROTOCOL.md, Proofs).
 
-    ``knows(node)`` says whether the receiver already holds a node; such nodes are left
-    out, and the list ends as soon as the receiver can verify from what it holds (it then
-    needs no roots either). Without ``knows`` this is the full, canonical form.
+    ``knows(start, end)`` says whether the receiver holds any block in ``start .. end-1``,
+    and so every node above it (a peer stores the whole verified path of each block it
+    holds); nodes it knows are left out, and the list ends as soon as the receiver can
+    verify from what it holds (it then needs no roots either). Spans, not nodes, are asked
+    because the climb has them at hand: a proof is on the hot path of every upload.
+    Without ``knows`` this is the full, canonical form.
     """
     limit = 2 * blocks
     indexes = []
@@ -84,10 +87,11 @@ def proof_indexes(
             break
         if knows is None:
             indexes.append(sibling)
-        else:
-            if not knows(sibling):
+        else:  # a node of step s covers blocks (node + 1 - s) / 2 .. (node + s - 1) / 2
+            if not knows((sibling + 1 - step) >> 1, ((sibling + step - 1) >> 1) + 1):
                 indexes.append(sibling)
-            if knows(parent):
+            up = step << 1
+            if knows((parent + 1 - up) >> 1, ((parent + up - 1) >> 1) + 1):
                 return indexes
         node, step = parent, step << 1
     indexes.extend(flat_tree.full_roots(blocks))

@@ -93,7 +93,7 @@ from hyperfs.wire.messages import (
     encode,
     encode_response,
 )
-from hyperfs.wire.protobuf import ProtocolError
+from hyperfs.wire.protobuf import Buffer, ProtocolError
 
 __all__ = ["DEFAULT_MAX_BITFIELD", "MAX_EXTENSIONS", "Connection", "ProtocolError"]
 
@@ -279,9 +279,10 @@ class Connection:
         return frame(encode(Request(self._channel(feed_id), block)))
 
     def response(
-        self, feed_id: bytes, block: int, data: bytes, proof: Sequence[tuple[int, bytes]]
+        self, feed_id: bytes, block: int, data: Buffer, proof: Sequence[tuple[int, bytes]]
     ) -> bytes:
-        """Send a block with the proof nodes (index, hash) that verify it."""
+        """Send a block with the proof nodes (index, hash) that verify it (``data`` may be
+        a view of a buffer the caller reuses: it is copied into the message)."""
         return encode_response(self._channel(feed_id), block, data, proof, framed=True)
 
     def cancel(self, feed_id: bytes, block: int) -> bytes:

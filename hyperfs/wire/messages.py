@@ -199,7 +199,7 @@ def decode_handshake(body: Buffer) -> Handshake:
 
 
 def encode_response(
-    channel: int, block: int, data: bytes, proof: Sequence[tuple[int, bytes]],
+    channel: int, block: int, data: Buffer, proof: Sequence[tuple[int, bytes]],
     framed: bool = False,
 ) -> bytes:
     """A Response, written out by hand: the hot path of every upload.
