@@ -17,6 +17,7 @@ import trio
 
 from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import FeedFinalized
+from hyperfs.feeds.cache import Cache
 from hyperfs.feeds.feed import Feed, check_index
 from hyperfs.feeds.names import Names
 from hyperfs.feeds.streams import WriteStream
@@ -61,8 +62,12 @@ class Core:
         for num in self.store.pending():
             log.info("discarding writable feed #%d left unfinished by an earlier run", num)
             self.store.delete_feed(num, None)
+        self.cache = Cache(self.store, self._feeds.get)
+        """Limits on fetched feeds' block data, eviction, pins (no limit until
+        :meth:`Cache.limit`)."""
 
     def close(self) -> None:
+        self.cache.save()
         self.store.close()
 
     # -- events ------------------------------------------------------------------------

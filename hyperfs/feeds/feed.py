@@ -83,6 +83,7 @@ class Feed:
         self.roots: list[merkle.Node] = self._load_roots()
         self._builder = merkle.TreeBuilder() if feed_id is None else None
         self._waiters: dict[int, trio.Event] = {}
+        self._failures: dict[int, tuple[trio.Event, OSError]] = {}  # see _store_failed
         self._wanted: dict[int, int] = {}
         self._length_known = trio.Event()
         if blocks is not None:
@@ -318,6 +319,9 @@ class Feed:
             self._notify("feed_wants", index)
         try:
             await event.wait()
+            failure = self._failures.get(index)
+            if failure is not None and failure[0] is event:
+                raise failure[1]
         finally:
             self._wanted[index] -= 1
             if not self._wanted[index]:
@@ -327,6 +331,7 @@ class Feed:
                     self._notify("feed_unwants", index)
 
     def _stored(self, index: int) -> None:
+        self._failures.pop(index, None)
         event = self._waiters.pop(index, None)
         if event is not None:
             event.set()
@@ -393,13 +398,26 @@ class Feed:
                 store.put_page(batch, num, page, self.bitfield.page(page))
                 if verified.roots is not None:
                     store.put_feed(batch, num, self.id, verified.blocks)
-        except BaseException:
+        except BaseException as exc:
             self.bitfield.discard(index)
+            if isinstance(exc, OSError):
+                self._store_failed(index, exc)
             raise
         if verified.roots is not None:
             self._learn_length(verified.blocks, verified.roots)
         self._stored(index)
         return True
+
+    def _store_failed(self, index: int, exc: OSError) -> None:
+        """Storing a verified block failed (a full disk): nothing of it was kept. Its
+        waiters get the error (a reader sees ENOSPC, not a timeout), and nothing more is
+        fetched ahead, which would only fail too; a reader that asks again fetches again."""
+        log.warning("feed %s: cannot store block %d: %s", self.hex, index, exc)
+        self.prefetching.clear()
+        event = self._waiters.pop(index, None)
+        if event is not None:
+            self._failures[index] = (event, exc)
+            event.set()
 
     def _learn_length(self, blocks: int, roots: list[merkle.Node]) -> None:
         self.blocks, self.roots = blocks, roots

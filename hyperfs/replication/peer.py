@@ -417,6 +417,9 @@ class Peer:
             channel.scheduler.requeue(block)
             self.drop(f"sent block {block} that fails verification: {exc}")
             return
+        except OSError:  # our disk (full): not the peer's fault; the feed told its readers
+            channel.scheduler.feed_unwants(channel.feed, block)  # no longer in flight
+            return
         self.blocks_in += 1  # verified only: a liar must not look useful (network redials)
         channel.scheduler.fill(self, channel)
         if self._waiting and self.inflight < self.window:
