@@ -128,6 +128,7 @@ class BlockStore:
         its mark as made here (the only copy: never evicted)."""
         self.files.sync(num)
         batch.put(prefix(OWN, num), b"")
+        self.recency.kept.add(num)
         shape = self._appended.get(num)
         if shape is not None and shape.fits and 0 < shape.last <= shape.size:
             self._put_slots(batch, num, Slots(0, shape.size))
