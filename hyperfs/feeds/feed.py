@@ -412,11 +412,13 @@ class Feed:
         """Storing a verified block failed (a full disk): nothing of it was kept. Its
         waiters get the error (a reader sees ENOSPC, not a timeout), and nothing more is
         fetched ahead, which would only fail too; a reader that asks again fetches again."""
-        log.warning("feed %s: cannot store block %d: %s", self.hex, index, exc)
+        error = OSError(exc.errno, f"cannot store block {index} of feed {self.hex}: "
+                                   f"{exc.strerror or exc}")
+        log.warning("%s", error.strerror)
         self.prefetching.clear()
         event = self._waiters.pop(index, None)
         if event is not None:
-            self._failures[index] = (event, exc)
+            self._failures[index] = (event, error)
             event.set()
 
     def _learn_length(self, blocks: int, roots: list[merkle.Node]) -> None:

@@ -1,0 +1,185 @@
+"""Cache limits end to end: real `hyperfs serve`, `cat`, `pin` processes and a real mount
+reading feeds larger than its cap; bad SIZEs; a full disk during a download."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hyperfs.cli.cache import parse_size
+from hyperfs.testing.disks import small_tmpfs
+from hyperfs.testing.mounts import HYPERFS, Mounts, run
+from hyperfs.testing.network import assert_clean_error, run_hyperfs, start_serve
+from hyperfs.testing.seeds import seeded_random
+
+MiB = 1 << 20
+SLACK = 2 * MiB
+"""How far past its cap a download may go before the cache's task evicts (one MiB step
+and what one network read stored)."""
+
+
+def _file(path: Path, size: int, seed: int) -> Path:
+    path.write_bytes(seeded_random(seed).randbytes(size))
+    return path
+
+
+def _add(db: Path, file: Path) -> str:
+    result = run_hyperfs("--db", db, "add", file)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode().strip()
+
+
+def _same(path: Path, expected: Path) -> bool:
+    """Whether ``path`` reads as the bytes of ``expected`` (read to its end: a feed's
+    size may not be known before its first block arrives, so stat cannot be trusted)."""
+    with open(path, "rb") as got, open(expected, "rb") as want:
+        while True:
+            chunk = want.read(MiB)
+            if got.read(MiB) != chunk:
+                return False
+            if not chunk:
+                return True
+
+
+def _data_bytes(db: Path) -> int:
+    """Disk the block data of ``db`` takes (st_blocks: holes take none)."""
+    return sum(entry.stat().st_blocks * 512 for entry in (db / "data").iterdir())
+
+
+def _local(path: Path) -> tuple[int, int]:
+    """(blocks, local) of a feed's file or directory in a mount, from its xattrs."""
+    return (int(os.getxattr(path, "user.hyperfs.blocks")),
+            int(os.getxattr(path, "user.hyperfs.local")))
+
+
+def test_sizes_parse() -> None:
+    assert [parse_size(text) for text in ("4096", "64K", "100M", "1.5G", "2 MiB", "3mb")] == [
+        4096, 64 << 10, 100 << 20, 3 << 29, 2 << 20, 3 << 20]
+    for bad in ("", "M", "-1M", "12Q", "1e6", "0x10"):
+        with pytest.raises(ValueError, match="not a size"):
+            parse_size(bad)
+
+
+@pytest.mark.parametrize(("option", "value", "words"), [
+    ("--cache-max-size", "12Q", ("--cache-max-size", "not a size", "12Q")),
+    ("--min-free-space", "lots", ("--min-free-space", "not a size")),
+    ("--cache-max-size", "1K", ("--cache-max-size", "smaller than one block")),
+])
+def test_a_bad_size_is_one_line_on_every_command(tmp_path: Path, option: str, value: str,
+                                                 words: tuple[str, ...]) -> None:
+    feed_id = "00" * 32
+    for command in (("cat", feed_id), ("serve",), ("mount", str(tmp_path / "mnt")),
+                    ("pin", feed_id)):
+        result = run_hyperfs("--db", tmp_path / "db", *command, option, value)
+        line = assert_clean_error(result, *words)
+        assert len(result.stderr.decode().strip().splitlines()) == 1, line
+    assert not (tmp_path / "db").exists()  # refused before anything was opened
+
+
+def test_a_capped_mount_reads_a_feed_larger_than_its_cap(tmp_path: Path, mounts: Mounts) -> None:
+    """48 MiB read through a mount capped at 24M from a real serve, twice (the second
+    read fetches again what was evicted): bytes right, block data under the cap plus
+    the feeds made here and pinned, which stay whole."""
+    seed_db, db = tmp_path / "seed", tmp_path / "db"
+    big = _file(tmp_path / "big", 48 * MiB, 1)
+    kept = _file(tmp_path / "kept", 2 * MiB + 123, 2)
+    big_id, kept_id = _add(seed_db, big), _add(seed_db, kept)
+    own_id = _add(db, _file(tmp_path / "own", 3 * MiB, 3))
+    serve, port = start_serve(seed_db)
+    cap = 24 * MiB
+    mounted = mounts.start(db, None, "--peer", f"127.0.0.1:{port}", "--cache-max-size", "24M")
+    mnt = mounted.mnt
+    run(HYPERFS, "--db", db, "pin", mnt / kept_id, timeout=60)
+    assert os.getxattr(mnt / kept_id, "user.hyperfs.pinned") == b"1"
+    for _ in range(2):
+        assert _same(mnt / big_id / ".feed", big)
+        assert _data_bytes(db) <= cap + SLACK + 3 * MiB + 3 * MiB
+    blocks, local = _local(mnt / big_id)
+    assert 0 < local < blocks  # evicted, and it said so
+    assert _local(mnt / kept_id)[1] == _local(mnt / kept_id)[0]
+    assert _local(mnt / own_id)[1] == _local(mnt / own_id)[0]
+    assert _same(mnt / kept_id / ".feed", kept)
+    cache = json.loads((mnt / ".status").read_bytes())["cache"]
+    assert cache["max_size"] == cap and cache["used"] <= cap + SLACK
+    assert cache["pinned_feeds"] == 1 and cache["own_feeds"] == 1 and cache["evicted_blocks"]
+    status = run(HYPERFS, "--db", db, "status").stdout.decode()
+    assert "cache:" in status and "of 24.0 MiB" in status and "(1 feeds)" in status
+    os.setxattr(mnt / kept_id, "user.hyperfs.pinned", b"0")  # unpinned through the mount
+    assert os.getxattr(mnt / kept_id, "user.hyperfs.pinned") == b"0"
+    with pytest.raises(OSError) as bad:
+        os.setxattr(mnt / kept_id, "user.hyperfs.pinned", b"yes")
+    assert bad.value.errno == errno.EINVAL
+    assert mounted.stop() == 0
+    serve.terminate()
+    check = run_hyperfs("--db", db, "fsck")
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_pin_by_id_downloads_and_keeps_a_feed_that_cat_under_a_cap_would_evict(
+        tmp_path: Path) -> None:
+    seed_db, db = tmp_path / "seed", tmp_path / "db"
+    kept = _file(tmp_path / "kept", 3 * MiB, 4)
+    kept_id, big_id = _add(seed_db, kept), _add(seed_db, _file(tmp_path / "big", 8 * MiB, 5))
+    _serve, port = start_serve(seed_db)
+    peer = ("--peer", f"127.0.0.1:{port}")
+    assert run_hyperfs("--db", db, "pin", kept_id, *peer).returncode == 0
+
+    def cat_capped() -> dict[str, str]:
+        with open(tmp_path / "out", "wb") as out:
+            result = run_hyperfs("--db", db, "cat", big_id, *peer, "--cache-max-size", "1M",
+                                 stdout=out)
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "out").stat().st_size == 8 * MiB
+        listed = run_hyperfs("--db", db, "ls").stdout.decode().split("\n")
+        return {line.split()[0]: line.split()[3] for line in listed if line}
+
+    local = cat_capped()
+    assert local[kept_id] == "48" and int(local[big_id]) < 128  # 3 MiB: 48 blocks
+    assert run_hyperfs("--db", db, "unpin", kept_id).returncode == 0
+    local = cat_capped()
+    assert int(local[kept_id]) < 48  # a cache again
+    assert run_hyperfs("--db", db, "fsck").returncode == 0
+
+
+def test_a_full_disk_during_a_download_is_enospc_to_the_reader(tmp_path: Path,
+                                                              mounts: Mounts) -> None:
+    """A mount whose database is on an 8 MiB disk reads a 16 MiB remote feed: the reader
+    gets ENOSPC, nothing half stored, the mount keeps working; with --min-free-space
+    the same read evicts what it read before and succeeds."""
+    seed_db = tmp_path / "seed"
+    big = _file(tmp_path / "big", 16 * MiB, 6)
+    big_id = _add(seed_db, big)
+    _serve, port = start_serve(seed_db)
+    with small_tmpfs(tmp_path / "disk", "8m") as disk:
+        db, reserve = disk / "db", disk / "reserve"
+        reserve.write_bytes(bytes(MiB))  # freed after the failure, as a user would
+        mounted = mounts.start(db, None, "--peer", f"127.0.0.1:{port}")
+        with pytest.raises(OSError) as full, open(mounted.mnt / big_id / ".feed", "rb") as file:
+            while file.read(MiB):
+                pass
+        assert full.value.errno == errno.ENOSPC
+        status = json.loads((mounted.mnt / ".status").read_bytes())  # still answering
+        assert status["feeds"][0]["local"] > 0
+        assert (mounted.mnt / big_id / "0").read_bytes() == big.read_bytes()[:65536]
+        assert mounted.stop() == 0
+        reserve.unlink()  # LevelDB needs a little room to open at all
+        check = run_hyperfs("--db", db, "fsck")
+        assert check.returncode == 0, check.stdout + check.stderr
+        mounted = mounts.start(db, None, "--peer", f"127.0.0.1:{port}",
+                               "--min-free-space", "3M")
+        assert _same(mounted.mnt / big_id / ".feed", big)
+        assert mounted.stop() == 0
+
+
+def test_cat_on_a_full_disk_fails_with_a_clear_error(tmp_path: Path) -> None:
+    seed_db = tmp_path / "seed"
+    big_id = _add(seed_db, _file(tmp_path / "big", 8 * MiB, 7))
+    _serve, port = start_serve(seed_db)
+    with small_tmpfs(tmp_path / "disk", "4m") as disk, open(os.devnull, "wb") as out:
+        result = run_hyperfs("--db", disk / "db", "cat", big_id, "--peer", f"127.0.0.1:{port}",
+                             stdout=out)
+        assert_clean_error(result, "cannot store block", big_id, "No space left on device")
