@@ -91,8 +91,9 @@ async def show_status(args: argparse.Namespace) -> int:
         return 0
     print(f"pid {status['pid']}, listening on {status.get('listening') or 'nothing'}, "
           f"{len(status.get('peers', []))} peers")
-    if status.get("cache"):
-        print(describe(status["cache"]))
+    cache = status.get("cache")
+    if cache and (cache["max_size"] or cache["min_free"] or cache["pinned_feeds"]):
+        print(describe(cache))  # (no line for a node without limits or pins)
     disc = status.get("discovery")
     if not disc:
         print("discovery: off")
