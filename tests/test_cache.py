@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hyperfs.cli.cache import parse_size
-from hyperfs.testing.disks import small_tmpfs
+from hyperfs.testing.disks import data_bytes, small_tmpfs
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
 from hyperfs.testing.network import assert_clean_error, run_hyperfs, start_serve
 from hyperfs.testing.seeds import seeded_random
@@ -43,11 +43,6 @@ def _same(path: Path, expected: Path) -> bool:
                 return False
             if not chunk:
                 return True
-
-
-def _data_bytes(db: Path) -> int:
-    """Disk the block data of ``db`` takes (st_blocks: holes take none)."""
-    return sum(entry.stat().st_blocks * 512 for entry in (db / "data").iterdir())
 
 
 def _local(path: Path) -> tuple[int, int]:
@@ -97,7 +92,7 @@ def test_a_capped_mount_reads_a_feed_larger_than_its_cap(tmp_path: Path, mounts:
     assert os.getxattr(mnt / kept_id, "user.hyperfs.pinned") == b"1"
     for _ in range(2):
         assert _same(mnt / big_id / ".feed", big)
-        assert _data_bytes(db) <= cap + SLACK + 3 * MiB + 3 * MiB
+        assert data_bytes(db) <= cap + SLACK + 3 * MiB + 3 * MiB
     blocks, local = _local(mnt / big_id)
     assert 0 < local < blocks  # evicted, and it said so
     assert _local(mnt / kept_id)[1] == _local(mnt / kept_id)[0]
