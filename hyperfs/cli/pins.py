@@ -36,11 +36,15 @@ def unpin_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _mounted(target: str) -> Path | None:
-    """The file to read for ``target`` if it is a path (a directory: its ``.feed``)."""
+    """The file to read for ``target`` if it is a path (a feed's directory or one of its
+    blocks: its ``.feed``; a name: itself)."""
     path = Path(target)
     if not path.exists():
         return None
-    return path / ".feed" if path.is_dir() else path
+    if path.is_dir():
+        return path / ".feed"
+    whole = path.parent / ".feed"
+    return whole if path.name.isdigit() and whole.exists() else path
 
 
 def _set_pinned(path: Path, pinned: bool) -> None:

@@ -29,6 +29,7 @@ from hyperfs.base.errors import (
 )
 from hyperfs.feeds.hashing import as_block, hash_beside
 from hyperfs.feeds.names import Names, new_entry
+from hyperfs.store.cache import evict
 from hyperfs.store.entry import Entry, Kind
 from hyperfs.store.store import Store
 from hyperfs.tree import merkle
@@ -428,20 +429,10 @@ class Feed:
             self._waiters.pop(index).set()  # their get() now returns None
 
     def drop(self, index: int) -> bool:
-        """Forget the local copy of a block (its verified hash stays, so it can return;
-        its bytes stay in the data file until a copy fetched again overwrites them)."""
-        check_index(index)
-        if not self.bitfield.discard(index):
-            return False
-        try:
-            with self._store.batch() as batch:
-                self._store.data.delete(batch, self.num, index)
-                page = index // PAGE_BITS
-                self._store.put_page(batch, self.num, page, self.bitfield.page(page))
-        except BaseException:
-            self.bitfield.add(index)
-            raise
-        return True
+        """Forget the local copy of a block (its verified hash stays, so it can return):
+        its bit and ``l`` key in one batch, then its bytes punched out of the data file
+        (:func:`hyperfs.store.cache.evict`), so a dropped block takes no disk."""
+        return evict(self._store, self.num, [check_index(index)], self.bitfield)[0] > 0
 
     def _load_roots(self) -> list[merkle.Node]:
         if self.blocks is None:

@@ -71,7 +71,9 @@ class CacheMarks:
 
 def evict(store: Store, num: int, indexes: Iterable[int],
           bitfield: Bitfield) -> tuple[int, int]:
-    """Evict blocks ``indexes`` of feed ``num`` (those stored): (blocks, bytes) evicted.
+    """Evict blocks ``indexes`` of feed ``num`` (those whose bit is set): (blocks, bytes)
+    evicted. Also how a feed drops a block (`rm`, damage): a bit without its ``l`` key
+    is cleared all the same.
 
     ``bitfield`` is the feed's (an open feed's own, so it stays in step). The crash rule
     holds as in a put, in reverse: first one batch forgets where the blocks are and
@@ -81,8 +83,7 @@ def evict(store: Store, num: int, indexes: Iterable[int],
     without its bytes.
     """
     data = store.data
-    gone = [(index, location) for index in indexes if index in bitfield
-            and (location := data.location(num, index)) is not None]
+    gone = [(index, data.location(num, index)) for index in indexes if index in bitfield]
     if not gone:
         return 0, 0
     pages = {index // PAGE_BITS for index, _ in gone}
@@ -99,5 +100,6 @@ def evict(store: Store, num: int, indexes: Iterable[int],
         for index, _ in gone:
             bitfield.add(index)
         raise
-    data.files.punch(num, [location for _, location in gone])
-    return len(gone), sum(location.length for _, location in gone)
+    places = [location for _, location in gone if location is not None]
+    data.files.punch(num, places)
+    return len(gone), sum(location.length for location in places)
