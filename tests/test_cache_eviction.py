@@ -4,11 +4,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import trio
@@ -20,10 +15,10 @@ from hyperfs.store import fsck
 from hyperfs.store.layout import CACHE_KEY, OWN, prefix
 from hyperfs.store.recency import REGION_BLOCKS, Recency
 from hyperfs.store.store import Store
+from hyperfs.testing.crashes import kill_after as kill_after_lines
 from hyperfs.testing.network import store_feed, store_partial
 from hyperfs.testing.seeds import fresh_seed, seeded_random
 
-ROOT = Path(__file__).resolve().parent.parent
 BLOCK = 16 << 10
 
 
@@ -119,15 +114,8 @@ def test_regions_read_go_before_regions_fetched_ahead() -> None:
     assert recency.oldest() is None
 
 
-CHILD = textwrap.dedent("""
-    import random, sys, trio
-    from hyperfs import open_core
+CHILD = """
     from hyperfs.feeds.cache import Limits
-    src_path, dst_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    rnd = random.Random(seed)
-    def say(what):
-        sys.stdout.write(what + "\\n")
-        sys.stdout.flush()
     async def main():
         async with open_core(src_path) as src, open_core(dst_path) as dst:
             dst.cache.limit(Limits(max_size=rnd.choice((4096, 40000, 200000))))
@@ -142,27 +130,7 @@ CHILD = textwrap.dedent("""
                         say("put")
                         if dst.cache.check():
                             say("evicted")
-    trio.run(main)
-""")
-
-
-def _kill_round(src: Path, dst: Path, seed: int, kill_after: int) -> int:
-    """Kill the child after ``kill_after`` lines; how many said it evicted."""
-    child = subprocess.Popen([sys.executable, "-c", CHILD, str(src), str(dst), str(seed)],
-                             cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert child.stdout is not None
-    evictions = 0
-    try:
-        for _ in range(kill_after):
-            line = child.stdout.readline()
-            if not line:
-                raise AssertionError(f"child exited early with {child.wait()}")
-            evictions += line == "evicted\n"
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.wait()
-        child.stdout.close()
-    return evictions
+"""
 
 
 async def _check_after_kill(dst: Path) -> None:
@@ -194,6 +162,24 @@ def test_sigkill_during_eviction_leaves_a_store_fsck_accepts(tmp_path: Path) -> 
     evictions = 0
     for round_ in range(12):
         kill_after = rnd.choice((1, 2, rnd.randint(1, 30), rnd.randint(20, 200)))
-        evictions += _kill_round(src, dst, seed + round_, kill_after)
+        evictions += kill_after_lines(CHILD, src, dst, seed + round_, kill_after).count("evicted")
         trio.run(_check_after_kill, dst)
     assert evictions  # the kills landed among evictions
+
+
+def test_a_dropped_block_gives_its_disk_back(tmp_path: Path) -> None:
+    """`rm MNT/<id>/N` and a damaged block drop through the eviction path: the bytes are
+    punched out, so no disk is held by a block nothing points at."""
+    async def main() -> None:
+        async with open_core(tmp_path / "src") as src, open_core(tmp_path / "dst") as dst:
+            blocks = _blocks(8, 7)
+            feed_id = await store_feed(src, blocks)
+            await store_partial(dst, src, feed_id, range(8))
+            with dst.get(feed_id) as feed:
+                assert _allocated(dst, feed_id) == 8 * BLOCK
+                assert feed.drop(3) and not feed.drop(3)
+                assert _allocated(dst, feed_id) == 7 * BLOCK
+                assert not feed.has(3) and feed.read_local(4) == blocks[4]
+            assert dst.check().ok
+
+    trio.run(main)
