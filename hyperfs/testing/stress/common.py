@@ -35,6 +35,7 @@ class Result:
     held: int
     figure: str
     notes: list[str] = field(default_factory=list)
+    group: str = ""  # the case group that made it (set by the runner)
 
     @property
     def ok(self) -> bool:
