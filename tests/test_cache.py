@@ -95,6 +95,9 @@ def test_a_capped_mount_reads_a_feed_larger_than_its_cap(tmp_path: Path, mounts:
         assert data_bytes(db) <= cap + SLACK + 3 * MiB + 3 * MiB
     blocks, local = _local(mnt / big_id)
     assert 0 < local < blocks  # evicted, and it said so
+    for index in range(0, blocks, 7):  # st_blocks (du) says what is local, block by block
+        held = os.getxattr(mnt / big_id / str(index), "user.hyperfs.local") == b"1"
+        assert os.stat(mnt / big_id / str(index)).st_blocks * 512 == (65536 if held else 0)
     assert _local(mnt / kept_id)[1] == _local(mnt / kept_id)[0]
     assert _local(mnt / own_id)[1] == _local(mnt / own_id)[0]
     assert _same(mnt / kept_id / ".feed", kept)
