@@ -10,11 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from hyperfs import open_core
 from hyperfs.cli.cache import parse_size
 from hyperfs.testing.disks import data_bytes, small_tmpfs
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
-from hyperfs.testing.network import assert_clean_error, run_hyperfs, start_serve
+from hyperfs.testing.network import (
+    RawPeer,
+    arun_hyperfs,
+    assert_clean_error,
+    astart_serve,
+    run_hyperfs,
+    start_serve,
+)
 from hyperfs.testing.seeds import seeded_random
+from hyperfs.wire import events
 
 MiB = 1 << 20
 SLACK = 2 * MiB
@@ -181,3 +190,29 @@ def test_cat_on_a_full_disk_fails_with_a_clear_error(tmp_path: Path) -> None:
         result = run_hyperfs("--db", disk / "db", "cat", big_id, "--peer", f"127.0.0.1:{port}",
                              stdout=out)
         assert_clean_error(result, "cannot store block", big_id, "No space left on device")
+
+
+async def test_a_peer_that_joins_after_eviction_is_told_only_what_is_left(
+        tmp_path: Path) -> None:
+    """Hypercore 1.x cannot take a Have back, so what matters is that every Have sent
+    after an eviction is true: a `serve` of a database that evicted offers exactly the
+    blocks it still holds."""
+    seed_db, db = tmp_path / "seed", tmp_path / "db"
+    big_id = _add(seed_db, _file(tmp_path / "big", 8 * MiB, 8))
+    seeder, port = await astart_serve(seed_db)
+    with open(os.devnull, "wb") as out:
+        result = await arun_hyperfs("--db", db, "cat", big_id, "--peer", f"127.0.0.1:{port}",
+                                    "--cache-max-size", "1M", stdout=out)
+    assert result.returncode == 0, result.stderr
+    seeder.terminate()
+    async with open_core(db) as core:
+        with core.hold(big_id) as feed:
+            held = feed.bitfield.to_bytes()
+            assert feed.blocks is not None and 0 < feed.local < feed.blocks
+    _serve, port = await astart_serve(db)
+    peer = await RawPeer.connect(port)
+    await peer.send(peer.conn.join(bytes.fromhex(big_id)))
+    have = await peer.until(lambda event: isinstance(event, events.HaveReceived))
+    assert isinstance(have, events.HaveReceived) and have.bitfield is not None
+    assert have.bitfield.rstrip(b"\0") == held.rstrip(b"\0")
+    await peer.aclose()
