@@ -183,3 +183,21 @@ def test_a_dropped_block_gives_its_disk_back(tmp_path: Path) -> None:
             assert dst.check().ok
 
     trio.run(main)
+
+
+def test_after_a_restart_the_feed_read_longest_ago_goes_first(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with open_core(tmp_path / "src") as src, open_core(tmp_path / "dst") as dst:
+            older = await store_feed(src, _blocks(16, 8))
+            newer = await store_feed(src, _blocks(16, 9))
+            await store_partial(dst, src, newer, range(16))  # stored first, read last
+            await store_partial(dst, src, older, range(16))
+            numbers = {feed_id: dst.store.lookup(feed_id) for feed_id in (older, newer)}
+            dst.cache.marks.save_read_times({numbers[older]: 1_000, numbers[newer]: 2_000})
+        async with open_core(tmp_path / "dst") as dst:
+            dst.cache.limit(Limits(max_size=24 * BLOCK))
+            dst.cache.check()  # 32 blocks held, 22 left: 10 go, all of the older feed
+            local = {info.id: info.local for info in dst.info()}
+            assert (local[older], local[newer]) == (6, 16)
+
+    trio.run(main)
