@@ -84,6 +84,15 @@ def test_a_bad_size_is_one_line_on_every_command(tmp_path: Path, option: str, va
     assert not (tmp_path / "db").exists()  # refused before anything was opened
 
 
+def test_pin_of_a_path_outside_any_mount_is_refused(tmp_path: Path) -> None:
+    plain = _file(tmp_path / "plain", 10, 9)
+    for command in ("pin", "unpin"):
+        result = run_hyperfs("--db", tmp_path / "db", command, plain)
+        assert_clean_error(result, str(plain), "not a feed in a hyperfs mount")
+    with pytest.raises(OSError):
+        os.getxattr(plain, "user.hyperfs.pinned")  # nothing was set on it
+
+
 def test_a_capped_mount_reads_a_feed_larger_than_its_cap(tmp_path: Path, mounts: Mounts) -> None:
     """48 MiB read through a mount capped at 24M from a real serve, twice (the second
     read fetches again what was evicted): bytes right, block data under the cap plus

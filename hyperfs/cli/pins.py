@@ -17,9 +17,11 @@ import trio
 
 from hyperfs.cli.network import add_network_options, node_from_args
 from hyperfs.feeds.core import open_core
+from hyperfs.fs import attributes as fs_attributes
+from hyperfs.fs import pins as fs_pins
 from hyperfs.tree.hashes import parse_id
 
-XATTR_PINNED = "user.hyperfs.pinned"
+XATTR_ID, XATTR_PINNED = fs_attributes.XATTR_ID.decode(), fs_pins.XATTR_PINNED.decode()
 
 
 def pin_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +50,10 @@ def _mounted(target: str) -> Path | None:
 
 
 def _set_pinned(path: Path, pinned: bool) -> None:
+    """Ask the mount ``path`` is in; a path elsewhere (which has no feed id) is refused
+    before a ``user.`` xattr of that name could land on an ordinary file."""
     try:
+        os.getxattr(path, XATTR_ID)
         os.setxattr(path, XATTR_PINNED, b"1" if pinned else b"0")
     except OSError as exc:
         raise OSError(exc.errno, f"{path}: not a feed in a hyperfs mount "
