@@ -390,9 +390,9 @@ class Feed:
         store, num = self._store, self.num
         verified = merkle.verify(self.id, index, data, proof, blocks=self.blocks,
                                  roots=self.roots, stored=lambda node: store.node(num, node))
-        self.bitfield.add(index)
         try:
-            with store.batch() as batch:
+            with store.batch() as batch:  # (which may reopen the store: see reload)
+                self.bitfield.add(index)
                 store.put_nodes(batch, num, verified.nodes)
                 store.data.put(batch, num, index, data, verified.blocks)
                 page = index // PAGE_BITS
@@ -433,6 +433,22 @@ class Feed:
         its bit and ``l`` key in one batch, then its bytes punched out of the data file
         (:func:`hyperfs.store.cache.evict`), so a dropped block takes no disk."""
         return evict(self._store, self.num, [check_index(index)], self.bitfield)[0] > 0
+
+    def reload(self) -> None:
+        """After the store recovered from a failed write (:attr:`Store.reopened`): the
+        bitfield again as stored (in place: whoever holds it sees the change), without
+        the bits of blocks whose ``l`` key did not survive, which are cleared in the
+        store too, so that nothing is marked held that is not stored."""
+        if self._builder is not None:
+            return
+        store = self._store
+        self.bitfield.replace(store.bitfield(self.num))
+        placed = {index for index, _ in store.data.locations(self.num)}
+        lost = [index for index in self.bitfield.iter_set() if index not in placed]
+        if lost:
+            log.warning("feed %s: %d blocks did not survive a failed write; fetching them "
+                        "again", self.hex, len(lost))
+            evict(store, self.num, lost, self.bitfield)
 
     def _load_roots(self) -> list[merkle.Node]:
         if self.blocks is None:

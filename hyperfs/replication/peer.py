@@ -419,6 +419,8 @@ class Peer:
             return
         except OSError:  # our disk (full): not the peer's fault; the feed told its readers
             channel.scheduler.feed_unwants(channel.feed, block)  # no longer in flight
+            if self.conn.remote_supports(ORDERED_PROOFS):  # its next proofs assume we kept it
+                self.drop(f"block {block} it sent could not be stored here (disk full)")
             return
         self.blocks_in += 1  # verified only: a liar must not look useful (network redials)
         channel.scheduler.fill(self, channel)

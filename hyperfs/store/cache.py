@@ -87,10 +87,10 @@ def evict(store: Store, num: int, indexes: Iterable[int],
     if not gone:
         return 0, 0
     pages = {index // PAGE_BITS for index, _ in gone}
-    for index, _ in gone:
-        bitfield.discard(index)
     try:
-        with store.batch() as batch:
+        with store.batch() as batch:  # (which may reopen the store: the bits after it)
+            for index, _ in gone:
+                bitfield.discard(index)
             for index, _ in gone:
                 data.delete(batch, num, index)
             for page in pages:
