@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import trio
@@ -15,8 +16,8 @@ from hyperfs.store import fsck
 from hyperfs.store.layout import CACHE_KEY, OWN, prefix
 from hyperfs.store.recency import REGION_BLOCKS, Recency
 from hyperfs.store.store import Store
-from hyperfs.testing.crashes import kill_after as kill_after_lines
 from hyperfs.testing.network import store_feed, store_partial
+from hyperfs.testing.procs import SAY, kill_after_lines
 from hyperfs.testing.seeds import fresh_seed, seeded_random
 
 BLOCK = 16 << 10
@@ -73,6 +74,19 @@ def test_eviction_keeps_the_cap_and_never_touches_own_or_pinned_feeds(tmp_path: 
     trio.run(main)
 
 
+def test_a_live_feed_written_here_is_never_evicted(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with open_core(tmp_path / "dst") as dst:
+            feed = dst.add(live=True)
+            await feed.append(_blocks(32, 10))
+            dst.cache.limit(Limits(max_size=BLOCK))
+            assert dst.cache.evict(1 << 30) == 0 and dst.cache.used() == 0
+            assert feed.local == 32
+            assert dst.cache.status()["own"] == 32 * BLOCK
+
+    trio.run(main)
+
+
 def test_a_database_from_before_the_marks_keeps_its_whole_feeds(tmp_path: Path) -> None:
     """Feeds finalized before the ``o`` marks existed may be the only copy: every whole
     feed is marked made here at the first open; a partial one stays a cache."""
@@ -114,8 +128,12 @@ def test_regions_read_go_before_regions_fetched_ahead() -> None:
     assert recency.oldest() is None
 
 
-CHILD = """
+CHILD = SAY + textwrap.dedent("""
+    import random, sys, trio
+    from hyperfs import open_core
     from hyperfs.feeds.cache import Limits
+    src_path, dst_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    rnd = random.Random(seed)
     async def main():
         async with open_core(src_path) as src, open_core(dst_path) as dst:
             dst.cache.limit(Limits(max_size=rnd.choice((4096, 40000, 200000))))
@@ -130,7 +148,8 @@ CHILD = """
                         say("put")
                         if dst.cache.check():
                             say("evicted")
-"""
+    trio.run(main)
+""")
 
 
 async def _check_after_kill(dst: Path) -> None:
@@ -162,7 +181,7 @@ def test_sigkill_during_eviction_leaves_a_store_fsck_accepts(tmp_path: Path) -> 
     evictions = 0
     for round_ in range(12):
         kill_after = rnd.choice((1, 2, rnd.randint(1, 30), rnd.randint(20, 200)))
-        evictions += kill_after_lines(CHILD, src, dst, seed + round_, kill_after).count("evicted")
+        evictions += kill_after_lines(CHILD, (src, dst, seed + round_), kill_after).count("evicted")
         trio.run(_check_after_kill, dst)
     assert evictions  # the kills landed among evictions
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperfs.cli.status import default_status_file
+from hyperfs.replication.secure import NODE_KEY_FILE
 from hyperfs.testing.damage import damage_block
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
 from hyperfs.testing.network import HyperfsProcess, start_serve
@@ -110,9 +111,16 @@ def test_status_of_a_running_cat(tmp_path: Path) -> None:
                                 "--timeout", "60"]) as cat:
         _status_when(db, lambda status: [f["peers"] for f in status["feeds"]] == [1])
         text, status = _status(db)
-        assert text == f"pid {cat.pid}, listening on nothing, 1 peers\ndiscovery: off\n"
+        # The peer is a hyperfs node: encrypted, authenticated by its database's node key.
+        serve_key = (tmp_path / "serve" / NODE_KEY_FILE).read_bytes()[32:].hex()
+        assert text == (f"pid {cat.pid}, listening on nothing, 1 peers\n"
+                        f"  peer 127.0.0.1:{port}: encrypted, node key {serve_key}\n"
+                        "discovery: off\n")
         assert (status["pid"], status["listening"]) == (cat.pid, None)
         assert [peer["address"] for peer in status["peers"]] == [f"127.0.0.1:{port}"]
-        assert status["feeds"] == [
-            {"id": feed_id, "blocks": None, "local": 0, "peers": 1, "inflight": 0}]
+        assert [(peer["encrypted"], peer["node_key"]) for peer in status["peers"]] == [
+            (True, serve_key)]
+        assert status["node_key"] == (db / NODE_KEY_FILE).read_bytes()[32:].hex()
+        assert status["feeds"] == [{"id": feed_id, "blocks": None, "local": 0, "peers": 1,
+                                    "inflight": 0, "private": False}]
     _no_node(db)

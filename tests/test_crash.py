@@ -10,6 +10,7 @@ on open, and damage, if any, accumulates where the check can see it.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import trio
@@ -17,12 +18,17 @@ import trio
 from hyperfs import open_core
 from hyperfs.store import fsck
 from hyperfs.store.store import Store
-from hyperfs.testing.crashes import kill_after as kill_after_lines
+from hyperfs.testing.procs import SAY, kill_after_lines
 from hyperfs.testing.seeds import fresh_seed, seeded_random
 
+ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = 30  # always all of them: a slow machine takes longer, it does not check less
 
-CHILD = """
+CHILD = SAY + textwrap.dedent("""
+    import os, random, sys, trio
+    from hyperfs import open_core
+    src_path, dst_path, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    rnd = random.Random(seed)
     async def main():
         async with open_core(src_path) as src, open_core(dst_path) as dst:
             say("open")
@@ -39,7 +45,8 @@ CHILD = """
                 for index in rnd.sample(range(feed.blocks), min(feed.blocks, 30)):
                     copy.put(index, await feed.get(index), feed.proof(index))
                     say("put")
-"""
+    trio.run(main)
+""")
 
 
 async def _assert_consistent(src: Path, dst: Path) -> None:
@@ -71,5 +78,5 @@ def test_sigkill_at_random_points_leaves_a_consistent_database(tmp_path: Path) -
     rnd = seeded_random(seed)
     for round_ in range(ROUNDS):
         kill_after = rnd.choice((1, 1, 2, 3, rnd.randint(1, 15), rnd.randint(1, 80)))
-        kill_after_lines(CHILD, src, dst, seed + round_, kill_after)
+        kill_after_lines(CHILD, (src, dst, seed + round_), kill_after, cwd=ROOT)
         trio.run(_assert_consistent, src, dst)

@@ -1,6 +1,8 @@
 """README: proofs to a hyperfs peer "keep a download's proofs at one or two hashes per
 block". Measured on the wire of a real download between two hyperfs nodes, through a TCP
-relay that reads what the seeder sends; and, for contrast, what a peer without the
+relay that reads what the seeder sends (both nodes with ``encrypt=False``: between
+hyperfs peers the wire is otherwise encrypted, and the relay could read nothing); and,
+for contrast, what a peer without the
 ordered-proofs extension gets (full proofs), so the measure is seen to tell them apart.
 """
 
@@ -82,11 +84,12 @@ async def test_download_from_hyperfs_has_one_or_two_hashes_per_block(tmp_path: P
             open_core(tmp_path / "fetcher") as fetcher:
         feed_id = await store_feed(seeder, BLOCKS)
         tap = ResponseTap()
-        async with open_node(seeder, listen="127.0.0.1:0") as node:
+        async with open_node(seeder, listen="127.0.0.1:0", encrypt=False) as node:
             assert node.address is not None
             async with tapped_relay(node.address[1], tap) as port:
                 with fetcher.get(feed_id) as feed:
-                    async with open_node(fetcher, peers=[f"127.0.0.1:{port}"]):
+                    async with open_node(fetcher, peers=[f"127.0.0.1:{port}"],
+                                         encrypt=False):
                         with trio.fail_after(HANG):
                             await feed.download()
                     assert local_blocks(feed) == BLOCKS

@@ -84,3 +84,26 @@ class CorruptDatabase(HyperfsError):
 
 class BlockUnavailable(HyperfsError):
     """A block is not stored locally and the caller asked not to wait for it."""
+
+
+class BadSignature(BadProof):
+    """A live feed's signed length does not verify (forged, another key's, malformed);
+    nothing of it was stored."""
+
+
+class NotWritable(HyperfsError, PermissionError):
+    """The feed cannot be appended to here: it is static, or a live feed whose secret key
+    is not on this machine."""
+
+    code = errno.EACCES
+
+
+class FeedForked(HyperfsError):
+    """Two different trees were signed with the live feed's key (its secret key was copied
+    or a backup restored): the writer stops appending until someone decides which wins."""
+
+    code = errno.EROFS
+
+
+class SecretKeyMismatch(HyperfsError):
+    """A live feed's stored secret key is unreadable or does not belong to its id."""

@@ -37,3 +37,8 @@ def port_number(text: str) -> int:
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError("port must be 1-65535")
     return value
+
+
+PRIVATE_HELP = ("make the new feed private: it is only ever shared over encrypted connections "
+                "(with hyperfs peers), never in plain hypercore 1.x (hyperfs.feeds.privacy)")
+"""The help of ``--private`` (add, mount)."""

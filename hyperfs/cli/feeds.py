@@ -10,7 +10,8 @@ from contextlib import contextmanager
 import trio
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no types; types-tqdm is not a dependency
 
-from hyperfs.cli.arguments import positive_int
+from hyperfs.cli import live
+from hyperfs.cli.arguments import PRIVATE_HELP, positive_int
 from hyperfs.cli.network import add_network_options, node_from_args
 from hyperfs.feeds.core import DEFAULT_BLOCK_SIZE, open_core, parse_id
 from hyperfs.feeds.feed import Feed
@@ -20,11 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="file to add, or - for standard input")
     parser.add_argument("--block-size", type=positive_int, default=DEFAULT_BLOCK_SIZE,
                         help=f"bytes per block (default {DEFAULT_BLOCK_SIZE})")
+    parser.add_argument("--private", action="store_true", help=PRIVATE_HELP)
+    parser.add_argument("--live", action="store_true",
+                        help="make a live feed (appendable, signed) instead of a static one")
 
 
 async def add(args: argparse.Namespace) -> int:
+    if args.live:
+        return await live.add_live(args)
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     async with open_core(args.db) as core:
+        core.private.new_feeds = args.private
         try:
             async with core.create_write_stream(block_size=args.block_size) as stream:
                 while chunk := await trio.to_thread.run_sync(source.read, 4 << 20):
@@ -50,6 +57,10 @@ def cat_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=60.0,
                         help="seconds to wait for a missing block, after one discovery round "
                              "when discovery is on (0 = forever; default 60)")
+    parser.add_argument("--private", action="store_true",
+                        help="mark the feed private before fetching it: it is then asked "
+                             "for over encrypted connections only, never by its id in "
+                             "plain hypercore 1.x")
     add_network_options(parser, listen=None)
 
 
@@ -65,6 +76,8 @@ async def cat(args: argparse.Namespace) -> int:
     timeout = args.timeout or None
     out = sys.stdout.buffer
     async with open_core(args.db) as core, node_from_args(core, args) as node:
+        if args.private:
+            core.private.mark(feed_id)  # before core.get joins it on any connection
         with core.get(feed_id) as feed:
             if args.index is not None:
                 block = await node.get(feed, args.index, timeout)

@@ -19,7 +19,7 @@ from pathlib import Path
 import trio
 
 from hyperfs.base.errors import HyperfsError
-from hyperfs.cli import feeds, migrate, mount, network, pins, status
+from hyperfs.cli import feeds, live, migrate, mount, network, pins, status
 from hyperfs.cli.cache import cache_limits
 
 
@@ -39,6 +39,8 @@ class Command:
 COMMANDS = (
     Command("add", "store a file (or - for standard input) as a new feed",
             feeds.add, feeds.add_arguments),
+    Command("append", "append a file (or - for standard input) to a live feed of ours",
+            live.append, live.append_arguments),
     Command("ls", "list stored feeds with their length and what is local", feeds.ls),
     Command("cat", "write a feed (or one block) to standard output",
             feeds.cat, feeds.cat_arguments),

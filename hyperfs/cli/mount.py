@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from hyperfs.cli.arguments import positive_int
+from hyperfs.cli.arguments import PRIVATE_HELP, positive_int
 from hyperfs.cli.daemon import (
     EXIT_TIMEOUT,
     MountFiles,
@@ -46,6 +46,8 @@ def mount_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-other", action="store_true",
                         help="let other users use the mount (needs user_allow_other in "
                              "/etc/fuse.conf unless root); private by default")
+    parser.add_argument("--private", action="store_true",
+                        help=PRIVATE_HELP.replace("the new feed", "every feed copied in"))
     parser.add_argument("--daemon", action="store_true",
                         help="mount in the background: return once mounted (exit status 0) "
                              "or failed (1); the log's path is printed")
@@ -57,6 +59,7 @@ async def mount(args: argparse.Namespace) -> int:
     mountpoint = prepare_mountpoint(args.mountpoint)
     with Readiness(mountpoint) as readiness:
         async with open_core(args.db) as core, node_from_args(core, args) as node:
+            core.private.new_feeds = args.private
             await run_mount(core, mountpoint, node, block_size=args.block_size,
                             timeout=args.timeout or None, allow_other=args.allow_other,
                             on_ready=readiness.ready)

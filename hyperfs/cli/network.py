@@ -57,6 +57,9 @@ def add_network_options(parser: argparse.ArgumentParser, *, listen: str | None) 
     parser.add_argument("--message-timeout", type=float, default=60.0, metavar="S",
                         help="drop a peer whose message takes longer than this to arrive, "
                              "or that does not read what we send this long (default 60)")
+    parser.add_argument("--secure-only", action="store_true",
+                        help="talk only to peers that encrypt (hyperfs peers): refuse plain "
+                             "hypercore 1.x peers, which are otherwise served public feeds")
     group = parser.add_argument_group(
         "discovery", "Find peers of the feeds held or wanted on the BitTorrent mainline DHT "
         "and on the local network (mDNS). What is announced is a one-way key of each id.")
@@ -181,7 +184,8 @@ async def node_from_args(core: Core, args: argparse.Namespace) -> AsyncIterator[
     running = open_node(core, listen=args.listen, peers=args.peer,
                         request_timeout=args.request_timeout,
                         handshake_timeout=args.handshake_timeout,
-                        message_timeout=args.message_timeout, discovery=discovery_config(args))
+                        message_timeout=args.message_timeout, discovery=discovery_config(args),
+                        secure_only=args.secure_only)
     core.cache.limit(cache_limits(args))
     async with running as node, trio.open_nursery() as nursery:
         nursery.start_soon(publish_status, status_path(args), node)

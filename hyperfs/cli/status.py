@@ -91,6 +91,10 @@ async def show_status(args: argparse.Namespace) -> int:
         return 0
     print(f"pid {status['pid']}, listening on {status.get('listening') or 'nothing'}, "
           f"{len(status.get('peers', []))} peers")
+    for peer in status.get("peers", []):
+        how = (f"encrypted, node key {peer['node_key']}" if peer.get("encrypted")
+               else "plaintext (hypercore 1.x)")
+        print(f"  peer {peer.get('address') or '?'}: {how}")
     cache = status.get("cache")
     if cache and (cache["max_size"] or cache["min_free"] or cache["pinned_feeds"]):
         print(describe(cache))  # (no line for a node without limits or pins)

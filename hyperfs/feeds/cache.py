@@ -87,9 +87,12 @@ class Cache:
         """The id of feed ``num`` if it has a record and is neither made here nor pinned
         (asked of the database each time: a feed finalized or pinned a moment ago counts)."""
         raw = self._store.get(prefix(META, num))
-        if raw is None or self.marks.is_own(num) or self.marks.is_pinned(num):
+        if raw is None:
             return None
-        return parse_meta(raw)[0]
+        feed_id = parse_meta(raw)[0]
+        if self.marks.is_own(num, feed_id) or self.marks.is_pinned(num):
+            return None
+        return feed_id
 
     def _candidates(self) -> list[int]:
         """Every feed whose blocks count in the limit (evictable, with a data file)."""

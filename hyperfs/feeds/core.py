@@ -17,17 +17,20 @@ import trio
 
 from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import FeedFinalized
+from hyperfs.feeds import live as live_feeds
 from hyperfs.feeds.cache import Cache
 from hyperfs.feeds.feed import Feed, check_index
 from hyperfs.feeds.names import Names
+from hyperfs.feeds.privacy import PrivateFeeds
 from hyperfs.feeds.streams import WriteStream
 from hyperfs.store import fsck
 from hyperfs.store.migrate import open_store
 from hyperfs.tree.hashes import parse_id
+from hyperfs.tree.merkle import Node
 
 log = logging.getLogger("hyperfs.core")
 
-EVENTS = ("interested", "uninterested", "peer")
+EVENTS = ("interested", "uninterested", "peer", "finalized", "append", "fork")
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
 """Bytes per block of a file made into a feed (`hyperfs add`, a copy into the mount) when
@@ -59,6 +62,9 @@ class Core:
         """The local names of feeds (the filesystem's files and directories)."""
         self._handlers: dict[str, Callbacks[...]] = {event: Callbacks() for event in EVENTS}
         self.extensions: list[str] = []
+        self.private = PrivateFeeds(self.store.path)
+        """The feeds never joined in plaintext (``privacy``); ``private.new_feeds`` makes
+        every feed finalized here private."""
         for num in self.store.pending():
             log.info("discarding writable feed #%d left unfinished by an earlier run", num)
             self.store.delete_feed(num, None)
@@ -80,8 +86,10 @@ class Core:
     # -- events ------------------------------------------------------------------------
 
     def on(self, event: str, handler: Callable[..., None]) -> Callable[[], None]:
-        """Call ``handler`` on ``event`` ('interested', 'uninterested' with the feed id,
-        'peer' with a peer); returns the function that unsubscribes."""
+        """Call ``handler`` on ``event`` ('interested', 'uninterested', 'finalized' with
+        the feed id, 'peer' with a peer, 'append' with a live feed that grew, here or by a
+        verified signed length, 'fork' with a live feed found forked); returns the function
+        that unsubscribes."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; choose from {', '.join(EVENTS)}")
         return self._handlers[event].add(handler)
@@ -99,8 +107,15 @@ class Core:
 
     # -- feeds ---------------------------------------------------------------------------
 
-    def add(self) -> Feed:
-        """A new writable feed: append to it, then finalize to give it its id."""
+    def add(self, *, live: bool = False) -> Feed:
+        """A new writable feed: append to it, then finalize to give it its id.
+
+        ``live=True``: a live feed instead, its id a new public key (the secret key is
+        kept in the database directory, apart from the index); every ``append`` is
+        signed and it is never finalized. It is open like a :meth:`get` (close it).
+        """
+        if live:
+            return self.get(live_feeds.create(self.store))
         with self.store.batch() as batch:
             num = self.store.allocate(batch)
             self.store.put_pending(batch, num, True)
@@ -132,6 +147,7 @@ class Core:
                     num = self.store.allocate(batch)
                     self.store.put_feed(batch, num, feed_id, None)
             feed = Feed(self.store, self, num, feed_id, self.store.blocks(num))
+            live_feeds.attach(feed, self.store, self.emit)
             self._feeds[feed_id] = feed
         self._count(self._opens, feed, +1)
         return feed
@@ -175,14 +191,21 @@ class Core:
         """Open feeds the local side wants."""
         return [self._feeds[feed_id] for feed_id in self._interest]
 
+    def learn_live(self, feed: Feed, length: int, roots: list[Node], signature: bytes) -> None:
+        """A feed opened by id proved live: take its first signed length (verified)."""
+        live_feeds.learn(feed, self.store, self.emit, length, roots, signature)
+
     def finalized(self, feed: Feed, replaced: int | None) -> None:
         """A feed made here got its id (see :meth:`Feed.finalize`). When the same content
         was stored before (perhaps in part), this complete copy is kept: the earlier
         one's data goes, and an open object for the id takes over this copy's storage."""
+        assert feed.id is not None
+        if self.private.new_feeds:
+            self.private.mark(feed.id)
+        self.emit("finalized", feed.id)
         if replaced is None:
             return
         self.store.delete_feed(replaced, None)
-        assert feed.id is not None
         open_feed = self._feeds.get(feed.id)
         if open_feed is not None:
             open_feed.adopt(feed)
@@ -238,8 +261,12 @@ class Core:
         return WriteStream(self.add(), block_size)
 
     async def create_read_stream(self, feed_id: bytes | str, start: int = 0,
-                                 limit: int | None = None) -> AsyncIterator[bytes]:
-        """The feed's blocks from ``start``, at most ``limit`` of them, waiting as needed."""
+                                 limit: int | None = None, *,
+                                 live: bool = False) -> AsyncIterator[bytes]:
+        """The feed's blocks from ``start``, at most ``limit`` of them, waiting as needed.
+
+        ``live=True`` follows a live feed past its end: the stream waits for each new
+        signed length and goes on forever (or to ``limit``)."""
         check_index(start)
         if limit is not None:
             check_index(limit)
@@ -254,7 +281,9 @@ class Core:
                     return
                 fetched = await feed.get(index)
                 if fetched is None:
-                    return
+                    if not (live and await live_feeds.wait_longer(feed, index)):
+                        return
+                    continue
                 yield fetched
                 index += 1
 

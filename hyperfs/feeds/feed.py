@@ -43,7 +43,8 @@ BytesLike = bytes | bytearray | memoryview
 
 
 class FeedListener(Protocol):
-    """What the replication layer hears from a feed (every method is optional)."""
+    """What the replication layer hears from a feed (every method is optional; a live
+    feed also calls ``feed_grew(feed, first_new_block)`` at each new signed length)."""
 
     def feed_wants(self, feed: Feed, block: int) -> None: ...
     def feed_unwants(self, feed: Feed, block: int) -> None: ...
@@ -51,11 +52,23 @@ class FeedListener(Protocol):
     def feed_prefetch(self, feed: Feed, block: int) -> None: ...
 
 
+class LivePart(Protocol):
+    """What a live feed adds (``feeds.live.Live``): the writer's signed appends."""
+
+    @property
+    def writable(self) -> bool: ...
+    async def append(self, data: BytesLike | Iterable[BytesLike]) -> None: ...
+
+
 class FeedOwner(Protocol):
     """What a feed tells the core that opened it (the core is the registry of feeds)."""
 
     def release(self, feed: Feed) -> None:
         """The feed's holder closed it (undoes one interested open)."""
+
+    def learn_live(self, feed: Feed, length: int, roots: list[merkle.Node],
+                   signature: bytes) -> None:
+        """``feed``, opened by id, proved live: attach its live part (``feeds.live``)."""
 
     def finalized(self, feed: Feed, replaced: int | None) -> None:
         """``feed`` now has its id; ``replaced`` is the local number of an earlier copy of
@@ -92,6 +105,7 @@ class Feed:
         self._listeners: list[FeedListener] = []
         self._node_cache: dict[int, bytes] = {}  # verified hashes never change
         self.prefetching: list[list[int | None]] = []
+        self.live_state: LivePart | None = None  # set by feeds.live for a live feed
 
     def __repr__(self) -> str:
         name = self.id.hex()[:16] if self.id else f"writable #{self.num}"
@@ -108,7 +122,14 @@ class Feed:
 
     @property
     def writable(self) -> bool:
-        return self._builder is not None
+        return self._builder is not None or (
+            self.live_state is not None and self.live_state.writable)
+
+    @property
+    def live(self) -> bool:
+        """Whether this is a live feed (its id a public key, its length signed): such a
+        feed travels only to hyperfs peers, never to a 1.x peer."""
+        return self.live_state is not None
 
     def has(self, index: int) -> bool:
         return check_index(index) in self.bitfield
@@ -156,6 +177,9 @@ class Feed:
 
     async def append(self, data: BytesLike | Iterable[BytesLike]) -> None:
         """Append one block, or a list of blocks in one atomic write."""
+        if self.live_state is not None:
+            await self.live_state.append(data)
+            return
         if self._builder is None:
             raise FeedFinalized("cannot append to a finalized feed")
         items = [data] if isinstance(data, BytesLike) else list(data)
@@ -387,14 +411,26 @@ class Feed:
             raise BadProof("a writable feed takes blocks by append, not put")
         if index in self.bitfield:
             return False
-        store, num = self._store, self.num
-        verified = merkle.verify(self.id, index, data, proof, blocks=self.blocks,
+        store, num, feed_id = self._store, self.num, self.id
+
+        def verify(nodes: list[merkle.Node]) -> merkle.Verified:
+            return merkle.verify(feed_id, index, data, nodes, blocks=self.blocks,
                                  roots=self.roots, stored=lambda node: store.node(num, node))
+
+        try:
+            verified = verify(proof)
+        except BadProof:
+            if self.live_state is None:
+                raise
+            # The responder may know a longer signed length: its proof climbs past our
+            # roots. The nodes below them are the same in both trees (merkle.within).
+            verified = verify(merkle.within(index, self.blocks or 0, proof))
         try:
             with store.batch() as batch:  # (which may reopen the store: see reload)
                 self.bitfield.add(index)
                 store.put_nodes(batch, num, verified.nodes)
-                store.data.put(batch, num, index, data, verified.blocks)
+                store.data.put(batch, num, index, data,
+                               None if self.live_state is not None else verified.blocks)
                 page = index // PAGE_BITS
                 store.put_page(batch, num, page, self.bitfield.page(page))
                 if verified.roots is not None:
@@ -421,6 +457,24 @@ class Feed:
         if event is not None:
             self._failures[index] = (event, error)
             event.set()
+
+    def extended(self, blocks: int, roots: list[merkle.Node], appended: range) -> None:
+        """A live feed grew to a signed length (``feeds.live``): readers past the old end
+        may read on, listeners hear ``feed_grew`` with the first new block (before the
+        blocks ``appended`` here are announced, so a peer learns the length before it
+        hears of the blocks)."""
+        old = self.blocks or 0
+        self._learn_length(blocks, roots)
+        self._notify("feed_grew", old)
+        if self._waiters or self._listeners:
+            for index in appended:
+                self._stored(index)
+
+    def learn_live(self, length: int, roots: list[merkle.Node], signature: bytes) -> None:
+        """This feed, opened by id and of unknown length, proved live: a signed length
+        that verifies with its id as the public key (BadSignature otherwise; nothing is
+        stored then). Its core attaches the live part."""
+        self._owner.learn_live(self, length, roots, signature)
 
     def _learn_length(self, blocks: int, roots: list[merkle.Node]) -> None:
         self.blocks, self.roots = blocks, roots

@@ -68,6 +68,10 @@ IMMUTABLE_TIMEOUT = 300.0
 `du` over them again ask nothing for this long; only ``st_blocks`` (what is local)
 can lag behind by as much, when blocks arrive or are dropped."""
 
+LIVE_TIMEOUT = 0.0
+"""A live feed's directory and whole file grow as new lengths are verified: the kernel
+asks again at every stat, so `tail -f` (which polls with fstat) and `ls` see it at once."""
+
 DIR_MODE = stat.S_IFDIR | 0o755
 FILE_MODE = stat.S_IFREG | 0o444
 
@@ -111,8 +115,9 @@ class Attributes:
         match node:
             case Root():
                 return self.make(node.ino, DIR_MODE)
-            case FeedDir():
-                return self.make(node.ino, DIR_MODE, timeout=IMMUTABLE_TIMEOUT)
+            case FeedDir(slot=state):
+                timeout = LIVE_TIMEOUT if state.peek().live else IMMUTABLE_TIMEOUT
+                return self.make(node.ino, DIR_MODE, timeout=timeout)
             case StatusFile():
                 return self.make(node.ino, FILE_MODE, 0, 0, 0)
             case UploadFile(upload):
@@ -122,8 +127,14 @@ class Attributes:
             case NameFile(ino, _, entry, state):
                 if state is None:  # an empty file
                     return self.named(ino, stat.S_IFREG, entry)
+                if state.peek().live:
+                    size = sizes.live_size(state)
+                    return self.named(ino, stat.S_IFREG, entry, size, size, LIVE_TIMEOUT)
                 return self.named(ino, stat.S_IFREG, entry, sizes.whole_size(state),
                                   sizes.whole_local_bytes(state))
+            case WholeFeed(slot=state) if state.peek().live:
+                size = sizes.live_size(state)
+                return self.make(node.ino, FILE_MODE, size, size, LIVE_TIMEOUT)
             case WholeFeed(slot=state):
                 return self.make(node.ino, FILE_MODE, sizes.whole_size(state),
                                  sizes.whole_local_bytes(state),

@@ -106,6 +106,10 @@ class FeedSlot:
     exact: bool = False
     last_block_read: int = -1
     prefetched_to: int = 0
+    live_blocks: int = 0
+    live_bytes: int = 0
+    """A live feed's blocks 0 .. live_blocks-1 are local and hold live_bytes bytes
+    (:func:`hyperfs.fs.sizes.live_size`)."""
 
     @property
     def dir_ino(self) -> int:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import pyfuse3
 
 from hyperfs.feeds.core import Core
-from hyperfs.fs import naming, pins, removal
+from hyperfs.fs import appends, naming, pins, removal
 from hyperfs.fs.attributes import Attributes, Listing, list_dir, reply_entries, xattr, xattr_names
 from hyperfs.fs.errnos import fail, fuse_errors
 from hyperfs.fs.inodes import (
@@ -53,8 +53,9 @@ from hyperfs.fs.reads import (
 from hyperfs.fs.status import status_json
 from hyperfs.fs.uploads import Uploads
 
-Handle = Reader | Upload | Listing
-"""What an open file handle is: a reader, a writer's upload, or an open directory."""
+Handle = Reader | Upload | Listing | appends.Appender
+"""What an open file handle is: a reader, a writer's upload, an open directory, or a
+live feed appended to (:mod:`.appends`)."""
 
 
 class Operations(pyfuse3.Operations):
@@ -77,6 +78,7 @@ class Operations(pyfuse3.Operations):
         self.attributes = Attributes()
         self.blocks = Blocks(fetch or (lambda feed, index: feed.get(index, timeout=timeout)))
         self.uploads = Uploads(self.namespace, mountpoint=mountpoint, block_size=block_size)
+        self.block_size = block_size
         self.network_status = status
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
@@ -151,7 +153,11 @@ class Operations(pyfuse3.Operations):
                           ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         """A name opened for writing is written anew (from its start: O_TRUNC, or a
         truncation to 0 before the first write); a feed's bytes cannot change in place,
-        nor be appended to (EROFS)."""
+        nor be appended to (EROFS), except a live feed of ours (:mod:`.appends`)."""
+        if isinstance(node, NameFile) and node.slot is not None and flags & os.O_APPEND \
+                and not flags & os.O_TRUNC:
+            appender = appends.open_append(node, self.block_size)
+            return pyfuse3.FileInfo(fh=self._new_fh(appender), direct_io=True)
         if not isinstance(node, NameFile) or (node.slot is not None
                                               and flags & os.O_APPEND):
             raise fail(errno.EROFS)
@@ -173,6 +179,11 @@ class Operations(pyfuse3.Operations):
                      ctx: pyfuse3.RequestContext) -> tuple[pyfuse3.FileInfo,
                                                            pyfuse3.EntryAttributes]:
         path = naming.new_path(self.namespace, self.namespace.decode(parent_inode), name)
+        if flags & os.O_APPEND:  # `>>` of a new name: a new live feed
+            appender, node = appends.create_live(self.namespace, path, mode, ctx,
+                                                 self.block_size)
+            info = pyfuse3.FileInfo(fh=self._new_fh(appender), direct_io=True)
+            return info, self.attributes.of(node)
         upload = self.uploads.create(path, mode, ctx)
         info = pyfuse3.FileInfo(fh=self._new_fh(upload), direct_io=True)
         return info, self.attributes.upload(upload)
@@ -180,6 +191,8 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         upload = self._handles.get(fh)
+        if isinstance(upload, appends.Appender):
+            return await appends.write(upload, buf)
         if not isinstance(upload, Upload):
             raise fail(errno.EBADF)
         return await self.uploads.write(upload, off, buf)

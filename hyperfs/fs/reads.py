@@ -198,7 +198,9 @@ class WholeReader:
         # are known to be of one size (the whole feed, or what this reader read in
         # order), else walk on from the cursor (or from the start, for a backward seek):
         # a feed's first block says nothing of the sizes of the others.
-        block_size = sizes.block_size(self.slot) if self.slot.uniform else None
+        # (Never for a live feed: its last block, which may be shorter, moves on.)
+        uniform = self.slot.uniform and not self.slot.peek().live
+        block_size = sizes.block_size(self.slot) if uniform else None
         if block_size and (self.slot.exact or off // block_size <= self.checked):
             index = off // block_size
             start = index * block_size

@@ -15,6 +15,10 @@ direct I/O otherwise, which reads to the true end whatever ``st_size`` says. A w
 feed's size is exact once every block's size has been seen: written here, read through
 in order by a reader, or checked when a small complete feed is opened. Exact sizes never
 change: a feed's content is fixed by its id.
+
+Live feeds grow, so their sizes are never exact (they are always read with direct I/O,
+to the true end); their whole size is the bytes of the blocks held from the start, which
+grows as blocks arrive and never shrinks, which is what `tail -f` polls for.
 """
 
 from __future__ import annotations
@@ -79,6 +83,18 @@ def whole_size(state: FeedSlot) -> int:
     return 0 if size is None else (feed.blocks - 1) * size + last
 
 
+def live_size(state: FeedSlot) -> int:
+    """A live feed's size: the bytes of its blocks held here from block 0 on (counted on
+    from where the last call stopped, so each block's size is read once)."""
+    feed = state.peek()
+    index = state.live_blocks
+    for data in feed.iter_local(index):
+        state.live_bytes += len(data)
+        index += 1
+    state.live_blocks = index
+    return state.live_bytes
+
+
 def whole_local_bytes(state: FeedSlot) -> int:
     """About how many of the feed's bytes are held here (for st_blocks and du)."""
     feed = state.peek()
@@ -101,6 +117,8 @@ def exact_whole_size(state: FeedSlot) -> int | None:
     """The whole feed's size when every block's size is known (see the module's
     docstring), else None; checks a small complete local feed's blocks first."""
     feed = state.peek()
+    if feed.live:
+        return None  # it grows: never exact
     if not state.exact and state.uniform and feed.blocks and feed.local >= feed.blocks:
         guess = (block_size(state) or last_size(state) or 0) * feed.blocks
         if guess <= CHECK_BYTES:
@@ -121,7 +139,7 @@ def read_in_order(state: FeedSlot, checked: int, size: int) -> int:
     checked += 1
     feed = state.feed
     if feed is not None and feed.blocks is not None and checked >= feed.blocks:
-        state.exact = state.uniform
+        state.exact = state.uniform and not feed.live
     return checked
 
 

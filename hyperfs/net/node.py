@@ -153,12 +153,15 @@ class Node:
 async def open_node(core: Core, *, listen: str | None = None, peers: Sequence[str] = (),
                     request_timeout: float = 10.0, handshake_timeout: float = 10.0,
                     message_timeout: float = 60.0,
-                    discovery: DiscoveryConfig | None = None) -> AsyncIterator[Node]:
+                    discovery: DiscoveryConfig | None = None, secure_only: bool = False,
+                    encrypt: bool = True) -> AsyncIterator[Node]:
     """Run a node for ``core`` (listening on ``listen``, dialing ``peers``, discovering
-    peers as ``discovery`` says) for the block. The timeouts are the swarm's."""
+    peers as ``discovery`` says) for the block. The timeouts, ``secure_only`` and
+    ``encrypt`` are the swarm's."""
     async with trio.open_nursery() as nursery, AsyncExitStack() as stack:
         swarm = Swarm(core, nursery, request_timeout=request_timeout,
-                      handshake_timeout=handshake_timeout, message_timeout=message_timeout)
+                      handshake_timeout=handshake_timeout, message_timeout=message_timeout,
+                      secure_only=secure_only, encrypt=encrypt)
         node = Node(swarm, nursery)
         try:
             if discovery is not None and discovery.enabled:

@@ -25,8 +25,8 @@ BITFIELD_SLACK = 64 * 1024
 class Channel:
     """One feed shared with one peer: what the remote has, what we asked it for."""
 
-    __slots__ = ("cancelled", "feed", "feed_id", "ready", "remote_has", "remote_paused",
-                 "requested", "scheduler", "sent")
+    __slots__ = ("cancelled", "feed", "feed_id", "ready", "remote_has", "remote_length",
+                 "remote_paused", "remote_told", "requested", "scheduler", "sent", "sent_length")
 
     def __init__(self, scheduler: FeedScheduler) -> None:
         feed = scheduler.feed
@@ -40,11 +40,16 @@ class Channel:
         self.remote_paused = True
         self.requested: dict[int, float] = {}  # block -> when we asked
         self.cancelled: set[int] = set()  # asked, then cancelled: may still arrive
+        self.remote_length: int | None = None  # a live feed's signed length it holds
+        self.remote_told: int | None = None  # the signed length it last told us
+        self.sent_length: int | None = None  # our signed length it was told
 
     def remote_have(self, bitfield: bytes | None, blocks: Sequence[int]) -> str | None:
         """Take in a Have (a new bitfield, or more blocks); if it breaks the caps (the
         peer drops the remote), what is wrong with it."""
-        end = self.feed.blocks
+        # A live feed's remote may know a longer length than we do yet (a relay that could
+        # not prove it to us): its Have is taken; we ask only for blocks below ours.
+        end = None if self.feed.live else self.feed.blocks
         if bitfield is not None:
             if end is not None and len(bitfield) > (end + 7) // 8 + BITFIELD_SLACK:
                 return f"Have bitfield of {len(bitfield)} bytes for {end} blocks"
@@ -75,9 +80,20 @@ class PeerLink(Protocol):
     def inflight(self) -> int:
         """Our requests the remote has not answered yet (all channels)."""
 
+    def remote_supports(self, name: str) -> bool:
+        """Whether both sides listed extension ``name``."""
+
+    def send(self, name: str, payload: bytes) -> bool:
+        """Send a message of extension ``name``; False if the remote lacks it."""
+
     @property
     def window(self) -> int:
         """How many requests may be in flight at once: ask while ``inflight < window``."""
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the connection is encrypted (else a feed may be joined only if
+        ``feeds.privacy.may_travel_plaintext``)."""
 
     def join(self, scheduler: FeedScheduler) -> Channel:
         """Open the channel of ``scheduler``'s feed, if not open yet, and return it."""

@@ -26,6 +26,8 @@ class Outbox:
         self.queued = 0  # bytes queued, not yet taken by the writer
         self.sent = 0  # bytes written
         self._before_send = before_send
+        self.seal: Callable[[bytes], bytes] | None = None
+        """Encrypts each write, once the connection is encrypted (``Session.seal``)."""
         self._messages: list[bytes] = []
         self._ready = trio.Event()
         self._drained = trio.Event()
@@ -62,7 +64,10 @@ class Outbox:
             while self._messages:
                 messages, self._messages, self.queued = self._messages, [], 0
                 clocks.sending = trio.current_time()
+                seal = self.seal
                 for data in _coalesce(messages):
+                    if seal is not None:
+                        data = seal(data)
                     await self.stream.send_all(data)
                     self.sent += len(data)
                 clocks.sending = None

@@ -41,13 +41,17 @@ import trio
 
 from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import BadProof
+from hyperfs.replication import live
 from hyperfs.replication.channel import Channel, FeedScheduler
 from hyperfs.replication.deadlines import Clocks, Timeouts
 from hyperfs.replication.offers import Offers
 from hyperfs.replication.outbox import Outbox
+from hyperfs.replication.secure import greet
 from hyperfs.tree.bitfield import Bitfield
 from hyperfs.wire import events
 from hyperfs.wire.connection import Connection, ProtocolError
+from hyperfs.wire.noise import KeyPair
+from hyperfs.wire.secure import SECURE, Greeting, Session
 
 log = logging.getLogger("hyperfs.peer")
 
@@ -78,20 +82,32 @@ class Scheduler(Protocol):
     def peer_closed(self, peer: Peer) -> None:
         """The connection is over: close its channels (:meth:`Peer.close_channel`)."""
 
+    def resolve(self, discovery_key: bytes) -> bytes | None:
+        """The id of the feed with this discovery key that we would join, or None."""
+
 
 class Peer:
     """A connected remote. Made by ``Swarm.add_peer``; runs in the swarm's nursery.
 
     ``batch`` groups the stores of one network read into one write (``Store.group``).
+    ``keypair`` is our node key; with ``secure_only`` a remote that does not offer
+    encryption (a JS peer) is dropped; ``offer=False`` (measurements of the plain
+    protocol between two hyperfs peers only) does not offer it.
     """
 
     def __init__(self, scheduler: Scheduler, stream: trio.abc.Stream, address: str | None,
                  *, peer_id: bytes, extensions: Sequence[str], timeouts: Timeouts,
-                 batch: Callable[[], AbstractContextManager[None]]) -> None:
+                 batch: Callable[[], AbstractContextManager[None]], keypair: KeyPair,
+                 secure_only: bool = False, offer: bool = True) -> None:
         self.scheduler = scheduler
         self.stream = stream
         self.address = address
-        self.conn = Connection(peer_id, [*extensions, ORDERED_PROOFS])
+        self.conn = Connection(peer_id, [*extensions, ORDERED_PROOFS, live.LIVE, *[SECURE][:offer]])
+        self.session: Session | None = None
+        """The encrypted session, once the greeting made one; None: plain 1.x."""
+        self._keypair = keypair
+        self._secure_only = secure_only
+        self._greeting: Greeting | None = None
         self.channels: dict[bytes, Channel] = {}
         self.offers = Offers()  # what the remote said on channels we have not joined
         self.handshaken = trio.Event()
@@ -108,6 +124,7 @@ class Peer:
         self._waiting: dict[Channel, None] = {}  # channels that found the window full
         self._haves: dict[bytes, list[int]] = {}
         self._handlers: dict[str, Callbacks[[bytes]]] = {}
+        self.on(live.LIVE, lambda payload: live.received(self, payload))
         self._scope = trio.CancelScope()
         self._dispatch: dict[type, Callable] = {
             events.HandshakeReceived: self._on_handshake, events.Joined: self._on_joined,
@@ -126,8 +143,12 @@ class Peer:
         return self.conn.remote_id
 
     @property
+    def encrypted(self) -> bool:
+        return self.session is not None
+
+    @property
     def bytes_out(self) -> int:
-        return self.outbox.sent
+        return self.outbox.sent + (self._greeting.sent if self._greeting else 0)
 
     # -- the seed's extension API ------------------------------------------------------
 
@@ -149,13 +170,14 @@ class Peer:
 
     async def run(self) -> None:
         """Exchange messages until either side closes or the remote misbehaves."""
-        self._send(self.conn.start())
         try:
             with self._scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self.outbox.run)
                     nursery.start_soon(self._watchdog)
-                    await self._receive_loop()
+                    first = await self._greet()
+                    nursery.start_soon(self.outbox.run)
+                    if first is not None:
+                        await self._receive_loop(first)
                     if self.close_reason == REMOTE_CLOSED:  # it half-closed: it still
                         await self.outbox.flush(self.clocks.timeouts.message)  # reads answers
                     nursery.cancel_scope.cancel()
@@ -183,20 +205,51 @@ class Peer:
         self.close_reason = self.close_reason or "closed locally"
         self._scope.cancel()
 
-    async def _receive_loop(self) -> None:
+    async def _greet(self) -> bytes | None:
+        """The handshakes (``secure.greet``): what followed them, or None if it ended.
+
+        Encrypted, every byte from here on is sealed and opened by the session and the
+        Connection opens channels by capability; plaintext only if the remote did not
+        offer encryption (a JS peer) and we accept that.
+        """
+        greeting = self._greeting = Greeting(self.conn.start(), self._keypair)
+        try:
+            greeted = await greet(self.stream, greeting, self.conn, self.scheduler.resolve,
+                                  RECEIVE_SIZE)
+        except ProtocolError as exc:
+            self.drop(f"protocol error: {exc}")
+            return None
+        if greeted is None:
+            self.close_reason = self.close_reason or REMOTE_CLOSED
+            return None
+        handshake, first = greeted
+        self.session = greeting.session
+        if self.session is not None:
+            self.outbox.seal = self.session.seal
+        elif self._secure_only:
+            self.drop("the remote does not offer encryption (--secure-only)")
+            return None
+        self.bytes_in += greeting.received
+        self._on_handshake(handshake)
+        return None if self.close_reason is not None else first
+
+    def _receiving(self) -> bool:
+        """Whether a message from the remote has begun to arrive but is not complete."""
+        return self.conn.receiving or (self.session is not None and self.session.receiving)
+
+    async def _receive_loop(self, data: bytes) -> None:
+        """Handle what the remote sends, ``data`` (already opened) first."""
         dispatch, batch, clocks, outbox = self._dispatch, self._batch, self.clocks, self.outbox
+        pieces = [data]
         while True:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
-            if not data:
-                self.close_reason = self.close_reason or REMOTE_CLOSED
-                return
-            self.bytes_in += len(data)
             try:
-                received = self.conn.receive_data(bytes(data))  # (free: sockets give bytes)
+                received = self.conn.receive_data(pieces[0])
+                for piece in pieces[1:]:  # opened frames: each fed as it is, not joined
+                    received += self.conn.receive_data(piece)
             except ProtocolError as exc:
                 self.drop(f"protocol error: {exc}")
                 return
-            if not self.conn.receiving:
+            if not self._receiving():
                 clocks.message = None
             elif received or clocks.message is None:
                 clocks.message = trio.current_time()  # a new message began
@@ -214,6 +267,18 @@ class Peer:
                     await outbox.drain()
                     if clocks.message is not None:  # we were not reading: not its fault
                         clocks.message = trio.current_time()
+            raw = await self.stream.receive_some(RECEIVE_SIZE)
+            if not raw:
+                self.close_reason = self.close_reason or REMOTE_CLOSED
+                return
+            self.bytes_in += len(raw)
+            try:
+                pieces = [bytes(raw)] if self.session is None else self.session.open(bytes(raw))
+            except ProtocolError as exc:
+                self.drop(f"protocol error: {exc}")
+                return
+            if not pieces:
+                pieces = [b""]  # half a sealed frame: nothing to hand on yet
 
     async def _watchdog(self) -> None:
         """Drop the peer when a deadline of the module docstring's caps passes."""
@@ -290,6 +355,7 @@ class Peer:
         if self.conn.remote_supports(ORDERED_PROOFS):
             channel.sent = Bitfield()
         feed = channel.feed
+        live.tell(self, channel)  # a live feed's length first: the Have may go past the old
         if feed.local:
             self._send(self.conn.have(channel.feed_id, bitfield=feed.bitfield.to_bytes()))
         self._send(self.conn.unpause(channel.feed_id))
@@ -439,6 +505,8 @@ class Peer:
         return {
             "address": self.address,
             "id": self.remote_id.hex() if self.remote_id else None,
+            "encrypted": self.encrypted,
+            "node_key": self.session.remote_key.hex() if self.session else None,
             "feeds": [feed_id.hex() for feed_id in self.channels],
             "offered": len(self.offers),
             "inflight": self.inflight,

@@ -10,6 +10,11 @@ Privacy: a feed is joined on every peer only when the local side wants it (it is
 with interest). A feed that a peer names is joined on that peer alone, and only if it is
 stored here; the list of stored feeds is never announced. What a peer says of the other
 feeds it names is kept, bounded, for when we want them (``offers``), and answers nothing.
+
+Encryption: every connection to a hyperfs peer is encrypted (``secure``), and there a
+feed is named by its discovery key, which :meth:`Swarm.resolve` maps back to the ids
+known here. On a plaintext connection (a JS hypercore 1.x peer) a feed is joined only
+if ``feeds.privacy.may_travel_plaintext`` allows it: private feeds never are.
 """
 
 from __future__ import annotations
@@ -24,9 +29,14 @@ import trio
 
 from hyperfs.feeds.core import Core, Held
 from hyperfs.feeds.feed import Feed
+from hyperfs.feeds.privacy import may_travel_plaintext
+from hyperfs.replication import live
 from hyperfs.replication.channel import Channel, PeerLink
 from hyperfs.replication.deadlines import Timeouts
 from hyperfs.replication.peer import Peer
+from hyperfs.replication.secure import node_keypair
+from hyperfs.wire.capabilities import discovery_key as channel_key
+from hyperfs.wire.noise import KeyPair
 
 log = logging.getLogger("hyperfs.swarm")
 
@@ -64,7 +74,16 @@ class FeedSwarm:
 
     def join(self, peer: PeerLink) -> None:
         """Share the feed with ``peer`` (if not shared yet), and ask it for what is wanted:
-        a remote that opened the feed first may have said what it has already."""
+        a remote that opened the feed first may have said what it has already. A live
+        feed is shared with hyperfs peers only (``live.can_share``), and it and a private
+        feed only on encrypted connections (``may_travel_plaintext``)."""
+        if not live.can_share(self.feed, peer):
+            return
+        if not peer.encrypted and not may_travel_plaintext(self.feed, self.swarm.core.private):
+            log.info("not joining private or live feed %s on plaintext peer %s",
+                     self.feed.hex, peer)
+            self.swarm.maybe_forget(self)
+            return
         self._scans.setdefault(peer, _Scan())
         channel = self.channels[peer] = peer.join(self)
         self.fill(peer, channel)
@@ -93,10 +112,22 @@ class FeedSwarm:
                 peer.cancel(channel, block)  # end game: someone else was faster
         for peer, channel in self.channels.items():
             if channel.ready:
+                if feed.live:  # the block's nodes may complete an upgrade proof a relay lacked
+                    live.tell(peer, channel)
                 peer.queue_have(channel, block)
 
     def feed_prefetch(self, feed: Feed, block: int) -> None:
         self.fill_all()
+
+    def feed_grew(self, feed: Feed, first: int) -> None:
+        """A live feed's new signed length: push it to every peer now, and fetch the new
+        blocks if the feed is wanted here (a live feed wanted is followed: tail -f)."""
+        for peer, channel in list(self.channels.items()):
+            if channel.ready:
+                live.tell(peer, channel)
+        if feed.id is not None and self.swarm.core.is_interested(feed.id) \
+                and feed.local < (feed.blocks or 0) and not self._in_prefetch(first):
+            feed.prefetch(first)  # (a range open to the end, a download's, covers it)
 
     # -- scheduling ---------------------------------------------------------------------
 
@@ -200,19 +231,29 @@ class Swarm:
     """Every peer of a core, and a :class:`FeedSwarm` for each feed shared with them.
 
     What its peers tell it is ``peer.Scheduler``; the timeouts are ``deadlines.Timeouts``.
+    ``keypair`` is the node key (default: the database's, ``secure.node_keypair``);
+    ``secure_only`` refuses peers that do not encrypt (JS peers); ``encrypt=False``
+    does not offer encryption (for measuring the plain protocol between hyperfs peers:
+    both must say so, since a hyperfs peer that offers refuses one that does not).
     """
 
     def __init__(self, core: Core, nursery: trio.Nursery, *, request_timeout: float = 10.0,
                  handshake_timeout: float = 10.0, message_timeout: float = 60.0,
-                 peer_id: bytes | None = None) -> None:
+                 peer_id: bytes | None = None, keypair: KeyPair | None = None,
+                 secure_only: bool = False, encrypt: bool = True) -> None:
         self.core = core
         self.nursery = nursery
         self.timeouts = Timeouts(request_timeout, handshake_timeout, message_timeout)
         self.peer_id = peer_id or os.urandom(32)
+        self.keypair = keypair or node_keypair(core.store.path)
+        self.secure_only = secure_only
+        self.encrypt = encrypt
+        self._keys: dict[bytes, bytes] | None = None  # discovery key -> id, built on use
         self.peers: set[Peer] = set()
         self.feeds: dict[bytes, FeedSwarm] = {}
         self._unsubscribe = [core.on("interested", self._interested),
-                             core.on("uninterested", self._uninterested)]
+                             core.on("uninterested", self._uninterested),
+                             core.on("finalized", self._known)]
         for feed in core.interesting():
             assert feed.id is not None  # interest is taken by id (Core.get)
             self._interested(feed.id)
@@ -232,7 +273,8 @@ class Swarm:
         """Start replicating over ``stream``; the peer runs until either side closes."""
         peer = Peer(self, stream, address, peer_id=self.peer_id,
                     extensions=self.core.extensions, timeouts=self.timeouts,
-                    batch=self.core.store.group)
+                    batch=self.core.store.group, keypair=self.keypair,
+                    secure_only=self.secure_only, offer=self.encrypt)
         self.peers.add(peer)
         self.nursery.start_soon(peer.run)
         return peer
@@ -250,6 +292,21 @@ class Swarm:
                 feed_swarm.join(peer)
         self.core.emit("peer", peer)
 
+    def resolve(self, discovery_key: bytes) -> bytes | None:
+        """The id behind a discovery key an encrypted peer joined, among the feeds
+        stored here: one dict lookup (a peer naming unknown keys costs no more). The map
+        is built from the store at the first Join and kept current as feeds are opened
+        (recorded, to fetch) or finalized; nothing else adds feeds to an open store."""
+        if self._keys is None:
+            self._keys = {}
+            for feed_id, _num, _blocks in self.core.store.feeds():
+                self._known(feed_id)
+        return self._keys.get(discovery_key)
+
+    def _known(self, feed_id: bytes) -> None:
+        if self._keys is not None:
+            self._keys[channel_key(feed_id)] = feed_id
+
     def peer_closed(self, peer: Peer) -> None:
         self.peers.discard(peer)
         for feed_id in list(peer.channels):
@@ -262,6 +319,7 @@ class Swarm:
         feed_swarm = self.feeds.get(feed_id)
         if feed_swarm is None:
             feed_swarm = self.feeds[feed_id] = FeedSwarm(self, self.core.hold(feed_id))
+            self._known(feed_id)
         return feed_swarm
 
     def serve(self, peer: Peer, feed_id: bytes) -> None:
@@ -291,10 +349,12 @@ class Swarm:
     def status(self) -> dict[str, object]:
         return {
             "peer_id": self.peer_id.hex(),
+            "node_key": self.keypair.public.hex(),
             "peers": [peer.status() for peer in self.peers],
             "feeds": [
                 {"id": feed_id.hex(), "blocks": fs.feed.blocks, "local": fs.feed.local,
-                 "peers": len(fs.channels), "inflight": len(fs.inflight)}
+                 "peers": len(fs.channels), "inflight": len(fs.inflight),
+                 "private": feed_id in self.core.private}
                 for feed_id, fs in self.feeds.items()
             ],
         }

@@ -133,24 +133,34 @@ class BlockStore:
         if shape is not None and shape.fits and 0 < shape.last <= shape.size:
             self._put_slots(batch, num, Slots(0, shape.size))
 
-    def put(self, batch: Batch, num: int, index: int, data: bytes, blocks: int) -> None:
+    def put(self, batch: Batch, num: int, index: int, data: bytes, blocks: int | None) -> None:
         """Block ``index`` of a feed of ``blocks`` blocks (a verified put): its bytes
-        written now at its place, its ``l`` key in ``batch``."""
+        written now at its place, its ``l`` key in ``batch``. ``blocks`` None: a live
+        feed, whose length grows; slots depend on the length, so its blocks go at the
+        end of its file instead."""
         files, length = self.files, len(data)
-        if num not in self._slots:
-            raw = self._store.get(prefix(SLOTS, num))
-            self._slots[num] = None if raw is None else Slots._make(SLOTS_VALUE.unpack(raw))
-        slots = self._slots[num]
-        if slots is None and index != blocks - 1 and length:
-            slots = self._put_slots(batch, num, Slots(aligned(files.end(num)), length))
         if not length:  # an empty block has no bytes to place
             offset = 0
         else:
-            offset = files.end(num) if slots is None else slots.place(
+            slots = None if blocks is None else self._slots_of(batch, num, index, length,
+                                                                blocks)
+            offset = files.end(num) if slots is None or blocks is None else slots.place(
                 index, length, blocks, files.end(num))
             files.write(num, offset, (data,))
         batch.put(location_key(num, index), LOCATION_VALUE.pack(offset, length, crc32c(data)))
         self.recency.stored(num, index, length)
+
+    def _slots_of(self, batch: Batch, num: int, index: int, length: int,
+                  blocks: int) -> Slots | None:
+        """Feed ``num``'s slots, made from this block's size if it is the first put that
+        is not the last block."""
+        if num not in self._slots:
+            raw = self._store.get(prefix(SLOTS, num))
+            self._slots[num] = None if raw is None else Slots._make(SLOTS_VALUE.unpack(raw))
+        slots = self._slots[num]
+        if slots is None and index != blocks - 1:
+            slots = self._put_slots(batch, num, Slots(aligned(self.files.end(num)), length))
+        return slots
 
     def _put_slots(self, batch: Batch, num: int, slots: Slots) -> Slots:
         batch.put(prefix(SLOTS, num), SLOTS_VALUE.pack(*slots))

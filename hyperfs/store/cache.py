@@ -1,7 +1,8 @@
 """What the cache keeps in the database: which feeds are made here (``o``), pinned
 (``k``), and when each feed was last read (``r``) — see :mod:`.layout`.
 
-Feeds made here are marked in finalize's batch (:meth:`.BlockStore.seal`). A database
+Feeds made here are marked in finalize's batch (:meth:`.BlockStore.seal`); live feeds
+written here are known by their secret key (``<db>/keys``, :mod:`.keys`). A database
 written before the marks existed has none: at its first open here every feed held whole
 is marked as made here, because one of those may be the only copy anywhere, and keeping
 a fetched feed too long costs disk while evicting the only copy of one made here loses
@@ -10,8 +11,10 @@ it. (`hyperfs pin`/`unpin` cannot change a mark ``o``; `rm` of a feed's files ca
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
+from hyperfs.store.keys import KEYS, secret_path
 from hyperfs.store.layout import CACHE_KEY, META, OWN, PINNED, READ, U64, prefix
 from hyperfs.store.store import Store
 from hyperfs.tree.bitfield import PAGE_BITS, Bitfield
@@ -34,14 +37,26 @@ class CacheMarks:
             batch.put(CACHE_KEY, b"1")
 
     def own(self) -> set[int]:
-        """Feeds made here."""
-        return set(self._store.numbers(OWN))
+        """Feeds made here: marked so, or live feeds whose secret key is here (they are
+        written here, :mod:`.keys`, whether made here or fetched again after a delete)."""
+        own = set(self._store.numbers(OWN))
+        folder = self._store.path / KEYS
+        if folder.is_dir():
+            for path in folder.glob("*.secret"):
+                with contextlib.suppress(ValueError):
+                    num = self._store.lookup(bytes.fromhex(path.stem))
+                    if num is not None:
+                        own.add(num)
+        return own
 
     def pinned(self) -> set[int]:
         return set(self._store.numbers(PINNED))
 
-    def is_own(self, num: int) -> bool:
-        return self._store.get(prefix(OWN, num)) is not None
+    def is_own(self, num: int, feed_id: bytes | None = None) -> bool:
+        """Whether feed ``num`` (of id ``feed_id``, if known) is made here (see :meth:`own`)."""
+        if self._store.get(prefix(OWN, num)) is not None:
+            return True
+        return feed_id is not None and secret_path(self._store.path, feed_id).exists()
 
     def is_pinned(self, num: int) -> bool:
         return self._store.get(prefix(PINNED, num)) is not None

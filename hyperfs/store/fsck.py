@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 
 from crc32c import crc32c
 
+from hyperfs.base.errors import BadSignature
+from hyperfs.store import signed
 from hyperfs.store.layout import DATA, PER_FEED
 from hyperfs.store.store import Store
-from hyperfs.tree import flat_tree
+from hyperfs.tree import flat_tree, signing
 from hyperfs.tree.bitfield import PAGE_BYTES, Bitfield
 from hyperfs.tree.hashes import leaf_hash, parent_hash, tree_id
 
@@ -120,8 +122,9 @@ def _check_feed(
         digests = [(node, digest) for node, digest in found if digest is not None]
         if len(digests) < len(found):
             problems.append(f"feed {name}: roots missing from storage")
-        elif tree_id(digests) != feed_id:
-            problems.append(f"feed {name}: its roots do not hash to its id")
+        elif not _roots_genuine(store, num, feed_id, blocks, digests):
+            problems.append(f"feed {name}: its roots do not hash to its id"
+                            " (nor, live, carry its signature)")
     limit = 2 * blocks if blocks is not None else 0
 
     bitfield = Bitfield()
@@ -138,6 +141,22 @@ def _check_feed(
         else:
             problems.append(f"feed {name}: block {index} {why}")
     _check_nodes(store, num, name, limit, roots, problems)
+
+
+def _roots_genuine(store: Store, num: int, feed_id: bytes, blocks: int,
+                   roots: list[tuple[int, bytes]]) -> bool:
+    """A static feed's roots hash to its id; a live feed's carry its key's signature over
+    the stored length (and that signed length is the length recorded)."""
+    live = signed.signed(store, num)
+    if live is None:
+        return tree_id(roots) == feed_id
+    if blocks == 0:  # a live feed made here, not appended to yet: nothing is signed
+        return live.length == 0
+    try:
+        signing.verify(feed_id, blocks, roots, live.signature)
+    except BadSignature:
+        return False
+    return live.length == blocks
 
 
 def _check_blocks(store: Store, num: int, name: str, limit: int, bitfield: Bitfield,

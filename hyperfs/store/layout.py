@@ -36,6 +36,10 @@ key                    value                       meaning
                                                    eviction order after a restart)
 ``!cache``             ``1``                       the ``o`` marks are there (written by
                                                    :mod:`.cache` at the first open)
+``v`` num              u64 length, signature       a live feed: its latest signed length
+                                                   (see .signed)
+``f`` num              u64 length, signature,      fork evidence: another tree its key
+                       root hashes                 signed (see .signed)
 =====================  ==========================  =====================================
 
 Only :mod:`hyperfs.store` writes these keys; this module is public so that fsck, tests
@@ -59,7 +63,8 @@ LOCATION, SLOTS = b"l", b"s"
 DATA, LEGACY_NAME = b"d", b"n"
 OWN, PINNED, READ = b"o", b"k", b"r"
 CACHE_KEY = b"!cache"
-PER_FEED = (LOCATION, HASH, PAGE, SLOTS, DATA, OWN, PINNED, READ)
+LIVE, FORK = b"v", b"f"
+PER_FEED = (LOCATION, HASH, PAGE, SLOTS, DATA, LIVE, FORK, OWN, PINNED, READ)
 """The kinds of key a feed's contents are stored under (deleted as ranges with it; ``d``
 too, so that a feed deleted half way through a migration leaves nothing behind)."""
 

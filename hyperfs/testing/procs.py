@@ -206,3 +206,37 @@ def end_pid(pid: int, timeout: float = 5.0) -> None:
             select.select([pidfd], [], [], timeout)
     finally:
         os.close(pidfd)
+
+
+SAY = '''import sys
+def say(what):
+    sys.stdout.write(what + "\\n")
+    sys.stdout.flush()
+'''
+"""The start of a child script for :func:`kill_after_lines`: ``say`` prints a line after
+each operation, so that the parent can count them."""
+
+
+def kill_after_lines(code: str, args: Sequence[object], lines: int,
+                     cwd: str | os.PathLike[str] | None = None) -> list[str]:
+    """Run ``code`` (a Python script starting with :data:`SAY`) with ``args``, read
+    ``lines`` of its lines and SIGKILL it: it dies at a random point of whatever it does
+    after that line, with no sleep standing in for the moment. Returns the lines read
+    (without their newline); AssertionError if it exits before."""
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=cwd,
+                             stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    said = []
+    try:
+        for _ in range(lines):
+            line = child.stdout.readline()
+            if not line:
+                raise AssertionError(f"child exited early with {child.wait()}")
+            said.append(line.rstrip("\n"))
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+    return said

@@ -94,6 +94,19 @@ def proof_indexes(
     return indexes
 
 
+def within(block: int, blocks: int, proof: Sequence[Node]) -> list[Node]:
+    """The nodes of ``proof`` that a tree of ``blocks`` blocks can use for ``block``.
+
+    A live feed's responder may hold a longer signed length than the receiver: its proof
+    climbs past the receiver's root to roots the receiver does not know yet. The path
+    below the receiver's root is the same in both trees, so the receiver keeps the
+    nodes of its own canonical proof, in order. Leaving nodes out can only make
+    :func:`verify` fail, never pass, so this is safe on anything a peer sends.
+    """
+    wanted = set(proof_indexes(block, blocks)) if block < blocks else set()
+    return [node for node in proof if node[0] in wanted]
+
+
 def _family(node: int, step: int) -> tuple[int, int]:
     """(sibling, parent) of ``node`` at depth d, where ``step`` is 2**d: flat-tree inline.
 

@@ -30,6 +30,13 @@ as message type 64 + k. The receiver pairs the two sorted lists with the referen
 walk; a name both list is supported. An index beyond the sender's list is a ProtocolError,
 an extension only the sender supports is ignored.
 
+Inside an encrypted connection (``use_capabilities``) a Join names the feed's discovery
+key and carries a capability instead of the id (``capabilities``). A remote Join we cannot
+open (a discovery key we do not know, or a capability that does not check) is kept
+*sealed*: it counts against ``max_channels`` like any open channel, messages on it are
+ignored, nothing is reported or answered; if we later join a feed whose key and
+capability match it, it opens then.
+
 Limits keep a hostile peer from growing our state: at most `max_channels` remote channels
 open at once, Have bitfields of at most `max_bitfield` bytes (default 2 MiB, i.e. 16 Mi
 blocks: 16 GiB of 1 KiB blocks; the reference itself only tracks 4 Mi blocks of a remote's
@@ -40,6 +47,9 @@ not 32 bytes, a second Join for an open feed, extension indexes beyond the sende
 and a second Handshake (a type-0x0A payload that parses as one; the reference ignores
 type 10). Pause/Unpause are reported every time (the reference drops repeats); a channel
 starts paused.
+
+Over 400 lines because the channel numbering is one piece of state: both sides' numbers,
+the channels crossing a Leave and the sealed ones all change together on every Join.
 
 Cost (CPython 3.11, timeit on a busy 2-core machine, two Connections back to back):
 building a Request frame ~3 us, receiving it ~3.5 us; a 1 KiB Response ~5 us each way
@@ -52,6 +62,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable, Sequence
 
+from hyperfs.wire.capabilities import Capabilities, discovery_key
 from hyperfs.wire.events import (
     CancelReceived,
     Event,
@@ -155,6 +166,8 @@ class Connection:
         self._remote: dict[int, bytes] = {}
         self._remote_feeds: dict[bytes, int] = {}
         self._remote_opened = 0
+        self._capabilities: Capabilities | None = None
+        self._sealed: dict[int, tuple[bytes, bytes | None]] = {}  # number -> (key, proof)
 
     # -- state ---------------------------------------------------------------------------
 
@@ -185,6 +198,13 @@ class Connection:
         how many numbers it has used: what the caps bound, for tests and the fuzzer."""
         return dict(self._remote), self._remote_opened
 
+    def use_capabilities(self, capabilities: Capabilities) -> None:
+        """From now on Joins name discovery keys with capabilities, never feed ids: call
+        it once the connection is encrypted, before any channel opens."""
+        if self._local or self._remote or self._sealed:
+            raise RuntimeError("channels are already open in plaintext")
+        self._capabilities = capabilities
+
     # -- sending -------------------------------------------------------------------------
 
     def start(self) -> bytes:
@@ -208,7 +228,24 @@ class Connection:
             channel = self._next_local
             self._next_local += 1
         self._local[feed_id] = channel
-        return frame(encode(Join(channel, feed_id)))
+        capabilities = self._capabilities
+        if capabilities is None:
+            return frame(encode(Join(channel, feed_id)))
+        key = discovery_key(feed_id)
+        self._unseal(key, feed_id)
+        return frame(encode(Join(channel, key, capabilities.ours(feed_id))))
+
+    def _unseal(self, key: bytes, feed_id: bytes) -> None:
+        """Open the remote's sealed channel for ``feed_id``, if it has one that checks."""
+        assert self._capabilities is not None
+        if feed_id in self._remote_feeds:
+            return
+        for channel, (sealed_key, proof) in self._sealed.items():
+            if sealed_key == key and self._capabilities.check(feed_id, proof):
+                del self._sealed[channel]
+                self._remote[channel] = feed_id
+                self._remote_feeds[feed_id] = channel
+                return
 
     def leave(self, feed_id: bytes) -> bytes:
         """Close the feed's channel in both directions; b"" if we have it not open."""
@@ -324,8 +361,13 @@ class Connection:
             raise ProtocolError(f"feed id must be {_ID_SIZE} bytes, got {len(feed_id)}")
         if channel > self._remote_opened:
             raise ProtocolError(f"remote joined channel {channel}, skipping ahead")
-        if channel in self._remote:
+        if channel in self._remote or channel in self._sealed:
             raise ProtocolError(f"remote reused live channel {channel}")
+        if self._capabilities is not None:
+            opened = self._open_sealed(msg)
+            if opened is None:
+                return None
+            feed_id = opened
         if feed_id in self._remote_feeds:
             raise ProtocolError("remote joined a feed it already has open")
         self._remote_opened = max(self._remote_opened, channel + 1)
@@ -335,13 +377,29 @@ class Connection:
             if not leaving:
                 del self._leaving[feed_id]
             return None
-        if len(self._remote) >= self._max_channels:
-            raise ProtocolError(f"remote opened more than {self._max_channels} channels")
+        self._check_room()
         self._remote[channel] = feed_id
         self._remote_feeds[feed_id] = channel
         return Joined(feed_id)
 
+    def _check_room(self) -> None:
+        if len(self._remote) + len(self._sealed) >= self._max_channels:
+            raise ProtocolError(f"remote opened more than {self._max_channels} channels")
+
+    def _open_sealed(self, msg: Join) -> bytes | None:
+        """The feed of an encrypted Join, or None: then kept sealed (see module doc)."""
+        assert self._capabilities is not None
+        feed_id = self._capabilities.resolve(msg.id)
+        if feed_id is not None and self._capabilities.check(feed_id, msg.capability):
+            return feed_id
+        self._check_room()
+        self._remote_opened = max(self._remote_opened, msg.channel + 1)
+        self._sealed[msg.channel] = (msg.id, msg.capability)
+        return None
+
     def _on_leave(self, msg: Leave) -> Left | None:
+        if self._sealed.pop(msg.channel, None) is not None:
+            return None
         feed_id = self._feed(msg.channel)
         if feed_id is None:
             return None

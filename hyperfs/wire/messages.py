@@ -67,10 +67,16 @@ class Handshake:
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Open our channel number `channel` for the feed `id`."""
+    """Open our channel number `channel` for the feed `id`.
+
+    Inside an encrypted connection `id` is the feed's discovery key and `capability`
+    proves the sender knows the feed id (``hyperfs.wire.capabilities``); the field is
+    ours (hypercore 1.x has fields 1 and 2 only) and a JS peer never sees it.
+    """
 
     channel: int
     id: bytes
+    capability: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +151,7 @@ Message = Join | Leave | Have | Pause | Unpause | Request | Response | Cancel
 
 # The schema of each message type, in type-byte order (Join is 0 ... Cancel is 7).
 _SCHEMAS: dict[type[Any], Schema] = {
-    Join: Schema(_CHANNEL, Field(2, BYTES, required=True), build=Join),
+    Join: Schema(_CHANNEL, Field(2, BYTES, required=True), Field(3, BYTES), build=Join),
     Leave: Schema(_CHANNEL, build=Leave),
     Have: Schema(_CHANNEL, Field(2, VARINT, repeated=True), Field(3, BYTES), build=Have),
     Pause: Schema(_CHANNEL, build=Pause),

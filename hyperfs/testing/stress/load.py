@@ -3,7 +3,6 @@ one mount; data must be correct everywhere, the figures say how fast."""
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from pathlib import Path
@@ -12,6 +11,7 @@ import trio
 
 from hyperfs import open_core
 from hyperfs.replication.peer import ORDERED_PROOFS
+from hyperfs.testing.securepeer import open_secure_peer
 from hyperfs.testing.stress.common import (
     HOST,
     Config,
@@ -30,36 +30,43 @@ from hyperfs.testing.stress.common import (
     stop,
     store,
 )
-from hyperfs.wire.connection import Connection
+from hyperfs.wire.capabilities import discovery_key
 from hyperfs.wire.events import ResponseReceived, Unpaused
 
 
 async def raw_leecher(port: int, fid: bytes, parts: list[bytes], window: int = 32) -> bool:
-    """A downloader of the whole feed over one connection, checking every block
-    against the source (the seeder's proofs are its own business here)."""
-    stream = await trio.open_tcp_stream(HOST, port)
-    conn = Connection(os.urandom(32), [ORDERED_PROOFS])
-    await stream.send_all(conn.start() + conn.join(fid))
+    """A downloader of the whole feed over one encrypted connection (as a hyperfs peer
+    would: one listing ``ORDERED_PROOFS`` in plaintext would be refused as a hyperfs peer
+    whose encryption offer was stripped), checking every block against the source (the
+    seeder's proofs are its own business here)."""
+    peer = await open_secure_peer(port, (ORDERED_PROOFS,), HOST)
+    peer.known[discovery_key(fid)] = fid
+    conn = peer.conn
+    await peer.send(conn.join(fid))
     total, asked, got, inflight, ok, unpaused = len(parts), 0, 0, 0, True, False
-    async with stream:
-        while got < total:
-            data = await stream.receive_some(1 << 18)
-            if not data:
-                return False
-            for event in conn.receive_data(data):
+    events = peer.first
+    async with peer.stream:
+        while True:
+            for event in events:
                 if isinstance(event, Unpaused):
                     unpaused = True
                 elif isinstance(event, ResponseReceived):
                     ok = ok and event.data == parts[event.block]
                     got += 1
                     inflight -= 1
+            if got == total:
+                break
             out = bytearray()
             while unpaused and inflight < window and asked < total:
                 out += conn.request(fid, asked)
                 asked += 1
                 inflight += 1
             if out:
-                await stream.send_all(bytes(out))
+                await peer.send(bytes(out))
+            received = await peer.receive()
+            if received is None:
+                return False
+            events = received
     return ok
 
 

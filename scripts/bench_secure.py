@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Encrypted vs plaintext replication between two hyperfs processes, side by side.
+
+For each shape (blocks x size) and each run, in alternation: a seeding process and a
+fetching process, both with encryption (Noise XX + secretstream, the default between
+hyperfs peers) or both without (``encrypt=False``: plain hypercore 1.x, the baseline),
+over loopback TCP. The fetcher reports the seconds from connect to the last verified
+block, and a fresh fetcher the seconds from connect to one verified block (the middle
+one). Medians of --runs runs; the goals (issue 13): encrypted >= 85 % of plaintext in
+64 KiB blocks, >= 75 % in 1 KiB blocks, connect -> first verified block <= 15 ms.
+
+Run it under the shared bench lock:
+
+    flock /work/wt/bench.lock .venv/bin/python scripts/bench_secure.py [--runs 3] [BxS ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import trio
+
+CHILD = [sys.executable, os.path.abspath(__file__)]
+
+
+async def seed(db: str, encrypt: bool) -> None:
+    """Serve the database until stdin closes; print the port first."""
+    from hyperfs import open_core
+    from hyperfs.net.node import open_node
+
+    async with open_core(db) as core, \
+            open_node(core, listen="127.0.0.1:0", encrypt=encrypt) as node:
+        assert node.address is not None
+        print(node.address[1], flush=True)
+        await trio.to_thread.run_sync(sys.stdin.read)
+
+
+async def fetch(db: str, feed_id: str, port: int, encrypt: bool, block: int | None) -> None:
+    """Fetch the feed (or one block) and print the seconds from connect as JSON."""
+    from hyperfs import open_core
+    from hyperfs.net.node import open_node
+    from hyperfs.replication.secure import node_keypair
+
+    async with open_core(db) as core:
+        feed = core.get(feed_id)
+        node_keypair(db)  # made with the database, as in any database used before
+        start = time.perf_counter()
+        async with open_node(core, peers=[f"127.0.0.1:{port}"], encrypt=encrypt):
+            if block is None:
+                await feed.download()
+            else:
+                assert await feed.get(block, timeout=60) is not None
+            seconds = time.perf_counter() - start
+    print(json.dumps({"seconds": seconds}), flush=True)
+
+
+def _make_feed(db: Path, blocks: int, size: int) -> str:
+    from hyperfs import open_core
+    from hyperfs.testing.network import store_feed
+
+    async def make() -> bytes:
+        async with open_core(db) as core:
+            return await store_feed(core, [os.urandom(size) for _ in range(blocks)])
+
+    return trio.run(make).hex()
+
+
+def _run(seed_db: Path, feed_id: str, encrypt: bool, tmp: Path, block: int | None) -> float:
+    flag = "1" if encrypt else "0"
+    seeder = subprocess.Popen([*CHILD, "--seed", str(seed_db), flag], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert seeder.stdout is not None
+        port = seeder.stdout.readline().strip()
+        fetch_db = tempfile.mkdtemp(dir=tmp)
+        args = [*CHILD, "--fetch", fetch_db, feed_id, port, flag]
+        if block is not None:
+            args += ["--block", str(block)]
+        out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600)
+        return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+    finally:
+        if seeder.stdin is not None:
+            seeder.stdin.close()
+        seeder.wait(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("shapes", nargs="*", default=["1600x65536", "40000x1024"])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seed", nargs=2, metavar=("DB", "ENCRYPT"), help=argparse.SUPPRESS)
+    parser.add_argument("--fetch", nargs=4, metavar=("DB", "ID", "PORT", "ENCRYPT"),
+                        help=argparse.SUPPRESS)
+    parser.add_argument("--block", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.seed:
+        trio.run(seed, args.seed[0], args.seed[1] == "1")
+        return
+    if args.fetch:
+        db, feed_id, port, flag = args.fetch
+        trio.run(fetch, db, feed_id, int(port), flag == "1", args.block)
+        return
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        for shape in args.shapes:
+            blocks, size = (int(x) for x in shape.lower().split("x"))
+            seed_db = tmp / f"seed-{shape}"
+            feed_id = _make_feed(seed_db, blocks, size)
+            times: dict[str, list[float]] = {"plain": [], "secure": [], "plain_first": [],
+                                             "secure_first": []}
+            for _ in range(args.runs):
+                for mode, encrypt in (("plain", False), ("secure", True)):
+                    times[mode].append(_run(seed_db, feed_id, encrypt, tmp, None))
+                    times[f"{mode}_first"].append(
+                        _run(seed_db, feed_id, encrypt, tmp, blocks // 2))
+            med = {key: statistics.median(values) for key, values in times.items()}
+            mbs = {mode: blocks * size / med[mode] / 1e6 for mode in ("plain", "secure")}
+            goal = 0.85 if size >= 64 * 1024 else 0.75
+            ratio = med["plain"] / med["secure"]
+            print(json.dumps({
+                "shape": shape,
+                "plain_MBps": round(mbs["plain"], 1), "secure_MBps": round(mbs["secure"], 1),
+                "plain_blocks_per_s": round(blocks / med["plain"]),
+                "secure_blocks_per_s": round(blocks / med["secure"]),
+                "ratio": round(ratio, 3), "goal": goal, "met": ratio >= goal,
+                "first_block_ms": {"plain": round(med["plain_first"] * 1000, 1),
+                                   "secure": round(med["secure_first"] * 1000, 1)},
+                "runs": {key: [round(v, 4) for v in values] for key, values in times.items()},
+            }), flush=True)
+
+
+if __name__ == "__main__":
+    main()
