@@ -7,7 +7,9 @@
   database. Target: cp >= 70 % of add.
 * remote: a ``hyperfs serve`` holds the feed; ``cat MNT/<id>/.feed`` through a fresh
   mount connected to it (``--peer``) vs ``hyperfs cat <id> --peer`` into a fresh database.
-  Target: the mount at >= 80 % of direct replication.
+  Target: the mount at >= 80 % of direct replication. Then the same through a mount
+  capped at ``--cache-max-size 100M``, whose block data on disk is sampled every 20 ms:
+  it must stay under 110 MB; its speed is shown beside the uncapped mount's.
 * first byte: through a fresh mount connected to the seeder, the time from open() to
   the first byte of a block that is not local (the first read also learns the feed;
   then single blocks at random places). Target: within 20 ms.
@@ -55,6 +57,7 @@ from pathlib import Path
 
 import trio
 
+from hyperfs.testing.disks import DataPeak
 from hyperfs.testing.storms import store_remote_feeds
 
 HYPERFS = str(Path(sys.executable).with_name("hyperfs"))
@@ -158,6 +161,12 @@ def bench_local(work: Path, source: Path, run: int, results: dict[str, list[floa
     return feed_id
 
 
+CAP = "100M"
+"""The cache cap of the capped remote read; its block data must stay under 110 MB."""
+PEAKS: list[float] = []
+"""The most block data (MB) the capped mount held on disk, per run."""
+
+
 def bench_remote(work: Path, feed_id: str, blocks: int, run: int,
                  results: dict[str, list[float]], firsts: list[float]) -> None:
     """hyperfs cat --peer vs cat through a mount with --peer; first bytes of blocks."""
@@ -172,9 +181,15 @@ def bench_remote(work: Path, feed_id: str, blocks: int, run: int,
                 timed(f"cat {remote.mnt}/{feed_id}/.feed > /dev/null"))
         with Mount(work / f"first{run}", work / f"fmnt{run}", *peer) as remote:
             firsts += first_bytes(remote.mnt, feed_id, blocks)
+        capped = work / f"capped{run}"
+        with Mount(capped, work / f"cmnt{run}", *peer, "--cache-max-size", CAP) as remote, \
+                DataPeak(capped) as disk:
+            results["cat_mnt_capped"].append(
+                timed(f"cat {remote.mnt}/{feed_id}/.feed > /dev/null"))
+        PEAKS.append(disk.peak / 1e6)
     finally:
         seeder.close()
-    for done in (work / f"cat{run}", work / f"remote{run}", work / f"first{run}"):
+    for done in (work / f"cat{run}", work / f"remote{run}", work / f"first{run}", capped):
         shutil.rmtree(done)
 
 
@@ -257,6 +272,11 @@ def report(args: argparse.Namespace, results: dict[str, list[float]],
         print(f"  remote read through the mount: {speed['cat_mnt_remote']:.0f} MB/s, "
               f"{speed['cat_mnt_remote'] / speed['cat_remote']:.0%} of hyperfs cat "
               "(target >= 80 %)")
+        print(f"  remote read through a mount capped at --cache-max-size {CAP}: "
+              f"{speed['cat_mnt_capped']:.0f} MB/s, "
+              f"{speed['cat_mnt_capped'] / speed['cat_mnt_remote']:.0%} of the uncapped "
+              f"mount's; block data on disk at most {max(PEAKS):.1f} MB (runs: "
+              f"{', '.join(f'{peak:.1f}' for peak in PEAKS)}; target < 110 MB)")
         print(f"  first byte of a remote block: median {statistics.median(firsts) * 1e3:.1f}"
               f" ms, max {max(firsts) * 1e3:.1f} ms over {len(firsts)} reads (target 20 ms)")
     if results["tar_mnt"]:
@@ -289,8 +309,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench_fs.", dir=args.dir))
     results: dict[str, list[float]] = {key: [] for key in (
         "add", "cp", "cat_disk", "cat_mnt", "reread_disk", "reread_feed", "reread_name",
-        "cat_remote", "cat_mnt_remote", "tar_plain", "tar_plain_sync", "tar_mnt", "ls_lR",
-        "ls_lR_again", "find", "du")}
+        "cat_remote", "cat_mnt_remote", "cat_mnt_capped", "tar_plain", "tar_plain_sync",
+        "tar_mnt", "ls_lR", "ls_lR_again", "find", "du")}
     firsts: list[float] = []
     try:
         source = work / "source.bin"

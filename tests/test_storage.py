@@ -3,7 +3,6 @@ fsck, never returned, fetched again), orphan files, and reads into a caller's bu
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import subprocess
@@ -17,8 +16,8 @@ from hyperfs import BlockUnavailable, open_core
 from hyperfs.net.node import open_node
 from hyperfs.store.layout import LOCATION_VALUE, location_key
 from hyperfs.store.store import Store
+from hyperfs.testing.disks import fill, small_tmpfs
 from hyperfs.testing.network import astart_serve, copy_db
-from hyperfs.testing.requirements import missing
 from hyperfs.testing.seeds import seeded_random
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,14 +212,8 @@ async def test_read_into_a_buffer(tmp_path: Path) -> None:
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 4 MiB tmpfs of the test's own (root only: mounting), unmounted at the end."""
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)],
-                            capture_output=True, check=False)
-    if result.returncode != 0:
-        missing(f"a tmpfs mount (root): {result.stderr.decode().strip()}")
-    yield disk
-    subprocess.run(["umount", str(disk)], check=True)
+    with small_tmpfs(tmp_path / "disk") as disk:
+        yield disk
 
 
 def test_a_write_on_a_full_disk_fails_and_later_writes_last(small_disk: Path) -> None:
@@ -231,17 +224,14 @@ def test_a_write_on_a_full_disk_fails_and_later_writes_last(small_disk: Path) ->
     try:
         with store.batch() as batch:
             batch.put(b"zkept", b"before")
-        # the disk, full to the last byte
-        with contextlib.suppress(OSError), open(small_disk / "filler", "wb", buffering=0) as fill:
-            while True:
-                fill.write(bytes(4096))
+        filler = fill(small_disk)  # the disk, full to the last byte
         with pytest.raises(OSError) as failed, store.batch() as batch:
             batch.put(b"zbig", bytes(1 << 20))  # LevelDB's own log write fails
         assert failed.value.errno == errno.ENOSPC
         with pytest.raises(OSError) as again, store.batch() as batch:
             batch.put(b"zsmall", b"x")  # refused while the reopen cannot be done
         assert again.value.errno == errno.ENOSPC
-        (small_disk / "filler").unlink()
+        filler.unlink()
         with store.batch() as batch:
             batch.put(b"zlate", b"after")
         assert store.get(b"zkept") == b"before"

@@ -19,7 +19,8 @@ from pathlib import Path
 import trio
 
 from hyperfs.base.errors import HyperfsError
-from hyperfs.cli import feeds, live, migrate, mount, network, status
+from hyperfs.cli import feeds, live, migrate, mount, network, pins, status
+from hyperfs.cli.cache import cache_limits
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,10 @@ COMMANDS = (
             network.serve, network.serve_arguments),
     Command("status", "show a running node's peers and discovery state",
             status.show_status, status.status_arguments),
+    Command("pin", "download a feed in full and keep it (never evicted)",
+            pins.pin, pins.pin_arguments),
+    Command("unpin", "let a pinned feed be evicted again (under a cache limit)",
+            pins.unpin, pins.unpin_arguments),
     Command("fsck", "check the database's consistency (and repair blocks)",
             feeds.fsck, feeds.fsck_arguments),
     Command("migrate", "move an earlier hyperfs's database to this format (also done on open)",
@@ -98,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         args.db = default_db()
     run: Callable[[argparse.Namespace], Awaitable[int]] = args.run
     try:
+        if hasattr(args, "cache_max_size"):
+            cache_limits(args)  # a bad SIZE: one line, before anything starts
         return trio.run(run, args)
     except KeyboardInterrupt:
         return 130

@@ -1,4 +1,4 @@
-"""The options of the commands that go on the network (serve, cat, mount), and `serve`.
+"""The options of the commands that go on the network (serve, cat, mount, pin), and `serve`.
 
 One place defines them, so `serve`, `cat` and `mount` spell and document them alike, and a
 command that uses :func:`add_network_options` + :func:`node_from_args` gets discovery (DHT
@@ -28,6 +28,7 @@ import trio
 
 from hyperfs.base.signals import wait_for_stop_signal
 from hyperfs.cli.arguments import host_port, ipv4
+from hyperfs.cli.cache import add_cache_options, cache_limits
 from hyperfs.cli.status import publish_status, status_path
 from hyperfs.feeds.core import Core, open_core
 from hyperfs.net.address import parse_address
@@ -81,6 +82,7 @@ def add_network_options(parser: argparse.ArgumentParser, *, listen: str | None) 
     group.add_argument("--status-file", metavar="PATH", type=Path, default=None,
                        help="where to keep this node's status for `hyperfs status` "
                             "(default: a per-database file in the runtime directory)")
+    add_cache_options(parser)
 
 
 def discovery_config(args: argparse.Namespace) -> DiscoveryConfig | None:
@@ -184,8 +186,10 @@ async def node_from_args(core: Core, args: argparse.Namespace) -> AsyncIterator[
                         handshake_timeout=args.handshake_timeout,
                         message_timeout=args.message_timeout, discovery=discovery_config(args),
                         secure_only=args.secure_only)
+    core.cache.limit(cache_limits(args))
     async with running as node, trio.open_nursery() as nursery:
         nursery.start_soon(publish_status, status_path(args), node)
+        nursery.start_soon(core.cache.run)
         yield node
         nursery.cancel_scope.cancel()
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import trio
 
+from hyperfs.cli.cache import describe
 from hyperfs.net.node import Node
 
 STATUS_INTERVAL = 2.0
@@ -37,7 +38,7 @@ def status_path(args: argparse.Namespace) -> Path:
 
 
 def _write_status(path: Path, node: Node) -> None:
-    status = {"pid": os.getpid(), **node.status()}
+    status = {"pid": os.getpid(), **node.status(), "cache": node.core.cache.status()}
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(status, indent=2, default=str) + "\n")
     os.replace(tmp, path)  # readers see the old file or the new, never half of one
@@ -94,6 +95,9 @@ async def show_status(args: argparse.Namespace) -> int:
         how = (f"encrypted, node key {peer['node_key']}" if peer.get("encrypted")
                else "plaintext (hypercore 1.x)")
         print(f"  peer {peer.get('address') or '?'}: {how}")
+    cache = status.get("cache")
+    if cache and (cache["max_size"] or cache["min_free"] or cache["pinned_feeds"]):
+        print(describe(cache))  # (no line for a node without limits or pins)
     disc = status.get("discovery")
     if not disc:
         print("discovery: off")

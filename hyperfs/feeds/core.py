@@ -18,6 +18,7 @@ import trio
 from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import FeedFinalized
 from hyperfs.feeds import live as live_feeds
+from hyperfs.feeds.cache import Cache
 from hyperfs.feeds.feed import Feed, check_index
 from hyperfs.feeds.names import Names
 from hyperfs.feeds.privacy import PrivateFeeds
@@ -67,8 +68,19 @@ class Core:
         for num in self.store.pending():
             log.info("discarding writable feed #%d left unfinished by an earlier run", num)
             self.store.delete_feed(num, None)
+        self.store.reopened.add(self._reload)
+        self.cache = Cache(self.store, self._feeds.get)
+        """Limits on fetched feeds' block data, eviction, pins (no limit until
+        :meth:`Cache.limit`)."""
+
+    def _reload(self) -> None:
+        """After the store recovered from a failed write: every open feed's bitfield
+        again as stored, so no later page write carries bits of writes that were lost."""
+        for feed in self._feeds.values():
+            feed.reload()
 
     def close(self) -> None:
+        self.cache.save()
         self.store.close()
 
     # -- events ------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from hyperfs.base.errors import (
 )
 from hyperfs.feeds.hashing import as_block, hash_beside
 from hyperfs.feeds.names import Names, new_entry
+from hyperfs.store.cache import evict
 from hyperfs.store.entry import Entry, Kind
 from hyperfs.store.store import Store
 from hyperfs.tree import merkle
@@ -97,6 +98,7 @@ class Feed:
         self.roots: list[merkle.Node] = self._load_roots()
         self._builder = merkle.TreeBuilder() if feed_id is None else None
         self._waiters: dict[int, trio.Event] = {}
+        self._failures: dict[int, tuple[trio.Event, OSError]] = {}  # see _store_failed
         self._wanted: dict[int, int] = {}
         self._length_known = trio.Event()
         if blocks is not None:
@@ -343,6 +345,9 @@ class Feed:
             self._notify("feed_wants", index)
         try:
             await event.wait()
+            failure = self._failures.get(index)
+            if failure is not None and failure[0] is event:
+                raise failure[1]
         finally:
             self._wanted[index] -= 1
             if not self._wanted[index]:
@@ -352,6 +357,7 @@ class Feed:
                     self._notify("feed_unwants", index)
 
     def _stored(self, index: int) -> None:
+        self._failures.pop(index, None)
         event = self._waiters.pop(index, None)
         if event is not None:
             event.set()
@@ -421,9 +427,9 @@ class Feed:
             # The responder may know a longer signed length: its proof climbs past our
             # roots. The nodes below them are the same in both trees (merkle.within).
             verified = verify(merkle.within(index, self.blocks or 0, proof))
-        self.bitfield.add(index)
         try:
-            with store.batch() as batch:
+            with store.batch() as batch:  # (which may reopen the store: see reload)
+                self.bitfield.add(index)
                 store.put_nodes(batch, num, verified.nodes)
                 store.data.put(batch, num, index, data,
                                None if self.live_state is not None else verified.blocks)
@@ -431,13 +437,28 @@ class Feed:
                 store.put_page(batch, num, page, self.bitfield.page(page))
                 if verified.roots is not None:
                     store.put_feed(batch, num, self.id, verified.blocks)
-        except BaseException:
+        except BaseException as exc:
             self.bitfield.discard(index)
+            if isinstance(exc, OSError):
+                self._store_failed(index, exc)
             raise
         if verified.roots is not None:
             self._learn_length(verified.blocks, verified.roots)
         self._stored(index)
         return True
+
+    def _store_failed(self, index: int, exc: OSError) -> None:
+        """Storing a verified block failed (a full disk): nothing of it was kept. Its
+        waiters get the error (a reader sees ENOSPC, not a timeout), and nothing more is
+        fetched ahead, which would only fail too; a reader that asks again fetches again."""
+        error = OSError(exc.errno, f"cannot store block {index} of feed {self.hex}: "
+                                   f"{exc.strerror or exc}")
+        log.warning("%s", error.strerror)
+        self.prefetching.clear()
+        event = self._waiters.pop(index, None)
+        if event is not None:
+            self._failures[index] = (event, error)
+            event.set()
 
     def extended(self, blocks: int, roots: list[merkle.Node], appended: range) -> None:
         """A live feed grew to a signed length (``feeds.live``): readers past the old end
@@ -464,20 +485,26 @@ class Feed:
             self._waiters.pop(index).set()  # their get() now returns None
 
     def drop(self, index: int) -> bool:
-        """Forget the local copy of a block (its verified hash stays, so it can return;
-        its bytes stay in the data file until a copy fetched again overwrites them)."""
-        check_index(index)
-        if not self.bitfield.discard(index):
-            return False
-        try:
-            with self._store.batch() as batch:
-                self._store.data.delete(batch, self.num, index)
-                page = index // PAGE_BITS
-                self._store.put_page(batch, self.num, page, self.bitfield.page(page))
-        except BaseException:
-            self.bitfield.add(index)
-            raise
-        return True
+        """Forget the local copy of a block (its verified hash stays, so it can return):
+        its bit and ``l`` key in one batch, then its bytes punched out of the data file
+        (:func:`hyperfs.store.cache.evict`), so a dropped block takes no disk."""
+        return evict(self._store, self.num, [check_index(index)], self.bitfield)[0] > 0
+
+    def reload(self) -> None:
+        """After the store recovered from a failed write (:attr:`Store.reopened`): the
+        bitfield again as stored (in place: whoever holds it sees the change), without
+        the bits of blocks whose ``l`` key did not survive, which are cleared in the
+        store too, so that nothing is marked held that is not stored."""
+        if self._builder is not None:
+            return
+        store = self._store
+        self.bitfield.replace(store.bitfield(self.num))
+        placed = {index for index, _ in store.data.locations(self.num)}
+        lost = [index for index in self.bitfield.iter_set() if index not in placed]
+        if lost:
+            log.warning("feed %s: %d blocks did not survive a failed write; fetching them "
+                        "again", self.hex, len(lost))
+            evict(store, self.num, lost, self.bitfield)
 
     def _load_roots(self) -> list[merkle.Node]:
         if self.blocks is None:

@@ -254,7 +254,7 @@ def _reply_blocks(state: FeedSlot, attributes: Attributes, index: int, offset: i
 # -- xattrs ------------------------------------------------------------------------------
 
 
-def _xattr_feed(node: Inode) -> tuple[FeedSlot | None, int | None]:
+def feed_of(node: Inode) -> tuple[FeedSlot | None, int | None]:
     """The feed whose xattrs ``node`` shows, and the block (None: the whole feed)."""
     match node:
         case FeedDir(slot=state) | WholeFeed(slot=state) | NameFile(slot=state):
@@ -276,7 +276,7 @@ def stored_xattrs(node: Inode) -> Entry | None:
 
 
 def xattr_names(node: Inode) -> list[bytes]:
-    state, _ = _xattr_feed(node)
+    state, _ = feed_of(node)
     computed = list(XATTRS) if state is not None else []
     if isinstance(node, NameFile) and state is None:
         computed = [XATTR_EMPTY]
@@ -286,7 +286,7 @@ def xattr_names(node: Inode) -> list[bytes]:
 
 def xattr(node: Inode, name: bytes) -> bytes:
     """The value of xattr ``name`` of ``node`` (ENOATTR for one it does not have)."""
-    state, index = _xattr_feed(node)
+    state, index = feed_of(node)
     if name == XATTR_EMPTY and isinstance(node, NameFile) and state is None:
         return b"1"
     if state is None or name not in XATTRS:

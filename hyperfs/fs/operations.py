@@ -22,7 +22,7 @@ from collections.abc import Callable
 import pyfuse3
 
 from hyperfs.feeds.core import Core
-from hyperfs.fs import appends, naming, removal
+from hyperfs.fs import appends, naming, pins, removal
 from hyperfs.fs.attributes import Attributes, Listing, list_dir, reply_entries, xattr, xattr_names
 from hyperfs.fs.errnos import fail, fuse_errors
 from hyperfs.fs.inodes import (
@@ -277,6 +277,8 @@ class Operations(pyfuse3.Operations):
             # stops asking for SELinux labels and ACLs on this device, instead of paying
             # two round trips per file (200,000 for a 100,000-block feed).
             raise fail(errno.ENOTSUP)
+        if name == pins.XATTR_PINNED:
+            return pins.pinned(self.namespace, inode)
         return xattr(self.namespace.decode(inode), name)
 
     @fuse_errors
@@ -286,10 +288,14 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
+        if name == pins.XATTR_PINNED:
+            return pins.set_pinned(self.namespace, inode, value)
         naming.set_xattr(self.namespace, self.uploads, inode, name, value)
 
     @fuse_errors
     async def removexattr(self, inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        if name == pins.XATTR_PINNED:
+            return pins.set_pinned(self.namespace, inode, None)
         naming.remove_xattr(self.namespace, self.uploads, inode, name)
 
     @fuse_errors

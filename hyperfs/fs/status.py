@@ -33,6 +33,7 @@ def status_json(namespace: Namespace, mountpoint: str,
         "feeds": feeds,
         "uploads": [{"name": u.name.decode(errors="surrogateescape"), "bytes": u.size}
                     for u in namespace.uploads.values()],
+        "cache": core.cache.status(),
     }
     if network is not None:
         try:

@@ -136,5 +136,8 @@ class FeedScheduler(Protocol):
     def requests_failed(self, peer: PeerLink, blocks: list[int]) -> None:
         """``peer`` will not answer these (cancelled) requests: ask someone else."""
 
+    def feed_unwants(self, feed: Feed, block: int) -> None:
+        """Nobody waits for ``block`` any more (nor fetches it ahead): stop asking."""
+
     def channel_closed(self, peer: PeerLink, channel: Channel) -> None:
         """The channel is gone; what was in flight on it is not coming."""

@@ -487,6 +487,11 @@ class Peer:
             channel.scheduler.requeue(block)
             self.drop(f"sent block {block} that fails verification: {exc}")
             return
+        except OSError:  # our disk (full): not the peer's fault; the feed told its readers
+            channel.scheduler.feed_unwants(channel.feed, block)  # no longer in flight
+            if self.conn.remote_supports(ORDERED_PROOFS):  # its next proofs assume we kept it
+                self.drop(f"block {block} it sent could not be stored here (disk full)")
+            return
         self.blocks_in += 1  # verified only: a liar must not look useful (network redials)
         channel.scheduler.fill(self, channel)
         if self._waiting and self.inflight < self.window:

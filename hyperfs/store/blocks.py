@@ -44,6 +44,7 @@ from concurrent import futures
 from pathlib import Path
 from typing import NamedTuple
 
+from hyperfs.store.holes import allocated, punch_hole
 from hyperfs.store.layout import data_name
 
 BytesLike = bytes | bytearray | memoryview
@@ -205,6 +206,19 @@ class DataFiles:
         fd = self._fd(num)
         if fd is not None:
             os.fdatasync(fd)
+
+    def punch(self, num: int, locations: Sequence[Location]) -> None:
+        """Give back the disk space of the bytes at ``locations`` (eviction: only after
+        the batch that forgot them was written, so no ``l`` key points at a hole)."""
+        fd = self._fd(num)
+        if fd is not None:
+            for location in locations:
+                punch_hole(fd, location.offset, location.length)
+
+    def allocated(self, num: int) -> int:
+        """Bytes of disk feed ``num``'s data file takes (holes take none; 0 without one)."""
+        fd = self._fd(num)
+        return 0 if fd is None else allocated(fd)
 
     def remove(self, num: int) -> None:
         fd = self._fds.pop(num, None)

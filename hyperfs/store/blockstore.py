@@ -20,12 +20,14 @@ from hyperfs.store.layout import (
     KEY,
     LOCATION,
     LOCATION_VALUE,
+    OWN,
     SLOTS,
     SLOTS_VALUE,
     location_key,
     page_key,
     prefix,
 )
+from hyperfs.store.recency import Recency
 from hyperfs.tree.bitfield import PAGE_BYTES, Bitfield
 
 
@@ -54,6 +56,8 @@ class BlockStore:
         self.files = files
         self._slots: dict[int, Slots | None] = {}
         self._appended: dict[int, _Shape] = {}
+        self.recency = Recency()
+        """What was read least recently (told of every read and put; for eviction)."""
 
     def forget(self, num: int) -> None:
         """Delete feed ``num``'s data file (its keys are the store's to delete)."""
@@ -74,7 +78,10 @@ class BlockStore:
         if location is None:
             return None
         data = self.files.read(num, location)
-        return data if crc32c(data) == location.crc and len(data) == location.length else None
+        if crc32c(data) != location.crc or len(data) != location.length:
+            return None
+        self.recency.touch(num, index)
+        return data
 
     def read_into(self, num: int, index: int, buffer: memoryview) -> int | None:
         """Block ``index`` read into ``buffer`` (ValueError if it is too small), its crc32c
@@ -85,8 +92,10 @@ class BlockStore:
         if len(buffer) < location.length:
             raise ValueError(f"a {len(buffer)}-byte buffer for a {location.length}-byte block")
         got = self.files.read_into(num, location, buffer)
-        ok = got == location.length and crc32c(buffer[:got]) == location.crc
-        return got if ok else None
+        if got != location.length or crc32c(buffer[:got]) != location.crc:
+            return None
+        self.recency.touch(num, index)
+        return got
 
     def place_of(self, num: int, index: int) -> tuple[Path, int, int] | None:
         """Where block ``index``'s bytes are on disk: (data file, offset, length). For
@@ -114,9 +123,12 @@ class BlockStore:
             offset += length
 
     def seal(self, batch: Batch, num: int) -> None:
-        """Before finalize's synced ``batch``: the feed's bytes to disk, and its slots
-        recorded when its blocks allow (so a block fetched again lands at its place)."""
+        """Before finalize's synced ``batch``: the feed's bytes to disk, its slots
+        recorded when its blocks allow (so a block fetched again lands at its place), and
+        its mark as made here (the only copy: never evicted)."""
         self.files.sync(num)
+        batch.put(prefix(OWN, num), b"")
+        self.recency.kept.add(num)
         shape = self._appended.get(num)
         if shape is not None and shape.fits and 0 < shape.last <= shape.size:
             self._put_slots(batch, num, Slots(0, shape.size))
@@ -136,6 +148,7 @@ class BlockStore:
                 index, length, blocks, files.end(num))
             files.write(num, offset, (data,))
         batch.put(location_key(num, index), LOCATION_VALUE.pack(offset, length, crc32c(data)))
+        self.recency.stored(num, index, length)
 
     def _slots_of(self, batch: Batch, num: int, index: int, length: int,
                   blocks: int) -> Slots | None:
@@ -163,6 +176,7 @@ class BlockStore:
         """
         head, pack, unpack, read = prefix(LOCATION, num), KEY.pack, LOCATION_VALUE.unpack, \
             self.files.read
+        touch = self.recency.touch
         self._store.flush()
         index = start
         with self._store.db.iterator(start=pack(head, start), stop=pack(head, end),
@@ -175,6 +189,7 @@ class BlockStore:
                 if crc32c(data) != location.crc or len(data) != location.length:
                     yield None
                     return
+                touch(num, index)
                 yield data
                 index += 1
 

@@ -30,6 +30,12 @@ key                    value                       meaning
                                                    joined by ``/``
 ``n`` name             id                          (before names had records: moved to
                                                    ``e`` keys when a database opens)
+``o`` num              (empty)                     a feed made here (never evicted)
+``k`` num              (empty)                     a pinned feed (kept whole, never evicted)
+``r`` num              u64 unix seconds            when the feed was last read (coarse:
+                                                   eviction order after a restart)
+``!cache``             ``1``                       the ``o`` marks are there (written by
+                                                   :mod:`.cache` at the first open)
 ``v`` num              u64 length, signature       a live feed: its latest signed length
                                                    (see .signed)
 ``f`` num              u64 length, signature,      fork evidence: another tree its key
@@ -55,8 +61,10 @@ UNKNOWN = 2**64 - 1
 ID, META, PENDING, HASH, PAGE, ENTRY = b"i", b"m", b"p", b"h", b"b", b"e"
 LOCATION, SLOTS = b"l", b"s"
 DATA, LEGACY_NAME = b"d", b"n"
+OWN, PINNED, READ = b"o", b"k", b"r"
+CACHE_KEY = b"!cache"
 LIVE, FORK = b"v", b"f"
-PER_FEED = (LOCATION, HASH, PAGE, SLOTS, DATA, LIVE, FORK)
+PER_FEED = (LOCATION, HASH, PAGE, SLOTS, DATA, LIVE, FORK, OWN, PINNED, READ)
 """The kinds of key a feed's contents are stored under (deleted as ranges with it; ``d``
 too, so that a feed deleted half way through a migration leaves nothing behind)."""
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import plyvel
 
+from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import CorruptDatabase, StorageLocked
 from hyperfs.store.blocks import DataFiles
 from hyperfs.store.blockstore import BlockStore
@@ -76,6 +77,11 @@ class Store:
         self.path.mkdir(parents=True, exist_ok=True)
         self.db = self._open_db()
         self._failed: str | None = None  # a LevelDB write failed: reopen before the next
+        self.reopened: Callbacks[[]] = Callbacks()
+        """Called after a reopen that followed a failed write: what LevelDB recovered need
+        not be what this process believed it held (measured on a full tmpfs: a failed
+        group write left bitfield pages ahead of the ``l`` keys), so whoever keeps state
+        beside the database (a feed's bitfield) must read it again, and set it right."""
         self._group: dict[bytes, bytes | None] | None = None
         try:
             self.outdated = self._check_format()
@@ -136,6 +142,7 @@ class Store:
             self.db = _ClosedDb(self)
             raise OSError(errno.ENOSPC, f"database {self.path}: {self._failed}") from None
         self._failed = None
+        self.reopened()
 
     def _write_failed(self, exc: Exception) -> OSError:
         """The OSError a failed LevelDB write becomes (the next write reopens first)."""

@@ -41,9 +41,9 @@ an error in it, not traffic."""
 
 
 def _command(args: Sequence[object]) -> list[str]:
-    """The full command line; `cat` and `serve` get discovery turned off."""
+    """The full command line; `cat`, `serve` and `pin` get discovery turned off."""
     words = [str(arg) for arg in args]
-    if {"cat", "serve"} & set(words):
+    if {"cat", "serve", "pin"} & set(words):
         words += LOCAL_ONLY
     return [*HYPERFS, *words]
 

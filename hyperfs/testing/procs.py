@@ -218,21 +218,25 @@ each operation, so that the parent can count them."""
 
 
 def kill_after_lines(code: str, args: Sequence[object], lines: int,
-                     cwd: str | os.PathLike[str] | None = None) -> None:
+                     cwd: str | os.PathLike[str] | None = None) -> list[str]:
     """Run ``code`` (a Python script starting with :data:`SAY`) with ``args``, read
     ``lines`` of its lines and SIGKILL it: it dies at a random point of whatever it does
-    after that line, with no sleep standing in for the moment. AssertionError if it
-    exits before."""
+    after that line, with no sleep standing in for the moment. Returns the lines read
+    (without their newline); AssertionError if it exits before."""
     import sys
 
     child = subprocess.Popen([sys.executable, "-c", code, *map(str, args)], cwd=cwd,
                              stdout=subprocess.PIPE, text=True)
     assert child.stdout is not None
+    said = []
     try:
         for _ in range(lines):
-            if not child.stdout.readline():
+            line = child.stdout.readline()
+            if not line:
                 raise AssertionError(f"child exited early with {child.wait()}")
+            said.append(line.rstrip("\n"))
     finally:
         child.send_signal(signal.SIGKILL)
         child.wait()
         child.stdout.close()
+    return said

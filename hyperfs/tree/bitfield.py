@@ -100,6 +100,10 @@ class Bitfield:
         chunk = self._bits[number * PAGE_BYTES : (number + 1) * PAGE_BYTES]
         return bytes(chunk).ljust(PAGE_BYTES, b"\x00")
 
+    def replace(self, other: Bitfield) -> None:
+        """Take ``other``'s bits (in place: holders of this object see them)."""
+        self._bits, self.count = bytearray(other._bits), other.count
+
     def load_page(self, number: int, data: bytes) -> None:
         start = number * PAGE_BYTES
         if len(self._bits) < start + len(data):
