@@ -152,7 +152,7 @@ def test_rmdir_deletes_the_feed_and_every_name_of_it(mounts: Mounts, tmp_path: P
         _fails(errno.ENOENT, os.open, m.mnt / name, os.O_RDONLY)
     assert m.stop() == 0
     listed = run(HYPERFS, "--db", m.db, "ls").stdout.decode()
-    assert listed == f"{other_dir.name}           2 blocks           2 local\n"
+    assert listed == f"{other_dir.name}           2 blocks           2 local  static\n"
     again = mounts.start(m.db, m.mnt)
     assert sorted(os.listdir(again.mnt)) == sorted([".status", "other", other_dir.name])
     assert (again.mnt / "other").read_bytes() == other

@@ -35,7 +35,7 @@ def test_add_live_then_append_and_cat_elsewhere(tmp_path: Path) -> None:
                            input=b"from a pipe\n", capture_output=True, env=ENV, timeout=60)
     _ok(piped)
     listing = _ok(run_hyperfs("--db", db, "ls"))
-    assert f"{feed_id}           4 blocks" in listing
+    assert f"{feed_id}           4 blocks           4 local  live\n" in listing + "\n"
     assert _ok(run_hyperfs("--db", db, "fsck")).endswith("ok")
     server, port = start_serve(db)
     try:
@@ -52,6 +52,11 @@ def test_append_by_name_makes_a_live_feed(tmp_path: Path) -> None:
     feed_id = _ok(run_hyperfs("--db", db, "append", "log", source))
     assert _ok(run_hyperfs("--db", db, "append", "log", source)) == feed_id
     assert f"{feed_id}           2 blocks" in _ok(run_hyperfs("--db", db, "ls"))
+    static = tmp_path / "static"
+    static.write_bytes(b"still\n")
+    static_id = _ok(run_hyperfs("--db", db, "add", static))
+    assert f"{static_id}           1 blocks           1 local  static" in _ok(
+        run_hyperfs("--db", db, "ls"))
 
 
 def test_append_refuses_static_unknown_and_foreign_feeds(tmp_path: Path) -> None:

@@ -130,6 +130,7 @@ async def test_a_copied_key_forks_and_the_writer_refuses(tmp_path: Path) -> None
         with pytest.raises(FeedForked):
             await again.append(b"more")
         assert a.check().problems == []
+        assert [info.kind for info in a.info()] == ["live, forked"]  # what ls shows
 
 
 async def test_secret_key_is_private_and_checked(tmp_path: Path) -> None:

@@ -47,7 +47,7 @@ async def ls(args: argparse.Namespace) -> int:
     async with open_core(args.db) as core:
         for info in core.info():
             blocks = "?" if info.blocks is None else str(info.blocks)
-            print(f"{info.id.hex()}  {blocks:>10} blocks  {info.local:>10} local")
+            print(f"{info.id.hex()}  {blocks:>10} blocks  {info.local:>10} local  {info.kind}")
     return 0
 
 

@@ -25,6 +25,7 @@ from hyperfs.feeds.privacy import PrivateFeeds
 from hyperfs.feeds.streams import WriteStream
 from hyperfs.store import fsck
 from hyperfs.store.migrate import open_store
+from hyperfs.store.signed import fork, signed
 from hyperfs.tree.hashes import parse_id
 from hyperfs.tree.merkle import Node
 
@@ -44,6 +45,15 @@ class FeedInfo:
     id: bytes
     blocks: int | None
     local: int
+    live: bool = False
+    forked: bool = False
+    """A live feed whose key signed two different trees (``feeds.live``): readers keep
+    the verified prefix, the writer here refuses to append."""
+
+    @property
+    def kind(self) -> str:
+        """What `hyperfs ls` and ``.status`` call it: static, live or live, forked."""
+        return "live, forked" if self.forked else "live" if self.live else "static"
 
 
 class Core:
@@ -234,7 +244,9 @@ class Core:
         for feed_id, num, blocks in self.store.feeds():
             feed = self._feeds.get(feed_id)
             local = feed.local if feed is not None else self.store.bitfield(num).count
-            result.append(FeedInfo(feed_id, blocks, local))
+            live = signed(self.store, num) is not None
+            forked = live and fork(self.store, num) is not None
+            result.append(FeedInfo(feed_id, blocks, local, live, forked))
         return result
 
     def check(self, *, repair: bool = False, scrub: bool = True) -> fsck.Report:
