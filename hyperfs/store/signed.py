@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from hyperfs.store.index import Batch, Index
 from hyperfs.store.layout import FORK, LIVE, prefix
 from hyperfs.tree.flat_tree import full_roots
+from hyperfs.tree.hashes import Node
 from hyperfs.tree.signing import SIGNATURE_SIZE
 
 _HEAD = struct.Struct(f">Q{SIGNATURE_SIZE}s")
-Node = tuple[int, bytes]
 
 
 @dataclass(frozen=True, slots=True)

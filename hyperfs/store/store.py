@@ -60,8 +60,7 @@ from hyperfs.store.layout import (
     prefix,
 )
 from hyperfs.tree.bitfield import PAGE_BYTES, Bitfield
-
-Node = tuple[int, bytes]
+from hyperfs.tree.hashes import Node
 
 
 class Store:

@@ -16,6 +16,9 @@ PARENT = b"\x01"
 ROOT = b"\x02"
 HASH_SIZE = 32
 
+Node = tuple[int, bytes]
+"""A tree node as stored and sent: its flat-tree index and its hash."""
+
 
 LEAF_STATE = sha256(LEAF)
 """A hasher already fed the leaf type byte; ``.copy()`` it to hash a leaf."""

@@ -13,9 +13,8 @@ from hashlib import sha256
 
 from hyperfs.base.errors import BadProof
 from hyperfs.tree import flat_tree
-from hyperfs.tree.hashes import HASH_SIZE, PARENT, leaf_hash, parent_hash, tree_id
+from hyperfs.tree.hashes import HASH_SIZE, PARENT, Node, leaf_hash, parent_hash, tree_id
 
-Node = tuple[int, bytes]
 """A tree node as it travels: (flat-tree index, 32-byte hash)."""
 
 

@@ -31,9 +31,7 @@ import nacl.signing
 
 from hyperfs.base.errors import BadSignature
 from hyperfs.tree import flat_tree
-from hyperfs.tree.hashes import HASH_SIZE
-
-Node = tuple[int, bytes]
+from hyperfs.tree.hashes import HASH_SIZE, Node
 
 PREFIX = b"hyperfs live feed length v1\x00"
 """Domain separation: a signature made for this can never be passed off as one over any

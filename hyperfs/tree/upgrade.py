@@ -19,9 +19,7 @@ from collections.abc import Sequence
 
 from hyperfs.base.errors import BadProof
 from hyperfs.tree import flat_tree
-from hyperfs.tree.hashes import HASH_SIZE, parent_hash
-
-Node = tuple[int, bytes]
+from hyperfs.tree.hashes import HASH_SIZE, Node, parent_hash
 
 
 def upgrade_indexes(old: int, new: int) -> list[int]:

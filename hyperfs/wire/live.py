@@ -20,6 +20,7 @@ import struct
 from dataclasses import dataclass
 
 from hyperfs.tree.flat_tree import full_roots
+from hyperfs.tree.hashes import Node
 from hyperfs.tree.signing import MAX_LENGTH, SIGNATURE_SIZE
 from hyperfs.tree.upgrade import upgrade_indexes
 from hyperfs.wire.protobuf import ProtocolError
@@ -27,7 +28,6 @@ from hyperfs.wire.protobuf import ProtocolError
 LIVE = "hyperfs-live"
 NO_OLD = 2**64 - 1
 _HEAD = struct.Struct(f">32sQQ{SIGNATURE_SIZE}s")
-Node = tuple[int, bytes]
 
 
 @dataclass(frozen=True, slots=True)
