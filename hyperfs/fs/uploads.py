@@ -23,6 +23,7 @@ import time
 import pyfuse3
 import trio
 
+from hyperfs.feeds.core import WriteStream
 from hyperfs.feeds.names import new_entry, split
 from hyperfs.fs import sizes
 from hyperfs.fs.errnos import errno_of, fail
@@ -70,6 +71,7 @@ class Uploads:
         self.core = namespace.core
         self.mountpoint = mountpoint
         self.block_size = block_size
+        self._spare: WriteStream | None = None
 
     def create(self, path: bytes, mode: int, ctx: pyfuse3.RequestContext) -> Upload:
         """A new file at ``path`` (checked by :func:`hyperfs.fs.naming.new_path`), its first
@@ -89,10 +91,18 @@ class Uploads:
         return upload
 
     def _start(self, path: bytes, ino: int, entry: Entry, pid: int, replacing: bool) -> Upload:
-        stream = self.core.create_write_stream(block_size=self.block_size)
+        stream, self._spare = self._spare or self._ready(), self._ready()
         upload = Upload(path, ino, stream, pid, entry, replacing, handles=1)
         self.namespace.uploads[path] = upload
         return upload
+
+    def _ready(self) -> WriteStream:
+        """A write stream for the next upload, its data file created meanwhile in the
+        background: each upload takes the one made at the last (`tar -x` of small files
+        would otherwise wait for a file creation in each close)."""
+        stream = self.core.create_write_stream(block_size=self.block_size)
+        self.core.store.data.files.prepare(stream.feed.num)
+        return stream
 
     async def write(self, upload: Upload, off: int, buf: bytes) -> int:
         if upload.error:
@@ -235,6 +245,9 @@ class Uploads:
         """Discard every upload still in progress (at unmount)."""
         for upload in list(self.namespace.uploads.values()):
             self.discard(upload)
+        spare, self._spare = self._spare, None
+        if spare is not None:
+            self.core.discard(spare.feed)
 
     def _forget(self, upload: Upload) -> None:
         if self.namespace.uploads.get(upload.name) is upload:
