@@ -143,7 +143,7 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signal, nursery.cancel_scope)
             if commit_interval is not None:
-                nursery.start_soon(_commit_every, core, commit_interval)
+                nursery.start_soon(_commit_every, core, commit_interval, ops.uploads.unfinished)
             print(f"hyperfs: mounted {core.store.path} at {mountpoint}", flush=True)
             if on_ready is not None:
                 on_ready()
@@ -160,17 +160,21 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
             print(f"hyperfs: unmounted {mountpoint}", flush=True)
 
 
-async def _commit_every(core: Core, interval: float) -> None:
-    """Commit what was written, every ``interval`` seconds that saw a write. A failure
-    (a full or failing disk) is logged and tried again: the writes it covers are in the
-    page cache still, and the next fsync reports it to its caller."""
+async def _commit_every(core: Core, interval: float,
+                        unfinished: Callable[[], list[int]]) -> None:
+    """Commit what was written, every ``interval`` seconds that saw a write, but for the
+    data files of the ``unfinished()`` uploads (synced by the first commit after their
+    close: like ext4's delayed allocation, a file being copied in is not forced to the
+    disk while it is written). A failure (a full or failing disk) is logged and tried
+    again: the writes it covers are in the page cache still, and the next fsync reports
+    it to its caller."""
     done = core.store.writes
     while True:
         await trio.sleep(interval)
         if core.store.writes != done:
             done = core.store.writes
             try:
-                await core.commit()
+                await core.commit(keep=unfinished())
             except OSError as exc:
                 log.warning("commit failed (retrying in %gs): %s", interval, exc)
                 done = -1

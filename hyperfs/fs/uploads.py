@@ -241,6 +241,11 @@ class Uploads:
             except Exception:
                 log.exception("could not delete the unfinished upload %r", upload.name)
 
+    def unfinished(self) -> list[int]:
+        """The feed numbers of the uploads still being written (not closed yet)."""
+        return [upload.stream.feed.num for upload in self.namespace.uploads.values()
+                if not upload.done]
+
     def close(self) -> None:
         """Discard every upload still in progress (at unmount)."""
         for upload in list(self.namespace.uploads.values()):

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import NamedTuple
@@ -250,17 +250,18 @@ class DataFiles:
         if fd is not None:
             os.fdatasync(fd)
 
-    def take_written(self) -> list[int]:
+    def take_written(self, keep: Collection[int] = ()) -> list[int]:
         """Duplicates of the descriptors of every file written since it was last synced,
         which from now on count as synced: the caller fdatasyncs and closes them
         (:func:`sync_and_close`), in a worker thread if it likes (the duplicates stay
-        valid when this cache closes its own)."""
+        valid when this cache closes its own). The files of ``keep`` are left for a later
+        call."""
         fds = []
-        for num in self._written:
+        for num in self._written.difference(keep):
             fd = self._fd(num)
             if fd is not None:
                 fds.append(os.dup(fd))
-        self._written.clear()
+        self._written.intersection_update(keep)
         return fds
 
     def punch(self, num: int, locations: Sequence[Location]) -> None:

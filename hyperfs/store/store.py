@@ -21,7 +21,7 @@ from __future__ import annotations
 import errno
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
@@ -172,15 +172,15 @@ class Store:
         self.db.put(FORMAT_KEY, FORMAT, sync=True)
         return False
 
-    def committer(self) -> Callable[[], None]:
+    def committer(self, keep: Collection[int] = ()) -> Callable[[], None]:
         """The work that makes every change made so far outlive a power cut, to run in a
         worker thread (it waits for the disk): fdatasync each data file written since its
         last sync, then an empty synced LevelDB write, which syncs LevelDB's log and so
         every batch before it. Files first: a batch durable before its blocks' bytes
         would point at bytes a power cut can take. What changes after this call is left
-        to the next commit."""
+        to the next commit, and so are the data files of the feeds in ``keep``."""
         self.flush()
-        fds = self.data.files.take_written()
+        fds = self.data.files.take_written(keep)
 
         def commit() -> None:
             sync_and_close(fds)
