@@ -55,7 +55,7 @@ async def child(db: str, feed_id: str, peer: str, block: int | None) -> None:
 
     async with open_core(db) as core:
         feed = core.get(feed_id)
-        start, cpu = time.perf_counter(), time.process_time()
+        start, cpu, main_cpu = time.perf_counter(), time.process_time(), time.thread_time()
         async with open_node(core, peers=[peer]):
             if block is not None:
                 data = await feed.get(block, timeout=60)
@@ -65,6 +65,7 @@ async def child(db: str, feed_id: str, peer: str, block: int | None) -> None:
                 await feed.download()
                 seconds = time.perf_counter() - start
                 result = {"seconds": seconds, "cpu": time.process_time() - cpu,
+                          "main_cpu": time.thread_time() - main_cpu,
                           "blocks": feed.blocks, "local": feed.local}
     print(json.dumps(result), flush=True)
 
