@@ -17,7 +17,8 @@ memory, so its figure beside it is the 131 MB shape's (2000x65536), measured in 
 same run. ``--whole`` adds whole processes, start to exit: ``hyperfs serve`` ->
 ``hyperfs cat ID --peer HOST:PORT > FILE`` of 256 MiB in 64 KiB blocks, against the JS
 seeder -> a JS fetcher process (``--out FILE``), both files checked against the source.
-Both hyperfs processes run with ``--no-dht --no-mdns``: the peer is given.
+Both hyperfs processes run with ``--no-dht --no-mdns``: the peer is given. The package
+is byte-compiled first, as an installed one is.
 
     flock /work/wt/bench.lock .venv/bin/python scripts/bench_replicate.py \
         [--runs 3] [--big] [--whole] [--no-js] [BLOCKSxSIZE ...]
@@ -26,6 +27,7 @@ Both hyperfs processes run with ``--no-dht --no-mdns``: the peer is given.
 from __future__ import annotations
 
 import argparse
+import compileall
 import filecmp
 import json
 import os
@@ -281,6 +283,9 @@ def main() -> None:
     parser.add_argument("--whole", action="store_true",
                         help=f"also whole processes, serve -> cat of {WHOLE} (256 MiB)")
     args = parser.parse_args()
+    # Byte-compiled as an installed package is: with PYTHONDONTWRITEBYTECODE set (as on
+    # this machine) every process would otherwise compile every module as it starts.
+    compileall.compile_dir(ROOT / "hyperfs", quiet=1)
     rows: list[tuple[str, str | None]] = [(s, None if args.no_js else s) for s in args.shapes]
     if args.big:
         rows.append((BIG, None if args.no_js else BIG_JS))
