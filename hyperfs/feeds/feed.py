@@ -215,7 +215,8 @@ class Feed:
         this process's user), ``replace`` lets it replace a file of that name.
 
         The feed's data file is synced to disk first; then one synced batch writes the id,
-        the length, the end of the pending mark and the name; an earlier copy of the same
+        the length, the end of the pending mark and the name (both syncs are left to the
+        next :meth:`.core.Core.commit` when the store is not durable); an earlier copy of the same
         feed (the same content stored before, perhaps in part) is retired in that batch
         too, so there is never a moment with two records for one id. The owner then
         deletes the retired copy's data.
@@ -229,7 +230,7 @@ class Feed:
         feed_id = tree_id(roots)
         previous = store.lookup(feed_id)
         replaced = previous if previous is not None and previous != num else None
-        with store.batch(sync=True) as batch:
+        with store.batch(sync=store.durable) as batch:
             store.data.seal(batch, num)
             store.put_feed(batch, num, feed_id, blocks)
             store.put_pending(batch, num, False)
