@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hyperfs.base.errors import FeedFinalized
 from hyperfs.feeds.feed import BytesLike, Feed
+from hyperfs.feeds.hashing import Hashed
 from hyperfs.store.entry import Entry
 
 
@@ -15,10 +16,17 @@ class WriteStream:
     seed. Blocks are buffered up to a few MiB so each LevelDB batch is large. Blocks cut
     from a ``bytes`` write are views of it, not copies (bytes never change); other
     buffers may be reused by the writer, so what is kept of them is copied.
+
+    One batch is in flight: a full batch starts being hashed (:class:`.hashing.Hashed`)
+    and the batch before it is appended meanwhile, so the worker threads hash while the
+    caller writes (measured: 2,000 64 KiB appends ...). :meth:`flush` and :meth:`close`
+    append everything. An append that fails (a full disk) fails the stream: each later
+    call raises the same error, so no block after a lost one is ever appended.
     """
 
-    FLUSH_BYTES = 4 << 20
-    FLUSH_BLOCKS = 4096
+    FLUSH_BYTES = 2 << 20
+    FLUSH_BLOCKS = 2048
+    """A batch: two are held (one hashed and written, one filling), 4 MiB in all."""
 
     def __init__(self, feed: Feed, block_size: int | None = None) -> None:
         if block_size is not None and block_size <= 0:
@@ -28,6 +36,8 @@ class WriteStream:
         self._pending: list[bytes | memoryview] = []
         self._pending_bytes = 0
         self._partial = bytearray()
+        self._hashing: Hashed | None = None  # the batch in flight
+        self._failed: BaseException | None = None
 
     @property
     def id(self) -> bytes | None:
@@ -38,15 +48,20 @@ class WriteStream:
         return self.feed.blocks
 
     async def write(self, data: BytesLike) -> None:
-        if self.feed.id is not None:
-            raise FeedFinalized("the stream is closed")
+        self._check()
         if self.block_size is None:
             self._pending.append(bytes(data))
             self._pending_bytes += len(data)
         else:
             self._cut(data)
         if self._pending_bytes >= self.FLUSH_BYTES or len(self._pending) >= self.FLUSH_BLOCKS:
-            await self.flush()
+            await self._send()
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self.feed.id is not None:
+            raise FeedFinalized("the stream is closed")
 
     def _cut(self, data: BytesLike) -> None:
         size = self.block_size
@@ -68,15 +83,32 @@ class WriteStream:
         self._pending_bytes += whole
         self._partial += view[whole:]
 
+    async def _send(self) -> None:
+        """Start hashing the buffered blocks, then append the batch sent before them."""
+        batch, self._pending, self._pending_bytes = Hashed(self._pending), [], 0
+        await self._append(batch)
+
+    async def _append(self, batch: Hashed | None) -> None:
+        previous, self._hashing = self._hashing, batch
+        if previous is not None:
+            try:
+                await self.feed.append(previous)
+            except Exception as exc:  # (a cancel comes after the append's write: not lost)
+                self._failed, self._hashing = exc, None
+                raise
+
     async def flush(self) -> None:
+        """Append every whole block written so far."""
+        self._check()
         if self._pending:
-            pending, self._pending, self._pending_bytes = self._pending, [], 0
-            await self.feed.append(pending)
+            await self._send()
+        await self._append(None)
 
     async def close(self, name: bytes | None = None, *, entry: Entry | None = None,
                     replace: bool = False) -> bytes:
         """Append what is buffered and finalize (``name``, ``entry``, ``replace``: as
         :meth:`Feed.finalize`); returns the feed id."""
+        self._check()
         if self._partial:
             self._pending.append(bytes(self._partial))
             self._partial.clear()
