@@ -6,7 +6,6 @@ import argparse
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import BinaryIO
 
 import trio
 from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no types; types-tqdm is not a dependency
@@ -37,34 +36,14 @@ async def add(args: argparse.Namespace) -> int:
     async with open_core(args.db, durable=args.fsync) as core:
         core.private.new_feeds = args.private
         try:
-            async with core.create_write_stream(block_size=args.block_size) as stream, \
-                    trio.open_nursery() as nursery:
-                chunks = read_ahead(nursery, source)
-                async for chunk in chunks:
+            async with core.create_write_stream(block_size=args.block_size) as stream:
+                while chunk := await trio.to_thread.run_sync(source.read, 4 << 20):
                     await stream.write(chunk)
         finally:
             if source is not sys.stdin.buffer:
                 source.close()
     print(stream.feed.hex)
     return 0
-
-
-READ_SIZE = 4 << 20
-
-
-def read_ahead(nursery: trio.Nursery, source: BinaryIO) -> trio.MemoryReceiveChannel[bytes]:
-    """The bytes of ``source`` in chunks, read in a worker thread one chunk ahead of the
-    reader: the next chunk is read while this one is hashed and written (one chunk in
-    the channel, one being read: memory stays flat)."""
-    send, receive = trio.open_memory_channel[bytes](1)
-
-    async def read() -> None:
-        async with send:
-            while chunk := await trio.to_thread.run_sync(source.read, READ_SIZE):
-                await send.send(chunk)
-
-    nursery.start_soon(read)
-    return receive
 
 
 async def ls(args: argparse.Namespace) -> int:

@@ -27,7 +27,7 @@ from hyperfs.base.errors import (
     FeedFinalized,
     InvalidIndex,
 )
-from hyperfs.feeds.hashing import Hashed
+from hyperfs.feeds.hashing import as_block, hash_beside
 from hyperfs.feeds.names import Names, new_entry
 from hyperfs.store.cache import evict
 from hyperfs.store.entry import Entry, Kind
@@ -176,24 +176,22 @@ class Feed:
 
     # -- writing -------------------------------------------------------------------
 
-    async def append(self, data: BytesLike | Iterable[BytesLike] | Hashed) -> None:
-        """Append one block, or a list of blocks in one atomic write (a :class:`Hashed`
-        list: hashed already, or being hashed)."""
+    async def append(self, data: BytesLike | Iterable[BytesLike]) -> None:
+        """Append one block, or a list of blocks in one atomic write."""
         if self.live_state is not None:
-            await self.live_state.append(data.blocks if isinstance(data, Hashed) else data)
+            await self.live_state.append(data)
             return
         if self._builder is None:
             raise FeedFinalized("cannot append to a finalized feed")
-        if not isinstance(data, Hashed):
-            data = Hashed([data] if isinstance(data, BytesLike) else data)
-        blocks, leaves = data.blocks, data.leaves
+        items = [data] if isinstance(data, BytesLike) else list(data)
+        blocks = [as_block(item) for item in items]
         builder, store, num, bitfield = self._builder, self._store, self.num, self.bitfield
         start, saved_roots = builder.blocks, list(builder.roots)
         end = start + len(blocks)
+        leaves = hash_beside(blocks)
         try:
-            # The bytes are written while the leaves are hashed and the tree grows; the
-            # batch, entered first, is written last (bytes first, index second).
-            with store.batch() as batch, store.data.appending(batch, num, start, blocks):
+            with store.batch() as batch:
+                store.data.append(batch, num, start, blocks)  # while the leaves are hashed
                 store.put_nodes(batch, num, builder.extend_leaves(leaves()))
                 bitfield.add_range(start, end)
                 for page in range(start // PAGE_BITS, (end - 1) // PAGE_BITS + 1):

@@ -1,16 +1,14 @@
 """Appended blocks: what an append accepts (:func:`as_block`), and their leaf hashes,
-computed beside the writing of their bytes (:func:`hash_beside`, :class:`Hashed`).
+computed beside the writing of their bytes (:func:`hash_beside`).
 
 SHA-256 of every block is most of what an append costs; hashlib runs it without the GIL,
 so two worker threads hash a large append while the caller writes the same blocks to
-their data file (see :meth:`hyperfs.feeds.feed.Feed.append`). A writer that knows its
-next batch early (:class:`.streams.WriteStream`) makes it a :class:`Hashed` before it
-appends the one before: the threads then hash one batch while the other is written.
+their data file (see :meth:`hyperfs.feeds.feed.Feed.append`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent import futures
 
 from hyperfs.tree.hashes import leaf_hash
@@ -46,20 +44,3 @@ def hash_beside(blocks: list[bytes | memoryview]) -> Callable[[], list[bytes]]:
 
 def _leaf_hashes(blocks: list[bytes | memoryview]) -> list[bytes]:
     return [leaf_hash(block) for block in blocks]
-
-
-class Hashed:
-    """Blocks to append, whose leaf hashes are being computed from the moment this is
-    made (:func:`hash_beside`); :meth:`.feed.Feed.append` takes it as it takes a list.
-    The blocks must not change until they are appended (bytes never do): what is hashed
-    is what is written."""
-
-    __slots__ = ("blocks", "leaves")
-
-    def __init__(self, blocks: Iterable[object]) -> None:
-        self.blocks = [as_block(block) for block in blocks]
-        self.leaves = hash_beside(self.blocks)
-        """Waits for the blocks' leaf hashes, in order."""
-
-    def __len__(self) -> int:
-        return len(self.blocks)

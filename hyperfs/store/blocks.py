@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 from pathlib import Path
 from typing import NamedTuple
@@ -80,33 +80,6 @@ def sync_and_close(fds: Sequence[int]) -> None:
             failure = failure or exc
     if failure is not None:
         raise failure
-
-
-WRITE_BESIDE_BYTES = 1 << 20
-"""Writes at least this large run in a worker thread (:meth:`DataFiles.start_write`)."""
-
-_WRITER = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperfs-write")
-
-
-def _pwrite_all(fd: int, chunks: Sequence[BytesLike], offset: int) -> None:
-    """``chunks`` written one after another from ``offset`` (pwritev, IOV_MAX at a time)."""
-    for first in range(0, len(chunks), IOV_MAX):
-        group = chunks[first : first + IOV_MAX]
-        want = sum(len(chunk) for chunk in group)
-        done = os.pwritev(fd, group, offset)
-        if done < want:  # rare (a signal mid-write): finish by hand
-            rest = memoryview(b"".join(group))[done:]
-            while rest:
-                written = os.pwrite(fd, rest, offset + done)
-                done, rest = done + written, rest[written:]
-        offset += want
-
-
-def _pwrite_and_close(fd: int, chunks: Sequence[BytesLike], offset: int) -> None:
-    try:
-        _pwrite_all(fd, chunks, offset)
-    finally:
-        os.close(fd)
 
 
 class Location(NamedTuple):
@@ -199,34 +172,24 @@ class DataFiles:
 
         (Starting the writeback with sync_file_range instead was measured: it slowed the
         writes that followed more than it shortened finalize's fdatasync.)"""
-        return self.start_write(num, offset, chunks, durable=durable)()
-
-    def start_write(self, num: int, offset: int, chunks: Sequence[BytesLike], *,
-                    durable: bool = False) -> Callable[[], int]:
-        """:meth:`write`, done by a worker thread when it is large (the kernel's copy into
-        the page cache runs without the GIL): returns the function that waits for it and
-        returns (or raises) what :meth:`write` would. The caller computes the blocks'
-        index keys meanwhile, and waits before its batch is written (bytes first); the
-        chunks must not change until then."""
         fd = self._fd(num, create=True)
         assert fd is not None
-        end = self.end(num)
-        length = sum(len(chunk) for chunk in chunks)
-        if length < WRITE_BESIDE_BYTES:
-            _pwrite_all(fd, chunks, offset)
-            done: Callable[[], None] = lambda: None  # noqa: E731
-        else:  # (its own descriptor: the cache may close ours meanwhile)
-            done = _WRITER.submit(_pwrite_and_close, os.dup(fd), chunks, offset).result
-
-        def wait() -> int:
-            done()
-            self._ends[num] = max(end, offset + length)
-            self._written.add(num)
-            if durable:
-                self._sync_behind(num, fd, length)
-            return length
-
-        return wait
+        start = offset
+        for first in range(0, len(chunks), IOV_MAX):
+            group = chunks[first : first + IOV_MAX]
+            want = sum(len(chunk) for chunk in group)
+            done = os.pwritev(fd, group, offset)
+            if done < want:  # rare (a signal mid-write): finish by hand
+                rest = memoryview(b"".join(group))[done:]
+                while rest:
+                    written = os.pwrite(fd, rest, offset + done)
+                    done, rest = done + written, rest[written:]
+            offset += want
+        self._ends[num] = max(self.end(num), offset)
+        self._written.add(num)
+        if durable:
+            self._sync_behind(num, fd, offset - start)
+        return offset - start
 
     def _sync_behind(self, num: int, fd: int, written: int) -> None:
         unsynced = self._unsynced[num] = self._unsynced.get(num, 0) + written

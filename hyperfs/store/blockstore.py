@@ -9,7 +9,6 @@ model is in :mod:`.store`'s docstring).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,34 +109,20 @@ class BlockStore:
                blocks: Sequence[bytes | memoryview]) -> None:
         """Blocks ``start, start+1, ...`` of a writable feed: their bytes written now at
         the end of its file, in one call; their ``l`` keys in ``batch``."""
-        with self.appending(batch, num, start, blocks):
-            pass
-
-    @contextmanager
-    def appending(self, batch: Batch, num: int, start: int,
-                  blocks: Sequence[bytes | memoryview]) -> Iterator[None]:
-        """:meth:`append`, whose bytes are written (by a worker thread, when they are many:
-        :meth:`.blocks.DataFiles.start_write`) while the body runs; the exit waits for
-        them, so a ``batch`` entered before this is written after the bytes. What the
-        body does meanwhile (an append builds its tree nodes) costs no time."""
-        put, pack, head = batch.put, KEY.pack, prefix(LOCATION, num)
-        offset = self.files.end(num)
-        written = self.files.start_write(num, offset, blocks, durable=self._store.durable)
-        try:
-            value, shape = LOCATION_VALUE.pack, self._appended.get(num)
-            for index, data in enumerate(blocks, start):
-                length = len(data)
-                # (a crc of 64 KiB takes microseconds: keeping the GIL is cheaper than
-                # taking it back from the hashing threads)
-                put(pack(head, index), value(offset, length, crc32c(data, gil_release_mode=0)))
-                if index == 0:
-                    shape = self._appended[num] = _Shape(length, length, offset == 0)
-                elif shape is not None:
-                    shape.add(offset, length, index)
-                offset += length
-            yield
-        finally:
-            written()
+        files, put, pack, head = self.files, batch.put, KEY.pack, prefix(LOCATION, num)
+        offset = files.end(num)
+        files.write(num, offset, blocks, durable=self._store.durable)
+        value, shape = LOCATION_VALUE.pack, self._appended.get(num)
+        for index, data in enumerate(blocks, start):
+            length = len(data)
+            # crc32c keeps the GIL (its default lets it go from 32 KiB on): a 64 KiB crc
+            # takes microseconds, less than taking the GIL back from the hashing threads.
+            put(pack(head, index), value(offset, length, crc32c(data, gil_release_mode=0)))
+            if index == 0:
+                shape = self._appended[num] = _Shape(length, length, offset == 0)
+            elif shape is not None:
+                shape.add(offset, length, index)
+            offset += length
 
     def seal(self, batch: Batch, num: int) -> None:
         """Before finalize's synced ``batch``: the feed's bytes to disk, its slots
