@@ -115,9 +115,7 @@ class BlockStore:
         value, shape = LOCATION_VALUE.pack, self._appended.get(num)
         for index, data in enumerate(blocks, start):
             length = len(data)
-            # crc32c keeps the GIL (its default lets it go from 32 KiB on): a 64 KiB crc
-            # takes microseconds, less than taking the GIL back from the hashing threads.
-            put(pack(head, index), value(offset, length, crc32c(data, gil_release_mode=0)))
+            put(pack(head, index), value(offset, length, crc32c(data)))
             if index == 0:
                 shape = self._appended[num] = _Shape(length, length, offset == 0)
             elif shape is not None:
