@@ -3,24 +3,27 @@
 
 Side by side, in one run (the machine is shared: read the ratios, not the MB/s):
 
-* blocks: ``Core.create_write_stream`` (one write per block, then finalize), then
-  ``Core.create_read_stream`` over the whole feed, for hyperfs as it is and, with
-  ``--before DIR``, the hyperfs source tree in DIR (e.g. ``git archive`` of an older
-  commit); the JS reference, hypercore 1.8.0 on memdb (``tests/js/bench_core.js``); and
-  SHA-256 alone of the same blocks, the bound that reads no longer pay;
-* big files (``--big``, e.g. 256M,4G): `hyperfs add` of a file of random bytes (the
-  whole command, start-up included) against `cp` of it to the same disk (an in-kernel
-  copy_file_range), `dd bs=4M conv=fdatasync` (a copy through user space, synced, as
-  hyperfs must make: it hashes what it stores) and `openssl dgst -sha256` of it, then a
-  full read-back of the feed (timed inside the reading process), with each command's
+* blocks (``--cases 1K,64K``): ``Core.create_write_stream`` (one write per block, then
+  finalize), then ``Core.create_read_stream`` over the whole feed, for hyperfs as it is
+  in both durabilities (``durable=False``, as JS, which never fsyncs; and the default,
+  whose finalize fdatasyncs) and, with ``--before DIR``, the hyperfs source tree in DIR
+  (e.g. ``git archive`` of an older commit); the JS reference, hypercore 1.8.0 on memdb
+  (``tests/js/bench_core.js``); and SHA-256 alone of the same blocks, the bound that
+  reads no longer pay;
+* big files (``--big``, e.g. 256M,4G): `hyperfs add` and `hyperfs add --fsync` of a file
+  of random bytes (the whole command, start-up included) against `cp` of it to the same
+  disk (an in-kernel copy_file_range), `dd bs=4M conv=fdatasync` (a synced copy through
+  user space: the fair baseline for `add --fsync`) and `openssl dgst -sha256` of it, then
+  a full read-back of the feed (timed inside the reading process), with each command's
   peak RSS (memory must stay flat as the file grows);
 * memory of the block path: a child appending N and 10 N blocks, which must stay flat.
 
 Every hyperfs figure comes from a child process (so ``--before`` runs the same code path
-with the older tree first on sys.path); medians of ``--runs`` runs, with ratios.
+with the older tree first on sys.path); medians of ``--runs`` runs, with ratios; each run
+takes the commands in a rotated order (see :func:`bench_big` for why).
 
     .venv/bin/python scripts/bench_core.py [--runs 3] [--quick] [--no-js]
-        [--before /tmp/hyperfs-before] [--big 256M,4G] [--dir /tmp]
+        [--cases 1K,64K] [--before /tmp/hyperfs-before] [--big 256M,4G] [--dir /tmp]
 """
 
 from __future__ import annotations
@@ -271,7 +274,8 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the databases go (a disk, not tmpfs, for 'on disk')")
     parser.add_argument("--before", type=Path, default=None,
-                        help="a hyperfs source tree to compare with (its hyperfs/ inside)")
+                        help="a hyperfs source tree to compare with (its hyperfs/ inside; "
+                             "one that knows `add --fsync`, for --big)")
     parser.add_argument("--big", default="", help="file sizes for `hyperfs add`, e.g. 256M,4G")
     parser.add_argument("--no-js", action="store_true", help="skip the JS reference")
     parser.add_argument("--no-blocks", action="store_true", help="skip the block cases")
