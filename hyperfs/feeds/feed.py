@@ -414,11 +414,15 @@ class Feed:
             raise BadProof("a writable feed takes blocks by append, not put")
         if index in self.bitfield:
             return False
-        store, num, feed_id = self._store, self.num, self.id
+        store, num, feed_id, cache = self._store, self.num, self.id, self._node_cache
+
+        def stored(node: int) -> bytes | None:  # the climb meets the nodes put just before
+            digest = cache.get(node)
+            return store.node(num, node) if digest is None else digest
 
         def verify(nodes: list[merkle.Node]) -> merkle.Verified:
             return merkle.verify(feed_id, index, data, nodes, blocks=self.blocks,
-                                 roots=self.roots, stored=lambda node: store.node(num, node))
+                                 roots=self.roots, stored=stored)
 
         try:
             verified = verify(proof)
@@ -443,6 +447,9 @@ class Feed:
             if isinstance(exc, OSError):
                 self._store_failed(index, exc)
             raise
+        if len(cache) > 65536:
+            cache.clear()
+        cache.update(verified.nodes)
         if verified.roots is not None:
             self._learn_length(verified.blocks, verified.roots)
         self._stored(index)
