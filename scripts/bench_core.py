@@ -3,24 +3,27 @@
 
 Side by side, in one run (the machine is shared: read the ratios, not the MB/s):
 
-* blocks: ``Core.create_write_stream`` (one write per block, then finalize), then
-  ``Core.create_read_stream`` over the whole feed, for hyperfs as it is and, with
-  ``--before DIR``, the hyperfs source tree in DIR (e.g. ``git archive`` of an older
-  commit); the JS reference, hypercore 1.8.0 on memdb (``tests/js/bench_core.js``); and
-  SHA-256 alone of the same blocks, the bound that reads no longer pay;
-* big files (``--big``, e.g. 256M,4G): `hyperfs add` of a file of random bytes (the
-  whole command, start-up included) against `cp` of it to the same disk (an in-kernel
-  copy_file_range), `dd bs=4M conv=fdatasync` (a copy through user space, synced, as
-  hyperfs must make: it hashes what it stores) and `openssl dgst -sha256` of it, then a
-  full read-back of the feed (timed inside the reading process), with each command's
+* blocks (``--cases 1K,64K``): ``Core.create_write_stream`` (one write per block, then
+  finalize), then ``Core.create_read_stream`` over the whole feed, for hyperfs as it is
+  in both durabilities (``durable=False``, as JS, which never fsyncs; and the default,
+  whose finalize fdatasyncs) and, with ``--before DIR``, the hyperfs source tree in DIR
+  (e.g. ``git archive`` of an older commit); the JS reference, hypercore 1.8.0 on memdb
+  (``tests/js/bench_core.js``); and SHA-256 alone of the same blocks, the bound that
+  reads no longer pay;
+* big files (``--big``, e.g. 256M,4G): `hyperfs add` and `hyperfs add --fsync` of a file
+  of random bytes (the whole command, start-up included) against `cp` of it to the same
+  disk (an in-kernel copy_file_range), `dd bs=4M conv=fdatasync` (a synced copy through
+  user space: the fair baseline for `add --fsync`) and `openssl dgst -sha256` of it, then
+  a full read-back of the feed (timed inside the reading process), with each command's
   peak RSS (memory must stay flat as the file grows);
 * memory of the block path: a child appending N and 10 N blocks, which must stay flat.
 
 Every hyperfs figure comes from a child process (so ``--before`` runs the same code path
-with the older tree first on sys.path); medians of ``--runs`` runs, with ratios.
+with the older tree first on sys.path); medians of ``--runs`` runs, with ratios; each run
+takes the commands in a rotated order (see :func:`bench_big` for why).
 
     .venv/bin/python scripts/bench_core.py [--runs 3] [--quick] [--no-js]
-        [--before /tmp/hyperfs-before] [--big 256M,4G] [--dir /tmp]
+        [--cases 1K,64K] [--before /tmp/hyperfs-before] [--big 256M,4G] [--dir /tmp]
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-CASES = [(100_000, 1024), (2_000, 64 * 1024)]
+CASES = {"1K": (100_000, 1024), "64K": (2_000, 64 * 1024)}
 
 BLOCKS_CHILD = """
 import json, os, sys, tempfile, time
@@ -46,11 +49,12 @@ sys.path.insert(0, sys.argv[1])
 import trio
 from hyperfs import open_core
 count, size, workdir = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+options = {} if sys.argv[5] == "durable" else {"durable": False}  # (older trees: no option)
 data = os.urandom(count * size)
 blocks = [data[i * size:(i + 1) * size] for i in range(count)]
 async def main():
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        async with open_core(tmp) as core:
+        async with open_core(tmp, **options) as core:
             start = time.perf_counter()
             async with core.create_write_stream() as stream:
                 for block in blocks:
@@ -141,16 +145,21 @@ def bench_blocks(args: argparse.Namespace, trees: dict[str, Path]) -> None:
     use_js = not args.no_js and jsref.JS_AVAILABLE
     if not args.no_js and not use_js:
         print("(JS reference not installed: scripts/setup.sh; running without it)")
-    for count, size in CASES:
+    for case in args.cases.split(","):
+        count, size = CASES[case]
         count //= 10 if args.quick else 1
-        rows: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+        modes = {f"{name}{label}": (tree, mode) for name, tree in trees.items()
+                 for label, mode in (("", "not durable"), (" durable", "durable"))}
+        rows: dict[str, list[dict[str, float]]] = {name: [] for name in modes}
         rows["SHA-256 only"], rows["JS 1.8.0"] = [], []
         sample = os.urandom(count * size)
-        for _ in range(args.runs):
-            for name, tree in trees.items():
+        for run in range(args.runs):
+            names = list(modes)  # in rotated order, as in bench_big (why: see there)
+            for name in names[run % len(names):] + names[: run % len(names)]:
+                tree, mode = modes[name]
                 out = subprocess.run([sys.executable, "-c", BLOCKS_CHILD, str(tree), str(count),
-                                      str(size), str(args.dir)], capture_output=True, text=True,
-                                     check=True)
+                                      str(size), str(args.dir), mode], capture_output=True,
+                                     text=True, check=True)
                 rows[name].append(json.loads(out.stdout))
             start = time.perf_counter()
             for at in range(0, len(sample), size):
@@ -164,17 +173,22 @@ def bench_blocks(args: argparse.Namespace, trees: dict[str, Path]) -> None:
         mb = count * size / 1e6
         print(f"\n== {count} x {size // 1024} KiB ({mb:.0f} MB), medians of {args.runs} runs, "
               f"on disk in {args.dir}")
-        print(f"{'':14}{'append+finalize':>30}{'read back':>30}")
+        print("(hyperfs: durable=False, the durability of JS, which never fsyncs; "
+              "hyperfs durable: each finalize fdatasyncs)")
+        print(f"{'':18}{'append+finalize':>30}{'read back':>30}")
         for name, runs in rows.items():
             if runs:
                 a, r = med(runs, "append"), med(runs, "read")
-                print(f"{name:14}{count / a:>12,.0f} blk/s {mb / a:>8.0f} MB/s"
+                print(f"{name:18}{count / a:>12,.0f} blk/s {mb / a:>8.0f} MB/s"
                       f"{count / r:>12,.0f} blk/s {mb / r:>8.0f} MB/s")
-        ours = rows["hyperfs"]
-        for name, runs in rows.items():
-            if runs and name != "hyperfs":
-                print(f"hyperfs / {name}: append {med(runs, 'append') / med(ours, 'append'):.2f}x,"
-                      f" read {med(runs, 'read') / med(ours, 'read'):.2f}x")
+        pairs = [(mine, other) for mine in modes if mine.startswith("hyperfs")
+                 for other in rows if other not in modes or other == f"before{mine[7:]}"]
+        for mine, other in pairs:
+            if rows[other]:
+                ours, theirs = rows[mine], rows[other]
+                print(f"{mine} / {other}: append "
+                      f"{med(theirs, 'append') / med(ours, 'append'):.2f}x, "
+                      f"read {med(theirs, 'read') / med(ours, 'read'):.2f}x")
 
 
 def parse_size(text: str) -> int:
@@ -191,45 +205,57 @@ def make_file(path: Path, size: int) -> None:
 
 
 def bench_big(args: argparse.Namespace, trees: dict[str, Path], size_text: str) -> None:
-    """`hyperfs add` of one big file, against cp and openssl on the same bytes; then the
-    feed's full read-back, against SHA-256 (openssl) of the same bytes."""
+    """`hyperfs add` (and `add --fsync`) of one big file, against cp, dd and openssl on
+    the same bytes; then the feed's full read-back, against SHA-256 (openssl) of them.
+
+    Each run takes the commands in another order (rotated): a command that follows the
+    deletion of a big file gets its freed page cache, one that follows openssl does not,
+    and on a VM that returns free memory to its host that is worth up to 2x."""
     size = parse_size(size_text)
     mb = size / 1e6
     rows: dict[str, list[tuple[float, int]]] = {}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        source = Path(tmp) / "source"
+        source, db, copy = Path(tmp) / "source", Path(tmp) / "db", Path(tmp) / "copy"
         make_file(source, size)
-        for _ in range(args.runs):
-            for name, tree in trees.items():
-                db = Path(tmp) / "db"
-                add = [sys.executable, "-m", "hyperfs.cli", "--db", str(db), "add", str(source)]
-                seconds, rss, out = timed(add, env=hyperfs_env(tree))
-                rows.setdefault(f"{name} add", []).append((seconds, rss))
+
+        def add(name: str, tree: Path, *fsync: str) -> None:
+            command = [sys.executable, "-m", "hyperfs.cli", "--db", str(db), "add", *fsync,
+                       str(source)]
+            seconds, rss, out = timed(command, env=hyperfs_env(tree))
+            rows.setdefault(" ".join([f"{name} add", *fsync]), []).append((seconds, rss))
+            if not fsync:
                 read = [sys.executable, "-c", READ_CHILD, str(tree), str(db), out.strip()]
                 _, rss, out = timed(read, env=hyperfs_env(tree))
                 result = json.loads(out)
                 assert result["bytes"] == size
                 rows.setdefault(f"{name} read back", []).append((result["seconds"], rss))
-                shutil.rmtree(db)
-            copy = Path(tmp) / "copy"
-            for name, cmd in (("cp", ["cp", str(source), str(copy)]),
-                              ("dd bs=4M fdatasync", ["dd", f"if={source}", f"of={copy}",
-                                                      "bs=4M", "conv=fdatasync", "status=none"])):
-                seconds, rss, _ = timed(cmd)
-                rows.setdefault(name, []).append((seconds, rss))
-                copy.unlink()
-            seconds, rss, _ = timed(["openssl", "dgst", "-sha256", str(source)])
-            rows.setdefault("openssl sha256", []).append((seconds, rss))
+            shutil.rmtree(db)
+
+        def baseline(name: str, *command: str) -> None:
+            rows.setdefault(name, []).append(timed(list(command))[:2])
+            copy.unlink(missing_ok=True)
+
+        steps = [step for name, tree in trees.items() for step in (
+            lambda name=name, tree=tree: add(name, tree),
+            lambda name=name, tree=tree: add(name, tree, "--fsync"))] + [
+            lambda: baseline("cp", "cp", str(source), str(copy)),
+            lambda: baseline("dd bs=4M fdatasync", "dd", f"if={source}", f"of={copy}",
+                             "bs=4M", "conv=fdatasync", "status=none"),
+            lambda: baseline("openssl sha256", "openssl", "dgst", "-sha256", str(source))]
+        for run in range(args.runs):
+            for step in steps[run % len(steps):] + steps[: run % len(steps)]:
+                step()
     print(f"\n== a {size_text} file ({mb:.0f} MB), medians of {args.runs} runs, in {args.dir}")
     medians = {name: statistics.median(s for s, _ in runs) for name, runs in rows.items()}
-    for name, runs in rows.items():
-        print(f"{name:22}{mb / medians[name]:>8.0f} MB/s   peak RSS "
+    for name, runs in sorted(rows.items()):
+        print(f"{name:24}{mb / medians[name]:>8.0f} MB/s   peak RSS "
               f"{max(r for _, r in runs) / 2**20:6.0f} MiB")
     bound = max(medians["cp"], medians["openssl sha256"])
     for name in trees:
-        add = medians[f"{name} add"]
-        print(f"{name}: add {bound / add:.0%} of the slower of cp and SHA-256, "
-              f"{medians['dd bs=4M fdatasync'] / add:.0%} of dd; read back "
+        add_time, fsync_time = medians[f"{name} add"], medians[f"{name} add --fsync"]
+        print(f"{name}: add {bound / add_time:.0%} of the slower of cp and SHA-256; "
+              f"add --fsync {medians['dd bs=4M fdatasync'] / fsync_time:.0%} of dd "
+              f"conv=fdatasync; read back "
               f"{medians['openssl sha256'] / medians[f'{name} read back']:.2f}x SHA-256 of the "
               "same bytes")
 
@@ -248,11 +274,14 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()),
                         help="where the databases go (a disk, not tmpfs, for 'on disk')")
     parser.add_argument("--before", type=Path, default=None,
-                        help="a hyperfs source tree to compare with (its hyperfs/ inside)")
+                        help="a hyperfs source tree to compare with (its hyperfs/ inside; "
+                             "one that knows `add --fsync`, for --big)")
     parser.add_argument("--big", default="", help="file sizes for `hyperfs add`, e.g. 256M,4G")
     parser.add_argument("--no-js", action="store_true", help="skip the JS reference")
     parser.add_argument("--no-blocks", action="store_true", help="skip the block cases")
     parser.add_argument("--quick", action="store_true", help="10x fewer blocks")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"block cases to run, of {', '.join(CASES)} (default all)")
     parser.add_argument("--memory-blocks", type=int, default=100_000,
                         help="N for the memory check (N and 10 N blocks of 1 KiB)")
     args = parser.parse_args()

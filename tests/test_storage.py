@@ -243,3 +243,24 @@ def test_a_write_on_a_full_disk_fails_and_later_writes_last(small_disk: Path) ->
         assert store.get(b"zbig") is None and store.get(b"zsmall") is None
     finally:
         store.close()
+
+
+async def test_a_stream_whose_append_failed_appends_nothing_more(small_disk: Path) -> None:
+    """A batch of a write stream lost to a full disk fails the stream for good: were a
+    later write appended, the feed would silently miss the lost blocks in its middle."""
+    async with open_core(small_disk / "db", durable=False) as core:
+        stream = core.create_write_stream(block_size=4096)
+        await stream.write(b"a" * 4096)
+        await stream.flush()  # one block stored
+        filler = fill(small_disk)
+        await stream.write(b"b" * (64 << 10))
+        with pytest.raises(OSError) as failed:
+            await stream.flush()
+        assert failed.value.errno == errno.ENOSPC
+        filler.unlink()  # room again: still refused, and not half appended
+        for attempt in (stream.write(b"c" * 4096), stream.flush(), stream.close()):
+            with pytest.raises(OSError) as again:
+                await attempt
+            assert again.value is failed.value
+        assert stream.feed.id is None and stream.feed.local == 1
+        assert stream.feed.read_local(0) == b"a" * 4096

@@ -15,6 +15,9 @@ class WriteStream:
     seed. Blocks are buffered up to a few MiB so each LevelDB batch is large. Blocks cut
     from a ``bytes`` write are views of it, not copies (bytes never change); other
     buffers may be reused by the writer, so what is kept of them is copied.
+
+    An append that fails (a full disk) fails the stream: every later call raises that
+    error again, so no block is ever appended after blocks that were lost.
     """
 
     FLUSH_BYTES = 4 << 20
@@ -28,6 +31,7 @@ class WriteStream:
         self._pending: list[bytes | memoryview] = []
         self._pending_bytes = 0
         self._partial = bytearray()
+        self._failed: Exception | None = None
 
     @property
     def id(self) -> bytes | None:
@@ -38,8 +42,7 @@ class WriteStream:
         return self.feed.blocks
 
     async def write(self, data: BytesLike) -> None:
-        if self.feed.id is not None:
-            raise FeedFinalized("the stream is closed")
+        self._check()
         if self.block_size is None:
             self._pending.append(bytes(data))
             self._pending_bytes += len(data)
@@ -47,6 +50,12 @@ class WriteStream:
             self._cut(data)
         if self._pending_bytes >= self.FLUSH_BYTES or len(self._pending) >= self.FLUSH_BLOCKS:
             await self.flush()
+
+    def _check(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+        if self.feed.id is not None:
+            raise FeedFinalized("the stream is closed")
 
     def _cut(self, data: BytesLike) -> None:
         size = self.block_size
@@ -69,14 +78,21 @@ class WriteStream:
         self._partial += view[whole:]
 
     async def flush(self) -> None:
+        """Append every whole block written so far."""
+        self._check()
         if self._pending:
             pending, self._pending, self._pending_bytes = self._pending, [], 0
-            await self.feed.append(pending)
+            try:
+                await self.feed.append(pending)
+            except Exception as exc:  # (a cancel comes after the append's write: no loss)
+                self._failed = exc
+                raise
 
     async def close(self, name: bytes | None = None, *, entry: Entry | None = None,
                     replace: bool = False) -> bytes:
         """Append what is buffered and finalize (``name``, ``entry``, ``replace``: as
         :meth:`Feed.finalize`); returns the feed id."""
+        self._check()
         if self._partial:
             self._pending.append(bytes(self._partial))
             self._partial.clear()
