@@ -188,6 +188,18 @@ def test_secretstream_refuses_altered_streams(attack: str) -> None:
         opener.receive_data(b"".join(frames))
 
 
+def test_an_orderly_end_is_told_from_a_cut_and_nothing_follows_it() -> None:
+    sealer, opener = _stream()
+    wire = sealer.header + sealer.seal(b"data")
+    assert [bytes(p) for p in opener.receive_data(wire)] == [b"data"]
+    assert not opener.finished  # the bytes ending here would be a cut
+    assert sealer.sealed == len(wire) - len(sealer.header)
+    assert [bytes(p) for p in opener.receive_data(sealer.final())] == [b""]
+    assert opener.finished
+    with pytest.raises(StreamError, match="after the final"):
+        opener.receive_data(sealer.seal(b"more"))
+
+
 def test_secretstream_limits_frames_before_buffering() -> None:
     _sealer, opener = _stream()
     with pytest.raises(StreamError, match="exceeds"):

@@ -288,8 +288,8 @@ class Peer:
             raw = await self.stream.receive_some(RECEIVE_SIZE)
             if not raw:
                 if self.session is not None and not self.session.finished:
-                    self.drop("the encrypted stream was cut (it ended without its final "
-                              "frame)")
+                    self.drop("connection lost: the encrypted stream ended without its "
+                              "final frame (cut)")
                 self.close_reason = self.close_reason or REMOTE_CLOSED
                 return
             self.bytes_in += len(raw)
