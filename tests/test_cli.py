@@ -36,6 +36,8 @@ def test_add_from_standard_input(tmp_path: Path) -> None:
     (tmp_path / "file").write_bytes(data)
     piped = _add(tmp_path / "db", "-", "--block-size", "1000", stdin=data)
     assert piped == _add(tmp_path / "other", tmp_path / "file", "--block-size", "1000")
+    assert piped == _add(tmp_path / "synced", tmp_path / "file", "--block-size", "1000",
+                         "--fsync")
     assert run(HYPERFS, "--db", tmp_path / "db", "cat", piped, *LOCAL).stdout == data
     empty = run(HYPERFS, "--db", tmp_path / "empty", "add", "-", input=b"", check=False)
     assert (empty.returncode, empty.stdout) == (1, b"")

@@ -73,6 +73,17 @@ def test_full_exchange_back_to_back() -> None:
     ]
 
 
+@given(st.integers(0, 2**64 - 1), st.integers(0, 300))
+def test_requests_written_by_hand_are_the_schema_bytes(block: int, channels: int) -> None:
+    """Connection.request skips building the message: its bytes must be the schema's."""
+    a = Connection(A_ID)
+    a.start()
+    feeds = [bytes([i >> 8, i & 0xFF]) * 16 for i in range(channels + 1)]
+    for feed in feeds:
+        a.join(feed)
+    assert a.request(feeds[-1], block) == frame(encode(Request(channels, block)))
+
+
 def test_any_chunking_gives_the_same_events() -> None:
     a, b = pair()
     stream = a.join(FEED) + a.request(FEED, 5) + a.response(FEED, 5, bytes(70000), [])

@@ -21,6 +21,7 @@ from hyperfs import (
     open_core,
     parse_id,
 )
+from hyperfs.store.blocks import sync_and_close
 from hyperfs.testing.damage import damage_block
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -195,3 +196,26 @@ def test_memory_is_flat_as_the_feed_grows() -> None:
     """10x more blocks (16 KiB each: 5 MB vs 50 MB) must not raise Python's peak memory."""
     small, large = _peak(300, 16 << 10), _peak(3000, 16 << 10)
     assert large < small * 1.2 + (256 << 10), (small, large)
+
+
+@pytest.mark.parametrize("durable", [True, False])
+async def test_a_core_that_is_not_durable_leaves_its_syncs_to_commit(
+        tmp_path: Path, durable: bool) -> None:
+    """A durable finalize syncs its feed's file itself; otherwise the file waits for the
+    next commit, which syncs it (and then nothing is left to sync)."""
+    async with open_core(tmp_path, durable=durable) as core:
+        first = core.add()
+        await first.append(BLOCKS)
+        feed_id = await first.finalize(b"file.bin")
+        pending = core.store.data.files.take_written()
+        assert len(pending) == (0 if durable else 1)
+        sync_and_close(pending)
+        second = core.add()
+        await second.append(BLOCKS[:3])
+        await second.finalize(b"other.bin")
+        await core.commit()
+        assert core.store.data.files.take_written() == []
+        await core.commit()  # nothing written since: still a valid commit
+    async with open_core(tmp_path) as core:
+        assert core.names.feed_of(b"file.bin") == feed_id
+        assert [b async for b in core.create_read_stream(feed_id)] == BLOCKS

@@ -184,7 +184,7 @@ def test_set_file_makes_and_empties_files_but_never_replaces_a_directory(
         names.set_file(b"dir", empty, replace=True)
     with pytest.raises(NoSuchName):
         names.set_file(b"missing/f", empty, replace=True)
-    names.sync()
+    store.committer()()
     store.close()
     names = Names(store := Store(tmp_path / "db"))
     assert tree(names) == {b"dir": {}, b"f": None, b"new": None}

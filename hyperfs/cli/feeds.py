@@ -24,13 +24,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--private", action="store_true", help=PRIVATE_HELP)
     parser.add_argument("--live", action="store_true",
                         help="make a live feed (appendable, signed) instead of a static one")
+    parser.add_argument("--fsync", action="store_true",
+                        help="return only once the feed is on the disk, safe from a power "
+                             "cut (like cp, add otherwise leaves that to the kernel)")
 
 
 async def add(args: argparse.Namespace) -> int:
     if args.live:
         return await live.add_live(args)
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
-    async with open_core(args.db) as core:
+    async with open_core(args.db, durable=args.fsync) as core:
         core.private.new_feeds = args.private
         try:
             async with core.create_write_stream(block_size=args.block_size) as stream:

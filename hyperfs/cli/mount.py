@@ -25,7 +25,7 @@ from hyperfs.cli.daemon import (
 from hyperfs.cli.network import add_network_options, node_from_args
 from hyperfs.feeds.core import DEFAULT_BLOCK_SIZE, open_core
 from hyperfs.fs.attributes import XATTR_ID
-from hyperfs.fs.mount import prepare_mountpoint, run_mount
+from hyperfs.fs.mount import COMMIT_INTERVAL, prepare_mountpoint, run_mount
 from hyperfs.fs.mounted import UnmountError, mount_at, unmount_fuse
 
 MOUNT_DESCRIPTION = (
@@ -48,6 +48,11 @@ def mount_arguments(parser: argparse.ArgumentParser) -> None:
                              "/etc/fuse.conf unless root); private by default")
     parser.add_argument("--private", action="store_true",
                         help=PRIVATE_HELP.replace("the new feed", "every feed copied in"))
+    parser.add_argument("--commit-interval", type=float, default=COMMIT_INTERVAL,
+                        metavar="SECONDS",
+                        help="files copied in reach the disk, safe from a power cut, at "
+                             "most this long after their close, all at once (fsync: at "
+                             f"once; 0: at each close; default {COMMIT_INTERVAL:g})")
     parser.add_argument("--daemon", action="store_true",
                         help="mount in the background: return once mounted (exit status 0) "
                              "or failed (1); the log's path is printed")
@@ -58,10 +63,13 @@ async def mount(args: argparse.Namespace) -> int:
         return await start_daemon(args.argv, args.mountpoint)
     mountpoint = prepare_mountpoint(args.mountpoint)
     with Readiness(mountpoint) as readiness:
-        async with open_core(args.db) as core, node_from_args(core, args) as node:
+        durable = args.commit_interval <= 0
+        async with open_core(args.db, durable=durable) as core, \
+                node_from_args(core, args) as node:
             core.private.new_feeds = args.private
             await run_mount(core, mountpoint, node, block_size=args.block_size,
                             timeout=args.timeout or None, allow_other=args.allow_other,
+                            commit_interval=None if durable else args.commit_interval,
                             on_ready=readiness.ready)
     return 0
 

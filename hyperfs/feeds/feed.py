@@ -215,7 +215,8 @@ class Feed:
         this process's user), ``replace`` lets it replace a file of that name.
 
         The feed's data file is synced to disk first; then one synced batch writes the id,
-        the length, the end of the pending mark and the name; an earlier copy of the same
+        the length, the end of the pending mark and the name (both syncs are left to the
+        next :meth:`.core.Core.commit` when the store is not durable); an earlier copy of the same
         feed (the same content stored before, perhaps in part) is retired in that batch
         too, so there is never a moment with two records for one id. The owner then
         deletes the retired copy's data.
@@ -229,7 +230,7 @@ class Feed:
         feed_id = tree_id(roots)
         previous = store.lookup(feed_id)
         replaced = previous if previous is not None and previous != num else None
-        with store.batch(sync=True) as batch:
+        with store.batch(sync=store.durable) as batch:
             store.data.seal(batch, num)
             store.put_feed(batch, num, feed_id, blocks)
             store.put_pending(batch, num, False)
@@ -413,11 +414,15 @@ class Feed:
             raise BadProof("a writable feed takes blocks by append, not put")
         if index in self.bitfield:
             return False
-        store, num, feed_id = self._store, self.num, self.id
+        store, num, feed_id, cache = self._store, self.num, self.id, self._node_cache
+
+        def stored(node: int) -> bytes | None:  # the climb meets the nodes put just before
+            digest = cache.get(node)
+            return store.node(num, node) if digest is None else digest
 
         def verify(nodes: list[merkle.Node]) -> merkle.Verified:
             return merkle.verify(feed_id, index, data, nodes, blocks=self.blocks,
-                                 roots=self.roots, stored=lambda node: store.node(num, node))
+                                 roots=self.roots, stored=stored)
 
         try:
             verified = verify(proof)
@@ -442,6 +447,9 @@ class Feed:
             if isinstance(exc, OSError):
                 self._store_failed(index, exc)
             raise
+        if len(cache) > 65536:
+            cache.clear()
+        cache.update(verified.nodes)
         if verified.roots is not None:
             self._learn_length(verified.blocks, verified.roots)
         self._stored(index)

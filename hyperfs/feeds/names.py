@@ -248,12 +248,6 @@ class Names:
         with self._store.batch() as batch:
             self.bind(batch, path, entry, replace=replace)
 
-    def sync(self) -> None:
-        """Wait until every change made so far is on disk (fsync of a name or directory:
-        changes are otherwise written without waiting for the disk)."""
-        with self._store.batch(sync=True):
-            pass
-
     def _put(self, path: bytes, entry: Entry) -> Entry:
         with self._store.batch() as batch:
             self._store.put_entry(batch, path, entry)

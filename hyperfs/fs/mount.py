@@ -31,6 +31,11 @@ log = logging.getLogger("hyperfs.mount")
 MAX_TASKS = 10_000
 """pyfuse3 worker tasks: each read waiting on the network holds one, so allow many."""
 
+COMMIT_INTERVAL = 5.0
+"""Seconds between commits (:meth:`.core.Core.commit`) of what was written: ext4's default
+too. A close does not wait for the disk, as on any local filesystem, so `tar -x` of many
+small files is not bound by two disk flushes a file; fsync still waits."""
+
 
 class MountError(HyperfsError):
     """The filesystem cannot be mounted here (mount point, FUSE or a live mount)."""
@@ -117,11 +122,13 @@ def mount_options(*, allow_other: bool) -> set[str]:
 
 async def run_mount(core: Core, mountpoint: Path, node: Node, *,
                     block_size: int = DEFAULT_BLOCK_SIZE, timeout: float | None = 60.0,
-                    allow_other: bool = False,
+                    allow_other: bool = False, commit_interval: float | None = None,
                     on_ready: Callable[[], None] | None = None) -> None:
     """Mount ``core`` at ``mountpoint`` until unmounted or SIGINT/SIGTERM, serving and
     fetching feeds through ``node``, in the same event loop. ``on_ready`` is called once
-    the kernel has the mount (the `--daemon` parent and systemd wait for that)."""
+    the kernel has the mount (the `--daemon` parent and systemd wait for that).
+    ``commit_interval``: commit every so many seconds, and at unmount (for a core that
+    is not durable; None: every finalize is synced already)."""
     if node.address is not None:
         print(f"hyperfs: listening on {node.address[0]}:{node.address[1]}", flush=True)
     ops = Operations(core, mountpoint=str(mountpoint), block_size=block_size,
@@ -135,6 +142,8 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signal, nursery.cancel_scope)
+            if commit_interval is not None:
+                nursery.start_soon(_commit_every, core, commit_interval)
             print(f"hyperfs: mounted {core.store.path} at {mountpoint}", flush=True)
             if on_ready is not None:
                 on_ready()
@@ -145,8 +154,26 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
         pyfuse3.close(unmount=True)
         try:
             ops.close()
+            if commit_interval is not None:
+                core.store.committer()()  # the last writes, before the database closes
         finally:
             print(f"hyperfs: unmounted {mountpoint}", flush=True)
+
+
+async def _commit_every(core: Core, interval: float) -> None:
+    """Commit what was written, every ``interval`` seconds that saw a write. A failure
+    (a full or failing disk) is logged and tried again: the writes it covers are in the
+    page cache still, and the next fsync reports it to its caller."""
+    done = core.store.writes
+    while True:
+        await trio.sleep(interval)
+        if core.store.writes != done:
+            done = core.store.writes
+            try:
+                await core.commit()
+            except OSError as exc:
+                log.warning("commit failed (retrying in %gs): %s", interval, exc)
+                done = -1
 
 
 async def _on_signal(scope: trio.CancelScope) -> None:

@@ -211,17 +211,17 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
-        """Durable: a file being written flushes its blocks; anything else waits for the
-        names' changes to reach the disk (feeds are written with synced batches)."""
+        """Durable: a file being written flushes its blocks; then every change made so
+        far reaches the disk (closes are not synced: :meth:`.core.Core.commit`)."""
         upload = self._handles.get(fh)
         if isinstance(upload, Upload):
             await self.uploads.fsync(upload)
         else:
-            self.core.names.sync()
+            await self.core.commit()
 
     @fuse_errors
     async def fsyncdir(self, fh: int, datasync: bool) -> None:
-        self.core.names.sync()
+        await self.core.commit()
 
     # -- names: directories, renames, attributes -----------------------------------------
 

@@ -127,14 +127,14 @@ class Uploads:
 
     async def fsync(self, upload: Upload) -> None:
         """fsync/fdatasync: every whole block written so far goes to the database, and to
-        the disk. (The name is bound, durably, by the synced finalize at close.)"""
+        the disk. (The name is bound at close, and durable at the next commit.)"""
         if upload.error:
             raise fail(upload.error)
         if upload.done:
             return
         try:
             await upload.stream.flush()
-            self.core.names.sync()
+            await self.core.commit()
         except Exception as exc:
             upload.error = errno_of(exc)
             raise fail(upload.error) from None

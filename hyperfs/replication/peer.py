@@ -130,6 +130,7 @@ class Peer:
         self._batch = batch
         self._serve_buffer = memoryview(bytearray(SERVE_BUFFER))
         self._waiting: dict[Channel, None] = {}  # channels that found the window full
+        self._answered: dict[Channel, None] = {}  # channels answered in this round
         self._haves: dict[bytes, list[int]] = {}
         self._handlers: dict[str, Callbacks[[bytes]]] = {}
         self.on(live.LIVE, lambda payload: live.received(self, payload))
@@ -281,6 +282,8 @@ class Peer:
                         done += 1
                         if self.close_reason is not None:
                             return
+                if self._answered:
+                    self._refill()
                 if outbox.queued >= HIGH_WATER:
                     await outbox.drain()
                     if clocks.message is not None:  # we were not reading: not its fault
@@ -336,6 +339,17 @@ class Peer:
             channel.scheduler.requests_failed(self, passed)
         self._share_room()  # the expired requests made room for other feeds too
 
+    def _refill(self) -> None:
+        """Ask again on the channels whose requests were answered in this round: once per
+        round, not per block (the requests leave in the same write either way, when the
+        round ends), so a round of a thousand small blocks picks its next ones in one go."""
+        answered, self._answered = self._answered, {}
+        for channel in answered:
+            if self.channels.get(channel.feed_id) is channel:
+                channel.scheduler.fill(self, channel)
+        if self._waiting and self.inflight < self.window:
+            self._share_room()
+
     def _flush_haves(self) -> None:
         for feed_id, blocks in self._haves.items():
             if feed_id in self.channels:
@@ -382,9 +396,9 @@ class Peer:
         self._send(self.conn.unpause(channel.feed_id))
 
     def request(self, channel: Channel, block: int) -> None:
+        now = channel.requested[block] = trio.current_time()
         if not self.inflight:
-            self.clocks.answered = trio.current_time()
-        channel.requested[block] = trio.current_time()
+            self.clocks.answered = now
         self.inflight += 1
         self._send(self.conn.request(channel.feed_id, block))
 
@@ -510,9 +524,7 @@ class Peer:
                 self.drop(f"block {block} it sent could not be stored here (disk full)")
             return
         self.blocks_in += 1  # verified only: a liar must not look useful (network redials)
-        channel.scheduler.fill(self, channel)
-        if self._waiting and self.inflight < self.window:
-            self._share_room()
+        self._answered[channel] = None  # asked for more at the end of the round (_refill)
 
     def _on_cancel(self, event: events.CancelReceived) -> None:
         """We answer requests as they come, so there is never anything left to cancel."""

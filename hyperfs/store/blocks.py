@@ -30,9 +30,11 @@ which is past every byte an ``l`` key can point at.
 The crash rule: bytes first, index second. A block's bytes are written before the LevelDB
 batch that writes its ``l`` key and sets its bit, so a process killed at any moment leaves
 at most bytes nothing points at, never an ``l`` key without its bytes. finalize fdatasyncs
-the file before its synced batch, so a finalized feed survives a power cut too. A block
-whose index outlived its bytes anyway (a power cut during a download, whose batches are
-not synced) fails its crc32c when read, and is dropped and fetched again like any damage.
+the file before its synced batch, so a finalized feed survives a power cut too, unless
+the store is not durable (:attr:`.store.Store.durable`: a mount, `hyperfs add` without
+``--fsync``), where the files written are synced later, all at once, by a commit. A block
+whose index outlived its bytes anyway (a power cut during a download, or before a commit)
+fails its crc32c when read, and is dropped and fetched again like any damage.
 """
 
 from __future__ import annotations
@@ -65,6 +67,19 @@ def _sync_and_close(fd: int) -> None:
         os.fdatasync(fd)
     finally:
         os.close(fd)
+
+
+def sync_and_close(fds: Sequence[int]) -> None:
+    """fdatasync then close each of ``fds`` (from :meth:`DataFiles.take_written`); all
+    are closed even when one fails, and the first failure is raised."""
+    failure: OSError | None = None
+    for fd in fds:
+        try:
+            _sync_and_close(fd)
+        except OSError as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
 
 
 class Location(NamedTuple):
@@ -113,6 +128,7 @@ class DataFiles:
         self._ends: dict[int, int] = {}
         self._unsynced: dict[int, int] = {}  # bytes written since the last background sync
         self._syncing: dict[int, futures.Future[None]] = {}
+        self._written: set[int] = set()  # files written since their last sync
         self._prefix = f"{directory}/"
 
     def path(self, num: int) -> Path:
@@ -170,6 +186,7 @@ class DataFiles:
                     done, rest = done + written, rest[written:]
             offset += want
         self._ends[num] = max(self.end(num), offset)
+        self._written.add(num)
         if durable:
             self._sync_behind(num, fd, offset - start)
         return offset - start
@@ -203,9 +220,23 @@ class DataFiles:
         if pending is not None:
             pending.result()
         self._unsynced.pop(num, None)
+        self._written.discard(num)
         fd = self._fd(num)
         if fd is not None:
             os.fdatasync(fd)
+
+    def take_written(self) -> list[int]:
+        """Duplicates of the descriptors of every file written since it was last synced,
+        which from now on count as synced: the caller fdatasyncs and closes them
+        (:func:`sync_and_close`), in a worker thread if it likes (the duplicates stay
+        valid when this cache closes its own)."""
+        fds = []
+        for num in self._written:
+            fd = self._fd(num)
+            if fd is not None:
+                fds.append(os.dup(fd))
+        self._written.clear()
+        return fds
 
     def punch(self, num: int, locations: Sequence[Location]) -> None:
         """Give back the disk space of the bytes at ``locations`` (eviction: only after
@@ -226,6 +257,7 @@ class DataFiles:
             os.close(fd)
         self._ends.pop(num, None)
         self._unsynced.pop(num, None)
+        self._written.discard(num)
         self._syncing.pop(num, None)  # a sync still running has its own descriptor
         self.path(num).unlink(missing_ok=True)
 

@@ -111,7 +111,7 @@ class BlockStore:
         the end of its file, in one call; their ``l`` keys in ``batch``."""
         files, put, pack, head = self.files, batch.put, KEY.pack, prefix(LOCATION, num)
         offset = files.end(num)
-        files.write(num, offset, blocks, durable=True)
+        files.write(num, offset, blocks, durable=self._store.durable)
         value, shape = LOCATION_VALUE.pack, self._appended.get(num)
         for index, data in enumerate(blocks, start):
             length = len(data)
@@ -125,8 +125,10 @@ class BlockStore:
     def seal(self, batch: Batch, num: int) -> None:
         """Before finalize's synced ``batch``: the feed's bytes to disk, its slots
         recorded when its blocks allow (so a block fetched again lands at its place), and
-        its mark as made here (the only copy: never evicted)."""
-        self.files.sync(num)
+        its mark as made here (the only copy: never evicted). A store that is not durable
+        leaves the sync to its next commit (:meth:`.store.Store.committer`)."""
+        if self._store.durable:
+            self.files.sync(num)
         batch.put(prefix(OWN, num), b"")
         self.recency.kept.add(num)
         shape = self._appended.get(num)

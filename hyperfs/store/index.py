@@ -25,6 +25,8 @@ class Index(Protocol):
 
     db: Any
     """The plyvel database, for range scans that must not go through a group."""
+    durable: bool
+    """Whether a finalize syncs its feed's file (else a later commit does)."""
 
     def get(self, key: bytes) -> bytes | None: ...
     def scan(self, kind: bytes, num: int) -> Iterator[tuple[int, bytes]]: ...

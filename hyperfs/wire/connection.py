@@ -91,9 +91,10 @@ from hyperfs.wire.messages import (
     decode,
     decode_handshake,
     encode,
+    encode_request,
     encode_response,
 )
-from hyperfs.wire.protobuf import Buffer, ProtocolError
+from hyperfs.wire.protobuf import Buffer, ProtocolError, encode_varint
 
 __all__ = ["DEFAULT_MAX_BITFIELD", "MAX_EXTENSIONS", "Connection", "ProtocolError"]
 
@@ -275,8 +276,10 @@ class Connection:
         return frame(encode(Unpause(self._channel(feed_id))))
 
     def request(self, feed_id: bytes, block: int) -> bytes:
-        """Ask for a block."""
-        return frame(encode(Request(self._channel(feed_id), block)))
+        """Ask for a block: one frame per block requested, so written out by hand (the
+        bytes of ``frame(encode(Request(...)))``, without building the message)."""
+        body = encode_request(self._channel(feed_id), block)
+        return encode_varint(len(body)) + body
 
     def response(
         self, feed_id: bytes, block: int, data: Buffer, proof: Sequence[tuple[int, bytes]]
