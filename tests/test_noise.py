@@ -147,7 +147,7 @@ def test_secretstream_round_trip_in_any_chunking() -> None:
     for messages, step in ((small, 1), (small, 2), (large, 777), (large, CHUNK + 100)):
         sealer, opener = _stream()
         wire = sealer.header + b"".join(sealer.seal(m) for m in messages)
-        pieces = [piece for i in range(0, len(wire), step)
+        pieces = [bytes(piece) for i in range(0, len(wire), step)  # views: copied at once
                   for piece in opener.receive_data(wire[i:i + step])]
         assert b"".join(pieces) == b"".join(messages)
         assert not opener.partial
@@ -157,7 +157,7 @@ def test_a_frame_trickling_in_costs_no_more_than_one_arriving_whole() -> None:
     """Byte by byte, a 256 KiB frame: linear work (quadratic would take minutes)."""
     sealer, opener = _stream()
     wire = sealer.header + sealer.seal(os.urandom(CHUNK))
-    out = [piece for byte in range(len(wire)) for piece in opener.receive_data(
+    out = [bytes(piece) for byte in range(len(wire)) for piece in opener.receive_data(
         wire[byte:byte + 1])]
     assert len(b"".join(out)) == CHUNK
 
@@ -186,6 +186,18 @@ def test_secretstream_refuses_altered_streams(attack: str) -> None:
         frames[0] = _frames(Sealer(os.urandom(32)).header)[0]
     with pytest.raises(StreamError):
         opener.receive_data(b"".join(frames))
+
+
+def test_an_orderly_end_is_told_from_a_cut_and_nothing_follows_it() -> None:
+    sealer, opener = _stream()
+    wire = sealer.header + sealer.seal(b"data")
+    assert [bytes(p) for p in opener.receive_data(wire)] == [b"data"]
+    assert not opener.finished  # the bytes ending here would be a cut
+    assert sealer.sealed == len(wire) - len(sealer.header)
+    assert [bytes(p) for p in opener.receive_data(sealer.final())] == [b""]
+    assert opener.finished
+    with pytest.raises(StreamError, match="after the final"):
+        opener.receive_data(sealer.seal(b"more"))
 
 
 def test_secretstream_limits_frames_before_buffering() -> None:

@@ -20,6 +20,7 @@ import trio
 
 from hyperfs import open_core
 from hyperfs.net.node import open_node
+from hyperfs.replication.peer import REMOTE_CLOSED
 from hyperfs.replication.secure import NODE_KEY_FILE
 from hyperfs.testing.jsref import arun_js_fetch, start_js_fetcher
 from hyperfs.testing.network import PeerLog, arun_hyperfs, astart_serve, local_blocks, store_feed
@@ -98,6 +99,39 @@ async def test_an_altered_stream_drops_and_stores_nothing(
                     assert local_blocks(feed) == []  # not even the length was learned
         assert_nothing_revealed(bytes(relay.recorded["up"] + relay.recorded["down"]),
                                  feed_id, blocks)
+
+
+async def test_a_cut_at_a_frame_boundary_is_told_from_an_orderly_close(
+        tmp_path: Path) -> None:
+    """The relay ends the seeder's direction of the first connection cleanly between two
+    sealed frames: the fetcher drops it as cut (no final frame came), not as closed by
+    the remote. It redials and finishes; its orderly close (the final frame) reaches the
+    seeder as the remote closing."""
+    blocks = _blocks(count=12, size=20_000, seed=9)
+    cuts = iter([Alter("truncate", index=3)])
+    async with open_core(tmp_path / "seed") as seeder, open_core(tmp_path / "fetch") as fetcher:
+        feed_id = await store_feed(seeder, blocks)
+        seeds, fetches = PeerLog(seeder), PeerLog(fetcher)
+        async with open_node(seeder, listen="127.0.0.1:0") as node:
+            assert node.address is not None
+            async with open_relay(node.address[1],
+                                  lambda way: next(cuts, None) if way == "down" else None
+                                  ) as relay:
+                with fetcher.get(feed_id) as feed:
+                    async with open_node(fetcher, peers=[f"127.0.0.1:{relay.port}"]):
+                        with trio.fail_after(HANG):
+                            await feed.download()
+                            # Closed between writes, as a node at rest is (one closed
+                            # mid-write cannot end in order: the remote sees a cut).
+                            await fetches.peers[-1].outbox.flush(HANG)
+                    assert local_blocks(feed) == blocks
+                with trio.fail_after(HANG):
+                    await relay.wait_closed(2)
+                    for peer in [*seeds.peers, *fetches.peers]:
+                        await peer.closed.wait()
+    assert [len(seeds.peers), len(fetches.peers)] == [2, 2]
+    assert "ended without its final frame" in (fetches.peers[0].close_reason or "")
+    assert seeds.peers[1].close_reason == REMOTE_CLOSED
 
 
 async def test_a_disguised_hyperfs_peer_gets_no_private_feed_in_plaintext(

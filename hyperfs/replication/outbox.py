@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 import trio
 
 from hyperfs.replication.deadlines import Clocks
+from hyperfs.wire.protobuf import Buffer
 
 
 class Outbox:
@@ -26,7 +27,7 @@ class Outbox:
         self.queued = 0  # bytes queued, not yet taken by the writer
         self.sent = 0  # bytes written
         self._before_send = before_send
-        self.seal: Callable[[bytes], bytes] | None = None
+        self.seal: Callable[[bytes], Buffer] | None = None
         """Encrypts each write, once the connection is encrypted (``Session.seal``)."""
         self._messages: list[bytes] = []
         self._ready = trio.Event()
@@ -66,10 +67,9 @@ class Outbox:
                 clocks.sending = trio.current_time()
                 seal = self.seal
                 for data in _coalesce(messages):
-                    if seal is not None:
-                        data = seal(data)
-                    await self.stream.send_all(data)
-                    self.sent += len(data)
+                    out = data if seal is None else seal(data)
+                    await self.stream.send_all(out)
+                    self.sent += len(out)
                 clocks.sending = None
             self._drained.set()
 

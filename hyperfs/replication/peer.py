@@ -32,6 +32,7 @@ the scheduler's calls and the caps all read and change the same connection's sta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -51,12 +52,15 @@ from hyperfs.tree.bitfield import Bitfield
 from hyperfs.wire import events
 from hyperfs.wire.connection import Connection, ProtocolError
 from hyperfs.wire.noise import KeyPair
+from hyperfs.wire.protobuf import Buffer
 from hyperfs.wire.secure import SECURE, Greeting, Session
 
 log = logging.getLogger("hyperfs.peer")
 
 REMOTE_CLOSED = "the remote closed the connection"
 RECEIVE_SIZE = 1 << 20
+GOODBYE_TIMEOUT = 1.0
+"""Seconds a closing encrypted peer waits at most to send its final frame."""
 SERVE_BUFFER = 64 * 1024
 """Blocks up to this size are served from one buffer per peer, read into it from their
 data file (larger ones are read as bytes)."""
@@ -197,7 +201,17 @@ class Peer:
             self.close_reason = self.close_reason or "closed"
             self.scheduler.peer_closed(self)
             self.closed.set()
-            await trio.aclose_forcefully(self.stream)
+            await self._end_stream()
+
+    async def _end_stream(self) -> None:
+        """Close the stream; encrypted, say it is an orderly close first (the final
+        frame: the remote can then tell it from a cut), unless a write was cut short."""
+        if self.session is not None and self.outbox.sent == self.session.sealed:
+            with trio.CancelScope(shield=True), trio.move_on_after(GOODBYE_TIMEOUT), \
+                    contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                                        OSError):
+                await self.stream.send_all(self.session.final())
+        await trio.aclose_forcefully(self.stream)
 
     def drop(self, reason: str) -> None:
         """Close the connection because of ``reason`` (logged)."""
@@ -245,7 +259,7 @@ class Peer:
     async def _receive_loop(self, data: bytes) -> None:
         """Handle what the remote sends, ``data`` (already opened) first."""
         dispatch, batch, clocks, outbox = self._dispatch, self._batch, self.clocks, self.outbox
-        pieces = [data]
+        pieces: list[Buffer] = [data]
         while True:
             try:
                 received = self.conn.receive_data(pieces[0])
@@ -276,6 +290,9 @@ class Peer:
                         clocks.message = trio.current_time()
             raw = await self.stream.receive_some(RECEIVE_SIZE)
             if not raw:
+                if self.session is not None and not self.session.finished:
+                    self.drop("connection lost: the encrypted stream ended without its "
+                              "final frame (cut)")
                 self.close_reason = self.close_reason or REMOTE_CLOSED
                 return
             self.bytes_in += len(raw)

@@ -4,7 +4,8 @@ Tests of the encrypted wire put it between two hyperfs nodes (or processes): eve
 each side sent is in :attr:`Relay.recorded`, to be searched for what must not be there
 (a feed id, pieces of the data). An :class:`Alter` per connection and direction changes
 the stream at its frame boundaries, as an attacker on the path would: flip one byte,
-replay, reorder or cut a frame, or rewrite the 1.x handshake (strip the encryption offer).
+replay, reorder or cut a frame (a clean end of that direction right before it, at a frame
+boundary), or rewrite the 1.x handshake (strip the encryption offer).
 """
 
 from __future__ import annotations
@@ -165,13 +166,14 @@ class Relay:
             async for chunk in source:
                 self.recorded[way] += chunk
                 out = bytes(chunk) if alter is None else alter(bytes(chunk))
-                if out is None:
-                    break
+                if out is None:  # cut: a clean end of this direction, as a FIN forged
+                    await sink.send_eof()  # on the path would be; the other goes on
+                    return  # until the side whose stream was cut closes
                 if out:
                     await sink.send_all(out)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
-        done.cancel()  # either side gone (or cut): the relayed connection is over
+        done.cancel()  # either side gone: the relayed connection is over
 
 
 @asynccontextmanager

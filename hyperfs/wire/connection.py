@@ -312,7 +312,7 @@ class Connection:
 
     # -- receiving -----------------------------------------------------------------------
 
-    def receive_data(self, data: bytes) -> list[Event]:
+    def receive_data(self, data: Buffer) -> list[Event]:
         """Consume bytes from the remote and return what they said, in order.
 
         Raises ProtocolError on any violation; the connection is dead after that (every

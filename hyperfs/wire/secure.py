@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from hyperfs.wire.messages import decode_handshake
 from hyperfs.wire.noise import KeyPair, NoiseXX
-from hyperfs.wire.protobuf import ProtocolError, decode_varint
+from hyperfs.wire.protobuf import Buffer, ProtocolError, decode_varint
 from hyperfs.wire.secretstream import FrameReader, Opener, Sealer, frame
 
 __all__ = ["MAX_HELLO", "SECURE", "Greeting", "Session", "prologue"]
@@ -47,7 +47,7 @@ def prologue(initiator_hello: bytes, responder_hello: bytes) -> bytes:
 
 class Session:
     """An encrypted connection: :meth:`seal` what we send, :meth:`open` what arrives
-    (a list of opened pieces, in order)."""
+    (opened pieces, in order, views valid until the next call), :meth:`final` last."""
 
     def __init__(self, noise: NoiseXX, frames: FrameReader) -> None:
         send_key, receive_key = noise.split()
@@ -59,6 +59,7 @@ class Session:
         self._sealer = Sealer(send_key)
         self._opener = Opener(receive_key, frames)
         self.seal = self._sealer.seal
+        self.final = self._sealer.final
         self.open = self._opener.receive_data
 
     @property
@@ -70,7 +71,18 @@ class Session:
         """Whether a sealed frame has begun to arrive but is not complete."""
         return self._opener.partial
 
-    def open_frames(self, frames: list[bytes]) -> list[bytes]:
+    @property
+    def sealed(self) -> int:
+        """Bytes :meth:`seal` has returned (the header not counted)."""
+        return self._sealer.sealed
+
+    @property
+    def finished(self) -> bool:
+        """Whether the remote closed in order (its final frame came): at the end of its
+        bytes without it, the stream was cut, even if at a frame boundary."""
+        return self._opener.finished
+
+    def open_frames(self, frames: list[Buffer]) -> list[Buffer]:
         return self._opener.open(frames)
 
 
@@ -162,7 +174,7 @@ class Greeting:
             message = frames.pop(0)
             if len(message) > _NOISE_FRAME:
                 raise ProtocolError(f"a Noise message of {len(message)} bytes")
-            noise.read_message(message)
+            noise.read_message(bytes(message))
             if noise.writing:
                 out.append(frame(noise.write_message()))
         if noise.complete:
