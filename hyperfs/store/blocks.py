@@ -273,9 +273,18 @@ class DataFiles:
                 punch_hole(fd, location.offset, location.length)
 
     def allocated(self, num: int) -> int:
-        """Bytes of disk feed ``num``'s data file takes (holes take none; 0 without one)."""
-        fd = self._fd(num)
-        return 0 if fd is None else allocated(fd)
+        """Bytes of disk feed ``num``'s data file takes (holes take none; 0 without one).
+
+        By path unless the file is open already: cache use is summed over every feed
+        (the status file, every 2 s), and opening each one would push the descriptors of
+        the files being read and written out of :attr:`MAX_OPEN`."""
+        fd = self._fds.get(num)
+        if fd is not None:
+            return allocated(fd)
+        try:
+            return os.stat(self._prefix + data_name(num)).st_blocks * 512
+        except FileNotFoundError:
+            return 0
 
     def remove(self, num: int) -> None:
         fd = self._fds.pop(num, None)
