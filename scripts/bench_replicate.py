@@ -18,10 +18,13 @@ same run. ``--whole`` adds whole processes, start to exit: ``hyperfs serve`` ->
 ``hyperfs cat ID --peer HOST:PORT > FILE`` of 256 MiB in 64 KiB blocks, against the JS
 seeder -> a JS fetcher process (``--out FILE``), both files checked against the source.
 Both hyperfs processes run with ``--no-dht --no-mdns``: the peer is given. The package
-is byte-compiled first, as an installed one is.
+is byte-compiled first, as an installed one is. Between two hyperfs processes the
+connection is encrypted (the default); ``--plaintext`` measures plain 1.x instead (the
+fetchers and the seeder, `serve`'s node run by this script, do not offer to encrypt),
+the wire a JS peer speaks.
 
-    flock /work/wt/bench.lock .venv/bin/python scripts/bench_replicate.py \
-        [--runs 3] [--big] [--whole] [--no-js] [BLOCKSxSIZE ...]
+    .venv/bin/python scripts/bench_replicate.py \
+        [--runs 3] [--big] [--whole] [--plaintext] [--no-js] [BLOCKSxSIZE ...]
 """
 
 from __future__ import annotations
@@ -50,6 +53,12 @@ BIG_JS = "2000x65536"
 WHOLE = "4096x65536"
 
 
+def plaintext() -> bool:
+    """``--plaintext`` (set in the environment, so the fetching children see it too):
+    nobody offers to encrypt, so the connection is plain hypercore 1.x, as with JS."""
+    return os.environ.get("BENCH_PLAINTEXT") == "1"
+
+
 async def child(db: str, feed_id: str, peer: str, block: int | None) -> None:
     """Fetch the feed (or one block) and print timings as JSON."""
     from hyperfs import open_core
@@ -58,7 +67,7 @@ async def child(db: str, feed_id: str, peer: str, block: int | None) -> None:
     async with open_core(db) as core:
         feed = core.get(feed_id)
         start, cpu, main_cpu = time.perf_counter(), time.process_time(), time.thread_time()
-        async with open_node(core, peers=[peer]):
+        async with open_node(core, peers=[peer], encrypt=not plaintext()):
             if block is not None:
                 data = await feed.get(block, timeout=60)
                 assert data is not None
@@ -106,10 +115,24 @@ def add(db: Path, source: Path, block_size: int) -> str:
         check=True, capture_output=True, text=True).stdout.strip()
 
 
+async def seed(db: str) -> None:
+    """``--plaintext``'s seeder: `hyperfs serve`'s node, not offering to encrypt either
+    (a hyperfs peer that does not offer is refused by one that does: no silent fallback)."""
+    from hyperfs import open_core
+    from hyperfs.net.node import open_node
+
+    async with open_core(db) as core, open_node(core, listen="127.0.0.1:0",
+                                                encrypt=False) as node:
+        assert node.address is not None
+        print(f"listening on {node.address[0]}:{node.address[1]}", flush=True)
+        await trio.sleep_forever()
+
+
 def serve(db: Path) -> tuple[subprocess.Popen, str]:
     """A ``hyperfs serve`` of ``db`` on loopback, and its HOST:PORT once it listens."""
-    server = subprocess.Popen([*HYPERFS, "--db", str(db), "serve", *NO_DISCOVERY,
-                               "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, text=True)
+    command = ([sys.executable, __file__, "--seed", str(db)] if plaintext() else
+               [*HYPERFS, "--db", str(db), "serve", *NO_DISCOVERY, "--listen", "127.0.0.1:0"])
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
     line = server.stdout.readline()  # "listening on HOST:PORT"
     return server, line.split()[-1]
@@ -270,6 +293,9 @@ def whole_row(runs: int, with_js: bool, tmp: Path) -> dict:
 
 
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--seed":
+        trio.run(seed, sys.argv[2])
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         db, feed_id, peer, *block = sys.argv[2:]
         trio.run(child, db, feed_id, peer, int(block[0]) if block else None)
@@ -280,9 +306,14 @@ def main() -> None:
     parser.add_argument("--no-js", action="store_true", help="skip the JS reference")
     parser.add_argument("--big", action="store_true",
                         help=f"also {BIG} (4 GiB), hyperfs only, beside JS at {BIG_JS}")
+    parser.add_argument("--plaintext", action="store_true",
+                        help="hyperfs fetchers do not encrypt (the default between hyperfs "
+                             "peers): plain 1.x, as with JS; --whole is unaffected")
     parser.add_argument("--whole", action="store_true",
                         help=f"also whole processes, serve -> cat of {WHOLE} (256 MiB)")
     args = parser.parse_args()
+    if args.plaintext:
+        os.environ["BENCH_PLAINTEXT"] = "1"
     # Byte-compiled as an installed package is: with PYTHONDONTWRITEBYTECODE set (as on
     # this machine) every process would otherwise compile every module as it starts.
     compileall.compile_dir(ROOT / "hyperfs", quiet=1)

@@ -291,8 +291,11 @@ class Peer:
             raw = await self.stream.receive_some(RECEIVE_SIZE)
             if not raw:
                 if self.session is not None and not self.session.finished:
-                    self.drop("connection lost: the encrypted stream ended without its "
-                              "final frame (cut)")
+                    # Told apart from an orderly close, but not warned about: it is also
+                    # how a peer that exits with a write pending, or dies, ends.
+                    self.close_reason = self.close_reason or (
+                        "connection lost: the encrypted stream ended without its final "
+                        "frame (cut)")
                 self.close_reason = self.close_reason or REMOTE_CLOSED
                 return
             self.bytes_in += len(raw)
