@@ -105,6 +105,7 @@ class Feed:
             self._length_known.set()
         self._listeners: list[FeedListener] = []
         self._node_cache: dict[int, bytes] = {}  # verified hashes never change
+        self._cache_failures = store.write_failures  # (their writes may: see put)
         self.prefetching: list[list[int | None]] = []
         self.live_state: LivePart | None = None  # set by feeds.live for a live feed
 
@@ -353,8 +354,10 @@ class Feed:
             self._wanted[index] -= 1
             if not self._wanted[index]:
                 del self._wanted[index]
-                if not event.is_set():
-                    self._waiters.pop(index, None)
+                failed = self._failures.get(index, (None,))[0] is event
+                if not event.is_set() or failed:  # (a failed one is no longer asked for)
+                    if self._waiters.get(index) is event:
+                        del self._waiters[index]
                     self._notify("feed_unwants", index)
 
     def _stored(self, index: int) -> None:
@@ -415,6 +418,9 @@ class Feed:
         if index in self.bitfield:
             return False
         store, num, feed_id, cache = self._store, self.num, self.id, self._node_cache
+        if self._cache_failures != store.write_failures:  # a write failed: maybe theirs
+            cache.clear()
+            self._cache_failures = store.write_failures
 
         def stored(node: int) -> bytes | None:  # the climb meets the nodes put just before
             digest = cache.get(node)
@@ -456,16 +462,18 @@ class Feed:
         return True
 
     def _store_failed(self, index: int, exc: OSError) -> None:
-        """Storing a verified block failed (a full disk): nothing of it was kept. Its
-        waiters get the error (a reader sees ENOSPC, not a timeout), and nothing more is
-        fetched ahead, which would only fail too; a reader that asks again fetches again."""
+        """Storing a verified block failed (a full disk): nothing of it was kept. Every
+        waiter of the feed gets the error (a reader sees ENOSPC, not a timeout) and stops
+        asking, and nothing more is fetched ahead: it would only fail too, or, once there
+        is room, fill it again for readers that gave up (the kernel's read-ahead). A
+        reader that asks again fetches again."""
         error = OSError(exc.errno, f"cannot store block {index} of feed {self.hex}: "
                                    f"{exc.strerror or exc}")
         log.warning("%s", error.strerror)
         self.prefetching.clear()
-        event = self._waiters.pop(index, None)
-        if event is not None:
-            self._failures[index] = (event, error)
+        waiters, self._waiters = self._waiters, {}
+        for waiting, event in waiters.items():
+            self._failures[waiting] = (event, error)
             event.set()
 
     def extended(self, blocks: int, roots: list[merkle.Node], appended: range) -> None:

@@ -155,9 +155,19 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
         try:
             ops.close()
             if commit_interval is not None:
-                core.store.committer()()  # the last writes, before the database closes
+                _commit_last(core)
         finally:
             print(f"hyperfs: unmounted {mountpoint}", flush=True)
+
+
+def _commit_last(core: Core) -> None:
+    """The last commit, at unmount. Its failure (a full disk) is reported, not raised:
+    the unmount itself went well, and what it could not sync is in the page cache, which
+    the kernel writes back (a power cut before that can lose it)."""
+    try:
+        core.store.committer()()
+    except OSError as exc:
+        log.warning("could not sync the last writes at unmount: %s", exc)
 
 
 async def _commit_every(core: Core, interval: float,

@@ -83,6 +83,10 @@ class Store:
     writes = 0
     """How many LevelDB writes this process made: whether a commit has anything to do."""
 
+    write_failures = 0
+    """How many LevelDB writes failed: what was kept in memory beside a write that may
+    have been among them (a feed's verified nodes) is no longer known to be stored."""
+
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path).expanduser()
         self.path.mkdir(parents=True, exist_ok=True)
@@ -158,6 +162,7 @@ class Store:
 
     def _write_failed(self, exc: Exception) -> OSError:
         """The OSError a failed LevelDB write becomes (the next write reopens first)."""
+        self.write_failures += 1
         self._failed = str(exc)
         code = errno.ENOSPC if "space" in str(exc).lower() else errno.EIO
         return OSError(code, f"database {self.path}: {exc}")
