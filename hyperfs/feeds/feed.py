@@ -105,7 +105,7 @@ class Feed:
             self._length_known.set()
         self._listeners: list[FeedListener] = []
         self._node_cache: dict[int, bytes] = {}  # verified hashes never change
-        self._cache_failures = store.write_failures  # (their writes may: see put)
+        self._cache_failures = store.write_failures  # (their writes may fail: _nodes)
         self.prefetching: list[list[int | None]] = []
         self.live_state: LivePart | None = None  # set by feeds.live for a live feed
 
@@ -392,9 +392,7 @@ class Feed:
         elif fields:
             def knows(start: int, end: int) -> bool:
                 return any(field.any(start, end) for field in fields)
-        cache = self._node_cache
-        if len(cache) > 65536:
-            cache.clear()
+        cache = self._nodes()
         nodes = []
         for node in merkle.proof_indexes(index, self.blocks, knows):
             digest = cache.get(node)
@@ -405,6 +403,16 @@ class Feed:
                 cache[node] = digest
             nodes.append((node, digest))
         return nodes
+
+    def _nodes(self) -> dict[int, bytes]:
+        """The verified hashes kept in memory: proofs climb the same nodes again and
+        again, and a put's climb meets the nodes put just before. Bounded, and forgotten
+        after any failed write, which may have been the one that stored them."""
+        cache, failures = self._node_cache, self._store.write_failures
+        if len(cache) > 65536 or self._cache_failures != failures:
+            cache.clear()
+            self._cache_failures = failures
+        return cache
 
     def put(self, index: int, data: bytes, proof: list[merkle.Node]) -> bool:
         """Verify block ``index`` against the feed id and store it with its proof.
@@ -417,10 +425,7 @@ class Feed:
             raise BadProof("a writable feed takes blocks by append, not put")
         if index in self.bitfield:
             return False
-        store, num, feed_id, cache = self._store, self.num, self.id, self._node_cache
-        if self._cache_failures != store.write_failures:  # a write failed: maybe theirs
-            cache.clear()
-            self._cache_failures = store.write_failures
+        store, num, feed_id, cache = self._store, self.num, self.id, self._nodes()
 
         def stored(node: int) -> bytes | None:  # the climb meets the nodes put just before
             digest = cache.get(node)
@@ -453,8 +458,6 @@ class Feed:
             if isinstance(exc, OSError):
                 self._store_failed(index, exc)
             raise
-        if len(cache) > 65536:
-            cache.clear()
         cache.update(verified.nodes)
         if verified.roots is not None:
             self._learn_length(verified.blocks, verified.roots)

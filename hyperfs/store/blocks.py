@@ -279,10 +279,8 @@ class DataFiles:
         (the status file, every 2 s), and opening each one would push the descriptors of
         the files being read and written out of :attr:`MAX_OPEN`."""
         fd = self._fds.get(num)
-        if fd is not None:
-            return allocated(fd)
         try:
-            return os.stat(self._prefix + data_name(num)).st_blocks * 512
+            return allocated(self._prefix + data_name(num) if fd is None else fd)
         except FileNotFoundError:
             return 0
 

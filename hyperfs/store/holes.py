@@ -32,6 +32,7 @@ def punch_hole(fd: int, offset: int, length: int) -> None:
         raise OSError(code, f"punching a hole: {os.strerror(code)}")
 
 
-def allocated(fd: int) -> int:
-    """Bytes of disk the file ``fd`` takes (``st_blocks``: holes take none)."""
-    return os.fstat(fd).st_blocks * 512
+def allocated(file: int | str) -> int:
+    """Bytes of disk ``file`` (a descriptor or a path) takes (``st_blocks``: holes take
+    none)."""
+    return os.stat(file).st_blocks * 512
