@@ -8,9 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import trio
-from tqdm import tqdm  # type: ignore[import-untyped]  # tqdm ships no types; types-tqdm is not a dependency
 
-from hyperfs.cli import live
 from hyperfs.cli.arguments import PRIVATE_HELP, positive_int
 from hyperfs.cli.network import add_network_options, node_from_args
 from hyperfs.feeds.core import DEFAULT_BLOCK_SIZE, open_core, parse_id
@@ -31,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 async def add(args: argparse.Namespace) -> int:
     if args.live:
+        from hyperfs.cli import live  # (here: the other commands of this module never use it)
+
         return await live.add_live(args)
     source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     async with open_core(args.db, durable=args.fsync) as core:
@@ -107,6 +107,8 @@ def _progress(feed: Feed) -> Iterator[Callable[[int], None]]:
     if not sys.stderr.isatty():
         yield lambda _size: None
         return
+    from tqdm import tqdm  # type: ignore[import-untyped]  # (ships no types; here: 10 ms of start-up)
+
     with tqdm(total=feed.blocks, unit="block", desc=(feed.hex or "")[:12], leave=False,
               file=sys.stderr) as bar:
         def advance(_size: int) -> None:

@@ -23,6 +23,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import trio
 
@@ -32,10 +33,10 @@ from hyperfs.cli.cache import add_cache_options, cache_limits
 from hyperfs.cli.status import publish_status, status_path
 from hyperfs.feeds.core import Core, open_core
 from hyperfs.net.address import parse_address
-from hyperfs.net.discovery import DhtOptions, MdnsOptions
-from hyperfs.net.discovery.dht import PUBLIC_ROUTERS
 from hyperfs.net.node import Node, open_node
-from hyperfs.net.node_discovery import DiscoveryConfig
+
+if TYPE_CHECKING:
+    from hyperfs.net.node_discovery import DiscoveryConfig
 
 DEFAULT_PORT = 3282
 LOCAL_ONLY_ENV = "HYPERFS_LOCAL_ONLY"
@@ -65,10 +66,11 @@ def add_network_options(parser: argparse.ArgumentParser, *, listen: str | None) 
         "and on the local network (mDNS). What is announced is a one-way key of each id.")
     group.add_argument("--no-dht", action="store_true", help="do not use the DHT")
     group.add_argument("--no-mdns", action="store_true", help="do not use mDNS")
-    routers = ", ".join(f"{h}:{p}" for h, p in PUBLIC_ROUTERS)
-    group.add_argument("--bootstrap", metavar="HOST:PORT", type=host_port, action="append",
-                       default=None, help="DHT node to join through (repeatable; default: "
-                                          f"the public mainline routers {routers})")
+    bootstrap = group.add_argument(
+        "--bootstrap", metavar="HOST:PORT", type=host_port, action="append", default=None,
+        help="DHT node to join through (repeatable; default: the public mainline routers "
+             "%(routers)s)")
+    bootstrap.routers = _PublicRouters()  # type: ignore[attr-defined]  # (argparse's %(name)s)
     group.add_argument("--dht-listen", metavar="HOST:PORT", type=host_port, default=None,
                        help="UDP address of the DHT node (default: the --listen address, "
                             "or 0.0.0.0 with an ephemeral port)")
@@ -85,12 +87,29 @@ def add_network_options(parser: argparse.ArgumentParser, *, listen: str | None) 
     add_cache_options(parser)
 
 
+class _PublicRouters:
+    """The DHT's public routers, as --help prints them: looked up only then, since the
+    discovery modules (libtorrent, zeroconf, asyncio) cost ~60 ms of start-up to every
+    command that runs without discovery."""
+
+    def __str__(self) -> str:
+        from hyperfs.net.discovery.dht import PUBLIC_ROUTERS
+
+        return ", ".join(f"{h}:{p}" for h, p in PUBLIC_ROUTERS)
+
+
 def discovery_config(args: argparse.Namespace) -> DiscoveryConfig | None:
-    """The :class:`DiscoveryConfig` the options describe (None: discovery off).
+    """The :class:`DiscoveryConfig` the options describe (None: discovery off, and its
+    modules not even imported).
 
     ``HYPERFS_LOCAL_ONLY`` set: raise ValueError for anything that could send packets
     beyond loopback or a network namespace of the caller's own (see the module doc).
     """
+    if args.no_dht and args.no_mdns:
+        return None
+    from hyperfs.net.discovery import DhtOptions, MdnsOptions
+    from hyperfs.net.node_discovery import DiscoveryConfig
+
     listen_host = parse_address(args.listen)[0] if args.listen else None
     specific = listen_host if listen_host and not _unspecified(listen_host) else None
     dht = None

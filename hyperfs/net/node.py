@@ -18,14 +18,17 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 
 from hyperfs.feeds.core import Core
 from hyperfs.feeds.feed import Feed
 from hyperfs.net.address import Address, parse_address
-from hyperfs.net.node_discovery import DiscoveryConfig, NodeDiscovery, open_node_discovery
 from hyperfs.replication.swarm import Swarm
+
+if TYPE_CHECKING:  # (imported when used: a node without discovery never loads its modules)
+    from hyperfs.net.node_discovery import DiscoveryConfig, NodeDiscovery
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +168,8 @@ async def open_node(core: Core, *, listen: str | None = None, peers: Sequence[st
         node = Node(swarm, nursery)
         try:
             if discovery is not None and discovery.enabled:
+                from hyperfs.net.node_discovery import open_node_discovery
+
                 if listen is None:
                     listen = f"{_discovery_host(discovery) or '0.0.0.0'}:0"
                 await node.listen(listen)
