@@ -250,6 +250,13 @@ class DataFiles:
         if fd is not None:
             os.fdatasync(fd)
 
+    def duplicate(self, num: int) -> int | None:
+        """A duplicate of feed ``num``'s descriptor (None: it has no file), for work done
+        on the file in another thread (:mod:`.dropbehind`): it stays valid when this
+        cache closes its own; the caller closes it."""
+        fd = self._fd(num)
+        return None if fd is None else os.dup(fd)
+
     def take_written(self, keep: Collection[int] = ()) -> list[int]:
         """Duplicates of the descriptors of every file written since it was last synced,
         which from now on count as synced: the caller fdatasyncs and closes them

@@ -15,6 +15,7 @@ from pathlib import Path
 from crc32c import crc32c
 
 from hyperfs.store.blocks import DataFiles, Location, Slots, aligned
+from hyperfs.store.dropbehind import DropBehind
 from hyperfs.store.index import Batch, Index
 from hyperfs.store.layout import (
     KEY,
@@ -58,14 +59,17 @@ class BlockStore:
         self._appended: dict[int, _Shape] = {}
         self.recency = Recency()
         """What was read least recently (told of every read and put; for eviction)."""
+        self._behind = DropBehind()
 
     def forget(self, num: int) -> None:
         """Delete feed ``num``'s data file (its keys are the store's to delete)."""
         self.files.remove(num)
+        self._behind.forget(num)
         self._slots.pop(num, None)
         self._appended.pop(num, None)
 
     def close(self) -> None:
+        self._behind.close()
         self.files.close()
 
     def location(self, num: int, index: int) -> Location | None:
@@ -149,6 +153,7 @@ class BlockStore:
             offset = files.end(num) if slots is None or blocks is None else slots.place(
                 index, length, blocks, files.end(num))
             files.write(num, offset, (data,))
+            self._behind.wrote(num, offset, length, files.duplicate)  # (past a feed's start)
         batch.put(location_key(num, index), LOCATION_VALUE.pack(offset, length, crc32c(data)))
         self.recency.stored(num, index, length)
 
