@@ -128,9 +128,10 @@ async def seed(db: str) -> None:
         await trio.sleep_forever()
 
 
-def serve(db: Path) -> tuple[subprocess.Popen, str]:
-    """A ``hyperfs serve`` of ``db`` on loopback, and its HOST:PORT once it listens."""
-    command = ([sys.executable, __file__, "--seed", str(db)] if plaintext() else
+def serve(db: Path, *, plain: bool = False) -> tuple[subprocess.Popen, str]:
+    """A ``hyperfs serve`` of ``db`` on loopback (``plain``: this script's seeder, which
+    does not offer to encrypt), and its HOST:PORT once it listens."""
+    command = ([sys.executable, __file__, "--seed", str(db)] if plain else
                [*HYPERFS, "--db", str(db), "serve", *NO_DISCOVERY, "--listen", "127.0.0.1:0"])
     server = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert server.stdout is not None
@@ -141,7 +142,7 @@ def serve(db: Path) -> tuple[subprocess.Popen, str]:
 def hyperfs_run(seed_db: Path, feed_id: str, size: int, blocks: int,
                 tmp: Path) -> dict[str, float]:
     """One fetch of the whole feed (and one of its middle block) from a ``hyperfs serve``."""
-    server, peer = serve(seed_db)
+    server, peer = serve(seed_db, plain=plaintext())
     try:
         fetcher = _start_child(tmp / "fetch", feed_id, peer, None)
         memory = MemoryPeaks(server.pid, fetcher.pid)
@@ -166,7 +167,8 @@ def hyperfs_run(seed_db: Path, feed_id: str, size: int, blocks: int,
 
 def hyperfs_whole_run(seed_db: Path, feed_id: str, source: Path, tmp: Path) -> float:
     """Seconds of a whole ``hyperfs cat ID --peer`` process, start to exit, writing the
-    feed to a file (checked against the source) from a ``hyperfs serve`` listening."""
+    feed to a file (checked against the source) from a ``hyperfs serve`` listening (the
+    real command, encrypted as `cat` is, --plaintext or not)."""
     server, peer = serve(seed_db)
     out = tmp / "out"
     try:
