@@ -27,7 +27,6 @@ crash rule is untouched (the bytes are written, by pwrite, before the index says
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 from collections import deque
@@ -51,10 +50,10 @@ _WAIT_BEFORE, _WRITE, _WAIT_AFTER = 1, 2, 4  # sync_file_range's flags (linux/fs
 
 
 def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    """libc's sync_file_range (os has none), or None where there is none."""
+    """libc's sync_file_range (os has none), or None where there is none. (From the
+    symbols the process has loaded: find_library would run ldconfig at every start.)"""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        function = libc.sync_file_range
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
