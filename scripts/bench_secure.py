@@ -6,7 +6,9 @@ fetching process, both with encryption (Noise XX + secretstream, the default bet
 hyperfs peers) or both without (``encrypt=False``: plain hypercore 1.x, the baseline),
 over loopback TCP. The fetcher reports the seconds from connect to the last verified
 block, and a fresh fetcher the seconds from connect to one verified block (the middle
-one). Medians of --runs runs; the goals (issue 13): encrypted >= 85 % of plaintext in
+one). Medians of --runs runs, and of the CPU each process spent on a block (user + system,
+all threads: on a shared 2-core machine the wall times are noisy, the CPU less so). The
+goals (issue 13): encrypted >= 85 % of plaintext in
 64 KiB blocks, >= 75 % in 1 KiB blocks, connect -> first verified block <= 15 ms.
 
 Run it under the shared bench lock:
@@ -32,7 +34,9 @@ CHILD = [sys.executable, os.path.abspath(__file__)]
 
 
 async def seed(db: str, encrypt: bool) -> None:
-    """Serve the database until stdin closes; print the port first."""
+    """Serve the database until stdin closes; print the port first, then the CPU seconds
+    used so far (all threads) for each line read, so that the parent can tell what one
+    fetch cost the seeder."""
     from hyperfs import open_core
     from hyperfs.net.node import open_node
 
@@ -40,11 +44,13 @@ async def seed(db: str, encrypt: bool) -> None:
             open_node(core, listen="127.0.0.1:0", encrypt=encrypt) as node:
         assert node.address is not None
         print(node.address[1], flush=True)
-        await trio.to_thread.run_sync(sys.stdin.read)
+        while await trio.to_thread.run_sync(sys.stdin.readline):
+            print(time.process_time(), flush=True)
 
 
 async def fetch(db: str, feed_id: str, port: int, encrypt: bool, block: int | None) -> None:
-    """Fetch the feed (or one block) and print the seconds from connect as JSON."""
+    """Fetch the feed (or one block) and print the seconds from connect, and the CPU
+    seconds (all threads) from then, as JSON."""
     from hyperfs import open_core
     from hyperfs.net.node import open_node
     from hyperfs.replication.secure import node_keypair
@@ -52,14 +58,14 @@ async def fetch(db: str, feed_id: str, port: int, encrypt: bool, block: int | No
     async with open_core(db) as core:
         feed = core.get(feed_id)
         node_keypair(db)  # made with the database, as in any database used before
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         async with open_node(core, peers=[f"127.0.0.1:{port}"], encrypt=encrypt):
             if block is None:
                 await feed.download()
             else:
                 assert await feed.get(block, timeout=60) is not None
-            seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds}), flush=True)
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(json.dumps({"seconds": seconds, "cpu": cpu}), flush=True)
 
 
 def _make_feed(db: Path, blocks: int, size: int) -> str:
@@ -73,19 +79,29 @@ def _make_feed(db: Path, blocks: int, size: int) -> str:
     return trio.run(make).hex()
 
 
-def _run(seed_db: Path, feed_id: str, encrypt: bool, tmp: Path, block: int | None) -> float:
+def _run(seed_db: Path, feed_id: str, encrypt: bool, tmp: Path,
+         block: int | None) -> tuple[float, float, float]:
+    """(seconds, the fetcher's CPU seconds, the seeder's) of one fetch."""
     flag = "1" if encrypt else "0"
     seeder = subprocess.Popen([*CHILD, "--seed", str(seed_db), flag], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
-        assert seeder.stdout is not None
+        assert seeder.stdout is not None and seeder.stdin is not None
         port = seeder.stdout.readline().strip()
+
+        def seeder_cpu() -> float:
+            seeder.stdin.write("\n")
+            seeder.stdin.flush()
+            return float(seeder.stdout.readline())
+
         fetch_db = tempfile.mkdtemp(dir=tmp)
         args = [*CHILD, "--fetch", fetch_db, feed_id, port, flag]
         if block is not None:
             args += ["--block", str(block)]
+        before = seeder_cpu()
         out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600)
-        return float(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        return float(result["seconds"]), float(result["cpu"]), seeder_cpu() - before
     finally:
         if seeder.stdin is not None:
             seeder.stdin.close()
@@ -116,11 +132,16 @@ def main() -> None:
             feed_id = _make_feed(seed_db, blocks, size)
             times: dict[str, list[float]] = {"plain": [], "secure": [], "plain_first": [],
                                              "secure_first": []}
+            cpu: dict[str, list[float]] = {"plain_fetcher": [], "plain_seeder": [],
+                                           "secure_fetcher": [], "secure_seeder": []}
             for _ in range(args.runs):
                 for mode, encrypt in (("plain", False), ("secure", True)):
-                    times[mode].append(_run(seed_db, feed_id, encrypt, tmp, None))
+                    seconds, fetcher, seeder = _run(seed_db, feed_id, encrypt, tmp, None)
+                    times[mode].append(seconds)
+                    cpu[f"{mode}_fetcher"].append(fetcher)
+                    cpu[f"{mode}_seeder"].append(seeder)
                     times[f"{mode}_first"].append(
-                        _run(seed_db, feed_id, encrypt, tmp, blocks // 2))
+                        _run(seed_db, feed_id, encrypt, tmp, blocks // 2)[0])
             med = {key: statistics.median(values) for key, values in times.items()}
             mbs = {mode: blocks * size / med[mode] / 1e6 for mode in ("plain", "secure")}
             goal = 0.85 if size >= 64 * 1024 else 0.75
@@ -133,6 +154,8 @@ def main() -> None:
                 "ratio": round(ratio, 3), "goal": goal, "met": ratio >= goal,
                 "first_block_ms": {"plain": round(med["plain_first"] * 1000, 1),
                                    "secure": round(med["secure_first"] * 1000, 1)},
+                "cpu_us_per_block": {key: round(statistics.median(values) / blocks * 1e6, 1)
+                                     for key, values in cpu.items()},
                 "runs": {key: [round(v, 4) for v in values] for key, values in times.items()},
             }), flush=True)
 
