@@ -8,8 +8,8 @@ over loopback TCP. The fetcher reports the seconds from connect to the last veri
 block, and a fresh fetcher the seconds from connect to one verified block (the middle
 one). Medians of --runs runs, and of the CPU each process spent on a block (user + system,
 all threads: on a shared 2-core machine the wall times are noisy, the CPU less so). The
-goals (issue 13): encrypted >= 85 % of plaintext in
-64 KiB blocks, >= 75 % in 1 KiB blocks, connect -> first verified block <= 15 ms.
+goals (issue 13): encrypted >= 85 % of plaintext in 64 KiB blocks, >= 75 % in 1 KiB
+blocks, connect -> first verified block <= 15 ms.
 
 ``--ceiling`` adds a third mode, encrypted with the cipher replaced by a copy: what the
 encrypted path costs beside libsodium, i.e. the most that any work outside the cipher
