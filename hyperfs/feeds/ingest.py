@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import trio
 
 from hyperfs.base.errors import HyperfsError
 from hyperfs.feeds.feed import Feed
-from hyperfs.feeds.hashers import block_lengths, open_hashers
+from hyperfs.feeds.hashers import Hashers, block_lengths, open_hashers
 from hyperfs.store.store import Store
 
 MIN_BYTES = 16 << 20
@@ -51,39 +53,72 @@ def worth_copying(fd: int) -> bool:
 
 
 async def copy_into(feed: Feed, store: Store, source: int, block_size: int, *,
-                    name: str = "the file") -> None:
+                    name: str = "the file", chunk_bytes: int = CHUNK_BYTES) -> None:
     """Append the whole file ``source`` (an open descriptor, read from offset 0) to the
     writable ``feed`` in blocks of ``block_size``, to its end (a file that grows meanwhile
-    is taken to where it ends; one that shrinks raises :class:`SourceChanged`).
+    is taken to where it ends; one that shrinks raises :class:`SourceChanged`), copied
+    and hashed ``chunk_bytes`` at a time (rounded down to whole blocks).
 
     The hash workers and the copying thread end with it, also when it fails or is
     cancelled; the feed is then left unfinished, for the caller to discard."""
     size = os.fstat(source).st_size
-    chunk = max(1, CHUNK_BYTES // block_size) * block_size
-    data, num = store.data, feed.num
-    base = data.files.end(num)  # creates the file, for the workers to open
+    chunk = max(1, chunk_bytes // block_size) * block_size
+    files = store.data.files
+    base = files.end(feed.num)  # (creates the file, for the workers to open)
     copied_send, copied = trio.open_memory_channel[tuple[int, int]](AHEAD)
-    workers = 1 if size < 2 * chunk else 2
-    async with open_hashers(data.files.path(num), block_size, workers) as hashers, \
-            trio.open_nursery() as nursery:
+    with _first_error():
+        async with open_hashers(files.path(feed.num), block_size,
+                                1 if size < 2 * chunk else 2) as hashers, \
+                trio.open_nursery() as nursery:
 
-        async def copy() -> None:
-            async with copied_send:
-                done = 0
-                while True:
-                    got = await trio.to_thread.run_sync(data.copy_in, num, source, done, chunk,
-                                                        abandon_on_cancel=False)
-                    if got:
-                        await hashers.submit(base + done, got)
-                        await copied_send.send((base + done, got))
-                        done += got
-                    if got < chunk:
-                        break
-            if done < size:
-                raise SourceChanged(f"{name} shrank from {size} to {done} bytes while it was "
-                                    "being added; nothing was added")
+            async def copy() -> None:
+                async with copied_send:
+                    done = await _copy(store, feed.num, source, base, chunk, hashers,
+                                       copied_send)
+                if done < size:
+                    raise SourceChanged(f"{name} shrank from {size} to {done} bytes while it "
+                                        "was being added; nothing was added")
 
-        nursery.start_soon(copy)
-        async for offset, length in copied:
-            await feed.append_stored(offset, block_lengths(length, block_size),
-                                     await hashers.results())
+            nursery.start_soon(copy)
+            async for offset, length in copied:
+                await feed.append_stored(offset, block_lengths(length, block_size),
+                                         await hashers.results())
+
+
+async def _copy(store: Store, num: int, source: int, base: int, chunk: int, hashers: Hashers,
+                copied: trio.MemorySendChannel[tuple[int, int]]) -> int:
+    """Copy ``source`` to feed ``num``'s file (which ends at ``base``) a chunk at a time
+    in a worker thread, each chunk then given to the hashers and announced on ``copied``
+    as (offset in the data file, length); returns how many bytes, at the source's end."""
+    done = 0
+    while True:
+        got = await trio.to_thread.run_sync(store.data.copy_in, num, source, done, chunk)
+        if got:
+            await hashers.submit(base + done, got)
+            await copied.send((base + done, got))
+            done += got
+        if got < chunk:
+            return done
+
+
+@contextmanager
+def _first_error() -> Iterator[None]:
+    """The error of a nursery as itself, not in a group: the first one that is not a
+    cancellation (a worker that died fails both the submit and the read of its results;
+    one message says it). A caller maps it to a message or an errno."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        found = _first_leaf(group)
+        if found is None:
+            raise
+        raise found from None
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    for error in group.exceptions:
+        found = _first_leaf(error) if isinstance(error, BaseExceptionGroup) else (
+            None if isinstance(error, trio.Cancelled) else error)
+        if found is not None:
+            return found
+    return None
