@@ -21,6 +21,7 @@ from hyperfs.feeds import ingest
 from hyperfs.feeds import live as live_feeds
 from hyperfs.feeds.cache import Cache
 from hyperfs.feeds.feed import Feed, check_index
+from hyperfs.feeds.filestream import FileWriteStream
 from hyperfs.feeds.names import Names
 from hyperfs.feeds.privacy import PrivateFeeds
 from hyperfs.feeds.streams import WriteStream
@@ -311,6 +312,13 @@ class Core:
     def create_write_stream(self, block_size: int | None = None) -> WriteStream:
         """A new feed written as a stream; ``async with`` finalizes it on exit."""
         return WriteStream(self.add(), block_size)
+
+    def create_file_stream(self, block_size: int = DEFAULT_BLOCK_SIZE) -> WriteStream:
+        """A new feed written as a byte stream that may be a big file: past a few MiB its
+        bytes go straight to the data file and a worker process hashes them
+        (:mod:`.filestream`), so the writer never waits for the hashing. Close it to
+        finalize; :meth:`WriteStream.abort` before discarding it unclosed."""
+        return FileWriteStream(self.add(), block_size, self.store)
 
     async def create_read_stream(self, feed_id: bytes | str, start: int = 0,
                                  limit: int | None = None, *,

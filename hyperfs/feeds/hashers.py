@@ -97,6 +97,14 @@ class Hashers:
         last = f": {words.splitlines()[-1]}" if words else ""
         return HashingFailed(f"hashing {self.path} failed: the hash worker {how}{last}")
 
+    def kill(self) -> None:
+        """End the workers now, from code that cannot wait (an upload discarded): each is
+        killed and reaped in the background."""
+        for process in self._processes:
+            if process.returncode is None:
+                process.kill()
+                trio.lowlevel.spawn_system_task(process.wait)
+
     async def close(self) -> None:
         """No more work: end of input for each worker, then wait for it to exit."""
         for process in self._processes:

@@ -66,7 +66,7 @@ async def copy_into(feed: Feed, store: Store, source: int, block_size: int, *,
     files = store.data.files
     base = files.end(feed.num)  # (creates the file, for the workers to open)
     copied_send, copied = trio.open_memory_channel[tuple[int, int]](AHEAD)
-    with _first_error():
+    with first_error():
         async with open_hashers(files.path(feed.num), block_size,
                                 1 if size < 2 * chunk else 2) as hashers, \
                 trio.open_nursery() as nursery:
@@ -102,7 +102,7 @@ async def _copy(store: Store, num: int, source: int, base: int, chunk: int, hash
 
 
 @contextmanager
-def _first_error() -> Iterator[None]:
+def first_error() -> Iterator[None]:
     """The error of a nursery as itself, not in a group: the first one that is not a
     cancellation (a worker that died fails both the submit and the read of its results;
     one message says it). A caller maps it to a message or an errno."""
