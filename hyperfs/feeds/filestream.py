@@ -20,6 +20,7 @@ The crash rule holds: bytes first, index second, and the feed is pending until f
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Awaitable
 
 from hyperfs.feeds.feed import BytesLike, Feed
@@ -43,7 +44,7 @@ class FileWriteStream(WriteStream):
         self._workers = contextlib.AsyncExitStack()
         self._chunk = max(1, CHUNK_BYTES // block_size) * block_size
         self._hashed_to = 0  # the data file's bytes before this are submitted
-        self._taken: list[tuple[int, int]] = []  # (offset, length) submitted, not appended
+        self._taken: deque[tuple[int, int]] = deque()  # (offset, length) not appended yet
         self._total = 0
 
     async def write(self, data: BytesLike) -> None:
@@ -52,7 +53,7 @@ class FileWriteStream(WriteStream):
         if self._hashers is None:
             await super().write(data)
             if self._total >= MIN_BYTES:
-                await self._switch()
+                await self._guarded(self._switch())
             return
         files = self._store.data.files
         try:
@@ -94,7 +95,7 @@ class FileWriteStream(WriteStream):
             self._taken.append((self._hashed_to, step))
             self._hashed_to += step
         while len(self._taken) > lag:
-            offset, length = self._taken.pop(0)
+            offset, length = self._taken.popleft()
             await self.feed.append_stored(offset, block_lengths(length, size),
                                           await hashers.results())
 
