@@ -6,9 +6,13 @@ up and an unmount during a copy must leave no worker and no half feed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import signal
 from pathlib import Path
+
+import pytest
 
 from hyperfs.feeds.ingest import MIN_BYTES
 from hyperfs.testing.mounts import HYPERFS, Mounts, run
@@ -39,19 +43,21 @@ def test_a_big_cp_is_the_feed_hyperfs_add_makes(mounts: Mounts, tmp_path: Path) 
     assert run(HYPERFS, "--db", m.db, "fsck").returncode == 0
 
 
-def test_unmount_during_a_big_copy_leaves_no_worker_and_no_feed(mounts: Mounts,
-                                                                 tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_unmount_or_kill_during_a_big_copy_leaves_no_worker_and_no_feed(
+        mounts: Mounts, tmp_path: Path, sig: int) -> None:
     m = mounts.start()
-    out = open(m.mnt / "partial.bin", "wb")  # noqa: SIM115  (left open across the unmount)
+    out = open(m.mnt / "partial.bin", "wb")  # noqa: SIM115  (left open across the end)
     out.write(secrets.token_bytes(MIN_BYTES + 65536))
     out.flush()
+    os.fsync(out.fileno())  # every byte at the mount (past the switch), the worker alive
     workers = hash_workers(tmp_path)
     assert len(workers) == 1
-    assert m.stop() == 0
+    assert m.stop(sig) == (0 if sig == signal.SIGINT else -signal.SIGKILL)
     wait_ended(workers, timeout=10)
-    try:
+    with contextlib.suppress(OSError):  # the mount is gone
         out.close()
-    except OSError:
-        pass  # the mount is gone
+    if sig == signal.SIGKILL:
+        mounts.cleanup()  # the dead mount's mount point
     assert run(HYPERFS, "--db", m.db, "ls").stdout == b""
     assert run(HYPERFS, "--db", m.db, "fsck").returncode == 0
