@@ -210,17 +210,22 @@ def bench_big(args: argparse.Namespace, trees: dict[str, Path], size_text: str) 
 
     Each run takes the commands in another order (rotated): a command that follows the
     deletion of a big file gets its freed page cache, one that follows openssl does not,
-    and on a VM that returns free memory to its host that is worth up to 2x."""
+    and on a VM that returns free memory to its host that is worth up to 2x. Every
+    command starts after a ``sync`` with the previous one's output deleted: this VM
+    throttles writers past ~4 GB of dirty pages (vm.dirty_ratio 20), so a command that
+    follows another's 4 GiB of unwritten pages measures the disk, not its own work."""
     size = parse_size(size_text)
     mb = size / 1e6
     rows: dict[str, list[tuple[float, int]]] = {}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         source, db, copy = Path(tmp) / "source", Path(tmp) / "db", Path(tmp) / "copy"
         make_file(source, size)
+        os.sync()  # the source's pages clean: no step pays for their writeback
 
         def add(name: str, tree: Path, *fsync: str) -> None:
             command = [sys.executable, "-m", "hyperfs.cli", "--db", str(db), "add", *fsync,
                        str(source)]
+            os.sync()
             seconds, rss, out = timed(command, env=hyperfs_env(tree))
             rows.setdefault(" ".join([f"{name} add", *fsync]), []).append((seconds, rss))
             if not fsync:
@@ -230,10 +235,13 @@ def bench_big(args: argparse.Namespace, trees: dict[str, Path], size_text: str) 
                 assert result["bytes"] == size
                 rows.setdefault(f"{name} read back", []).append((result["seconds"], rss))
             shutil.rmtree(db)
+            os.sync()
 
         def baseline(name: str, *command: str) -> None:
+            os.sync()
             rows.setdefault(name, []).append(timed(list(command))[:2])
             copy.unlink(missing_ok=True)
+            os.sync()
 
         steps = [step for name, tree in trees.items() for step in (
             lambda name=name, tree=tree: add(name, tree),

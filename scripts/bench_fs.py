@@ -231,17 +231,25 @@ def bench_small(work: Path, tar: Path, run: int, results: dict[str, list[float]]
 
 
 def bench_cp(work: Path, source: Path, run: int, results: dict[str, list[float]]) -> None:
-    """cp into a fresh mount vs cp to a plain folder vs SHA-256 of the same file."""
+    """cp into a fresh mount vs cp to a plain folder vs SHA-256 of the same file.
+
+    Each side starts after a ``sync``, the copy before it deleted: this VM throttles
+    writers past ~4 GB of dirty pages (vm.dirty_ratio 20), so a 4 GiB copy that follows
+    another's unwritten pages would measure the disk, not itself."""
     plain = work / f"cp{run}"
     plain.mkdir()
     timed(f"cat {source} > /dev/null")  # page-cached, as for every side after it
+    os.sync()
     results["cp_plain"].append(timed(f"cp {source} {plain}/copy.bin"))
     shutil.rmtree(plain)
+    os.sync()
     results["sha256"].append(timed(f"openssl dgst -sha256 {source} > /dev/null"))
     with Mount(work / f"cpdb{run}", work / f"cpmnt{run}") as mount:
+        os.sync()
         results["cp_mnt"].append(timed(f"cp {source} {mount.mnt}/copy.bin"))
         assert (mount.mnt / "copy.bin").stat().st_size == source.stat().st_size
     shutil.rmtree(work / f"cpdb{run}")
+    os.sync()
 
 
 STORM_FEEDS = 1000
@@ -346,6 +354,7 @@ def main() -> int:
             with open(source, "wb") as out:
                 for _ in range(args.size_mib):
                     out.write(os.urandom(1 << 20))
+            os.sync()  # the source's pages clean: no side pays for their writeback
         if "small" in parts:
             small_tar(work / "small.tar", args.tree)
         if "storm" in parts:

@@ -32,17 +32,18 @@ async def add(args: argparse.Namespace) -> int:
         from hyperfs.cli import live  # (here: the other commands of this module never use it)
 
         return await live.add_live(args)
-    source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     async with open_core(args.db, durable=args.fsync) as core:
         core.private.new_feeds = args.private
-        try:
+        feed_id: bytes | None
+        if args.file != "-":
+            feed_id = await core.add_file(args.file, args.block_size)
+        else:
             async with core.create_write_stream(block_size=args.block_size) as stream:
-                while chunk := await trio.to_thread.run_sync(source.read, 4 << 20):
+                while chunk := await trio.to_thread.run_sync(sys.stdin.buffer.read, 4 << 20):
                     await stream.write(chunk)
-        finally:
-            if source is not sys.stdin.buffer:
-                source.close()
-    print(stream.feed.hex)
+            feed_id = stream.id
+    assert feed_id is not None
+    print(feed_id.hex())
     return 0
 
 

@@ -17,13 +17,16 @@ import trio
 
 from hyperfs.base.callbacks import Callbacks
 from hyperfs.base.errors import FeedFinalized
+from hyperfs.feeds import ingest
 from hyperfs.feeds import live as live_feeds
 from hyperfs.feeds.cache import Cache
 from hyperfs.feeds.feed import Feed, check_index
+from hyperfs.feeds.filestream import FileWriteStream
 from hyperfs.feeds.names import Names
 from hyperfs.feeds.privacy import PrivateFeeds
 from hyperfs.feeds.streams import WriteStream
 from hyperfs.store import fsck
+from hyperfs.store.entry import Entry
 from hyperfs.store.migrate import open_store
 from hyperfs.store.signed import fork, signed
 from hyperfs.tree.hashes import parse_id
@@ -277,11 +280,45 @@ class Core:
 
         return fsck.check(self.store, repair=drop if repair else None, scrub=scrub)
 
+    async def add_file(self, path: str | os.PathLike[str], block_size: int = DEFAULT_BLOCK_SIZE,
+                       name: bytes | None = None, *, entry: Entry | None = None,
+                       replace: bool = False) -> bytes:
+        """A new feed of the file at ``path`` in blocks of ``block_size``, finalized
+        (``name``, ``entry``, ``replace``: as :meth:`Feed.finalize`); returns its id, the
+        same as a stream of the same bytes would give. A big regular file is copied in
+        the kernel and hashed by worker processes (:mod:`.ingest`), anything else read
+        as a stream. Nothing of it stays when it fails or is cancelled."""
+        with open(path, "rb") as source:
+            if not ingest.worth_copying(source.fileno()):
+                stream = self.create_write_stream(block_size)
+                try:
+                    while chunk := await trio.to_thread.run_sync(source.read, 4 << 20):
+                        await stream.write(chunk)
+                    return await stream.close(name, entry=entry, replace=replace)
+                finally:
+                    if stream.feed.id is None:
+                        self.discard(stream.feed)
+            feed = self.add()
+            try:
+                await ingest.copy_into(feed, self.store, source.fileno(), block_size,
+                                       name=os.fsdecode(path))
+                return await feed.finalize(name, entry=entry, replace=replace)
+            finally:
+                if feed.id is None:
+                    self.discard(feed)
+
     # -- streams --------------------------------------------------------------------------
 
     def create_write_stream(self, block_size: int | None = None) -> WriteStream:
         """A new feed written as a stream; ``async with`` finalizes it on exit."""
         return WriteStream(self.add(), block_size)
+
+    def create_file_stream(self, block_size: int = DEFAULT_BLOCK_SIZE) -> WriteStream:
+        """A new feed written as a byte stream that may be a big file: past a few MiB its
+        bytes go straight to the data file and a worker process hashes them
+        (:mod:`.filestream`), so the writer never waits for the hashing. Close it to
+        finalize; :meth:`WriteStream.abort` before discarding it unclosed."""
+        return FileWriteStream(self.add(), block_size, self.store)
 
     async def create_read_stream(self, feed_id: bytes | str, start: int = 0,
                                  limit: int | None = None, *,

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Protocol
 
@@ -27,10 +27,12 @@ from hyperfs.base.errors import (
     FeedFinalized,
     InvalidIndex,
 )
+from hyperfs.feeds.hashers import Hashed
 from hyperfs.feeds.hashing import as_block, hash_beside
 from hyperfs.feeds.names import Names, new_entry
 from hyperfs.store.cache import evict
 from hyperfs.store.entry import Entry, Kind
+from hyperfs.store.index import Batch
 from hyperfs.store.store import Store
 from hyperfs.tree import merkle
 from hyperfs.tree.bitfield import PAGE_BITS, Bitfield
@@ -186,13 +188,37 @@ class Feed:
             raise FeedFinalized("cannot append to a finalized feed")
         items = [data] if isinstance(data, BytesLike) else list(data)
         blocks = [as_block(item) for item in items]
-        builder, store, num, bitfield = self._builder, self._store, self.num, self.bitfield
-        start, saved_roots = builder.blocks, list(builder.roots)
-        end = start + len(blocks)
         leaves = hash_beside(blocks)
+        store, num = self._store, self.num
+        self._extend(len(blocks), lambda batch, start: store.data.append(batch, num, start,
+                                                                         blocks), leaves)
+        await trio.lowlevel.checkpoint()
+
+    async def append_stored(self, offset: int, lengths: Sequence[int], hashed: Hashed) -> None:
+        """Append blocks whose bytes are in the feed's data file already, one after
+        another from ``offset`` (copied there by :meth:`.blockstore.BlockStore.copy_in`),
+        of ``lengths``, with the leaf hashes and crc32c a hash worker found of those
+        stored bytes (:mod:`.hashers`): what :meth:`append` does, less the writing and
+        the hashing. One atomic batch, like :meth:`append`."""
+        if self._builder is None:
+            raise FeedFinalized("cannot append to a finalized feed")
+        store, num = self._store, self.num
+        self._extend(len(lengths), lambda batch, start: store.data.record(
+            batch, num, start, offset, lengths, hashed.crcs), lambda: hashed.leaves)
+        await trio.lowlevel.checkpoint()
+
+    def _extend(self, count: int, place: Callable[[Batch, int], None],
+                leaves: Callable[[], list[bytes]]) -> None:
+        """The batch of an append of ``count`` blocks: ``place(batch, start)`` writes their
+        ``l`` keys (their bytes first, if they are not stored yet), then their tree nodes
+        from ``leaves()`` and their bitfield pages. Undone in memory if it fails."""
+        builder, store, num, bitfield = self._builder, self._store, self.num, self.bitfield
+        assert builder is not None
+        start, saved_roots = builder.blocks, list(builder.roots)
+        end = start + count
         try:
             with store.batch() as batch:
-                store.data.append(batch, num, start, blocks)  # while the leaves are hashed
+                place(batch, start)  # while the leaves are hashed
                 store.put_nodes(batch, num, builder.extend_leaves(leaves()))
                 bitfield.add_range(start, end)
                 for page in range(start // PAGE_BITS, (end - 1) // PAGE_BITS + 1):
@@ -205,7 +231,6 @@ class Feed:
         if self._waiters or self._listeners:
             for index in range(start, end):
                 self._stored(index)
-        await trio.lowlevel.checkpoint()
 
     async def finalize(self, name: bytes | None = None, *, entry: Entry | None = None,
                        replace: bool = False) -> bytes:

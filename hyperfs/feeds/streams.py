@@ -99,6 +99,10 @@ class WriteStream:
         await self.flush()
         return await self.feed.finalize(name, entry=entry, replace=replace)
 
+    def abort(self) -> None:
+        """Stop what the stream still does in the background (it is being discarded);
+        a plain stream does nothing in the background."""
+
     async def __aenter__(self) -> WriteStream:
         return self
 

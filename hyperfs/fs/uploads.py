@@ -100,7 +100,7 @@ class Uploads:
         """A write stream for the next upload, its data file created meanwhile in the
         background: each upload takes the one made at the last (`tar -x` of small files
         would otherwise wait for a file creation in each close)."""
-        stream = self.core.create_write_stream(block_size=self.block_size)
+        stream = self.core.create_file_stream(self.block_size)
         self.core.store.data.files.prepare(stream.feed.num)
         return stream
 
@@ -236,6 +236,7 @@ class Uploads:
     def _drop_feed(self, upload: Upload) -> None:
         feed = upload.stream.feed
         if feed.id is None:
+            upload.stream.abort()
             try:
                 self.core.discard(feed)
             except Exception:

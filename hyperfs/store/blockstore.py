@@ -113,13 +113,27 @@ class BlockStore:
                blocks: Sequence[bytes | memoryview]) -> None:
         """Blocks ``start, start+1, ...`` of a writable feed: their bytes written now at
         the end of its file, in one call; their ``l`` keys in ``batch``."""
-        files, put, pack, head = self.files, batch.put, KEY.pack, prefix(LOCATION, num)
-        offset = files.end(num)
-        files.write(num, offset, blocks, durable=self._store.durable)
+        offset = self.files.end(num)
+        self.files.write(num, offset, blocks, durable=self._store.durable)
+        self.record(batch, num, start, offset, [len(data) for data in blocks],
+                    [crc32c(data) for data in blocks])
+
+    def copy_in(self, num: int, source: int, source_offset: int, length: int) -> int:
+        """Bytes of the file ``source`` copied to the end of a writable feed's file, for
+        blocks to :meth:`record` once they are hashed: :meth:`DataFiles.copy_in`, synced
+        behind as appends are when the store is durable. Blocking (a worker thread)."""
+        return self.files.copy_in(num, source, source_offset, length,
+                                  durable=self._store.durable)
+
+    def record(self, batch: Batch, num: int, start: int, offset: int,
+               lengths: Sequence[int], crcs: Sequence[int]) -> None:
+        """Blocks ``start, start+1, ...`` of a writable feed whose bytes are in its file
+        already, one after another from ``offset`` (written by :meth:`append` or
+        :meth:`copy_in`; ``crcs`` of those bytes): their ``l`` keys in ``batch``."""
+        put, pack, head = batch.put, KEY.pack, prefix(LOCATION, num)
         value, shape = LOCATION_VALUE.pack, self._appended.get(num)
-        for index, data in enumerate(blocks, start):
-            length = len(data)
-            put(pack(head, index), value(offset, length, crc32c(data)))
+        for index, (length, crc) in enumerate(zip(lengths, crcs, strict=True), start):
+            put(pack(head, index), value(offset, length, crc))
             if index == 0:
                 shape = self._appended[num] = _Shape(length, length, offset == 0)
             elif shape is not None:
