@@ -7,8 +7,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-import trio
-
 from hyperfs.cli.arguments import PRIVATE_HELP, positive_int
 from hyperfs.cli.network import add_network_options, node_from_args
 from hyperfs.feeds.core import DEFAULT_BLOCK_SIZE, open_core, parse_id
@@ -39,8 +37,7 @@ async def add(args: argparse.Namespace) -> int:
             feed_id = await core.add_file(args.file, args.block_size)
         else:
             async with core.create_write_stream(block_size=args.block_size) as stream:
-                while chunk := await trio.to_thread.run_sync(sys.stdin.buffer.read, 4 << 20):
-                    await stream.write(chunk)
+                await stream.write_from(sys.stdin.buffer.read)
             feed_id = stream.id
     assert feed_id is not None
     print(feed_id.hex())

@@ -289,20 +289,15 @@ class Core:
         the kernel and hashed by worker processes (:mod:`.ingest`), anything else read
         as a stream. Nothing of it stays when it fails or is cancelled."""
         with open(path, "rb") as source:
-            if not ingest.worth_copying(source.fileno()):
-                stream = self.create_write_stream(block_size)
-                try:
-                    while chunk := await trio.to_thread.run_sync(source.read, 4 << 20):
-                        await stream.write(chunk)
-                    return await stream.close(name, entry=entry, replace=replace)
-                finally:
-                    if stream.feed.id is None:
-                        self.discard(stream.feed)
             feed = self.add()
             try:
-                await ingest.copy_into(feed, self.store, source.fileno(), block_size,
-                                       name=os.fsdecode(path))
-                return await feed.finalize(name, entry=entry, replace=replace)
+                if ingest.worth_copying(source.fileno()):
+                    await ingest.copy_into(feed, self.store, source.fileno(), block_size,
+                                           name=os.fsdecode(path))
+                    return await feed.finalize(name, entry=entry, replace=replace)
+                stream = WriteStream(feed, block_size)
+                await stream.write_from(source.read)
+                return await stream.close(name, entry=entry, replace=replace)
             finally:
                 if feed.id is None:
                     self.discard(feed)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import trio
+
 from hyperfs.base.errors import FeedFinalized
 from hyperfs.feeds.feed import BytesLike, Feed
 from hyperfs.store.entry import Entry
@@ -22,6 +26,8 @@ class WriteStream:
 
     FLUSH_BYTES = 4 << 20
     FLUSH_BLOCKS = 4096
+    READ_SIZE = 4 << 20
+    """What :meth:`write_from` asks of each read."""
 
     def __init__(self, feed: Feed, block_size: int | None = None) -> None:
         if block_size is not None and block_size <= 0:
@@ -98,6 +104,12 @@ class WriteStream:
             self._partial.clear()
         await self.flush()
         return await self.feed.finalize(name, entry=entry, replace=replace)
+
+    async def write_from(self, read: Callable[[int], bytes]) -> None:
+        """Write all that the blocking ``read(size)`` gives, up to its end (``b""``), each
+        read in a worker thread (a file or a pipe, read 4 MiB at a time)."""
+        while chunk := await trio.to_thread.run_sync(read, self.READ_SIZE):
+            await self.write(chunk)
 
     def abort(self) -> None:
         """Stop what the stream still does in the background (it is being discarded);
