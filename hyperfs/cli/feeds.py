@@ -8,7 +8,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from hyperfs.cli.arguments import PRIVATE_HELP, positive_int
-from hyperfs.cli.network import add_network_options, node_from_args
 from hyperfs.feeds.core import DEFAULT_BLOCK_SIZE, open_core, parse_id
 from hyperfs.feeds.feed import Feed
 
@@ -53,6 +52,8 @@ async def ls(args: argparse.Namespace) -> int:
 
 
 def cat_arguments(parser: argparse.ArgumentParser) -> None:
+    from hyperfs.cli.network import add_network_options  # (cat's alone: see cat)
+
     parser.add_argument("id", help="feed id (64 hex characters)")
     parser.add_argument("index", nargs="?", type=_index, help="only this block")
     parser.add_argument("--timeout", type=float, default=60.0,
@@ -73,6 +74,10 @@ def _index(text: str) -> int:
 
 
 async def cat(args: argparse.Namespace) -> int:
+    # Here, not at the top: of this module's commands only cat needs the network (the
+    # node, replication, the wire: ~35 ms of every `hyperfs add`'s start-up).
+    from hyperfs.cli.network import node_from_args
+
     feed_id = parse_id(args.id)
     timeout = args.timeout or None
     out = sys.stdout.buffer
