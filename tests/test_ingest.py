@@ -20,6 +20,7 @@ from hyperfs import Feed, open_core
 from hyperfs.feeds import ingest
 from hyperfs.feeds.hashers import HashingFailed, open_hashers
 from hyperfs.feeds.ingest import SourceChanged
+from hyperfs.testing.disks import resident
 from hyperfs.testing.mounts import HYPERFS, run
 from hyperfs.testing.procs import Watched
 from hyperfs.testing.workers import data_files, hash_workers, wait_ended, wait_until
@@ -74,6 +75,20 @@ def test_hyperfs_add_of_a_big_file_matches_add_from_standard_input(tmp_path: Pat
     synced = run(HYPERFS, "--db", tmp_path / "synced", "add", "--fsync", tmp_path / "file")
     assert synced.stdout == piped
     assert run(HYPERFS, "--db", tmp_path / "db", "fsck").returncode == 0
+
+
+def test_the_source_leaves_the_page_cache_and_the_feed_stays(tmp_path: Path) -> None:
+    """The copy hands the source's pages over to the feed's file (ingest.DROP_SOURCE):
+    the cache holds the bytes once. The source is synced first: pages still dirty are
+    written back, not dropped."""
+    source = tmp_path / "file"
+    source.write_bytes(secrets.token_bytes(ingest.MIN_BYTES + 65536 * 5 + 4096))  # whole pages
+    os.sync()
+    assert resident(source) == source.stat().st_size
+    run(HYPERFS, "--db", tmp_path / "db", "add", source)
+    assert resident(source) == 0
+    [stored] = data_files(tmp_path / "db")
+    assert resident(stored) == stored.stat().st_size == source.stat().st_size
 
 
 async def _assert_nothing_stored(path: Path) -> None:

@@ -64,6 +64,20 @@ def test_cat_from_a_peer_imports_neither_the_filesystem_nor_discovery(tmp_path: 
     assert _unused(modules) == []
 
 
+UNUSED_BY_ADD = ("hyperfs.net.node", "hyperfs.replication", "hyperfs.wire")
+
+
+def test_add_imports_no_network(tmp_path: Path) -> None:
+    """`hyperfs add` stores a file: neither the node, replication nor the wire (~35 ms),
+    and nothing `cat` leaves out either."""
+    (tmp_path / "file").write_bytes(secrets.token_bytes(50_000))
+    out, modules = _modules_of("--db", tmp_path / "db", "add", tmp_path / "file")
+    assert len(out.strip()) == 64  # (it did add: the id)
+    assert _unused(modules) == []
+    assert sorted(m for m in modules
+                  if any(m == u or m.startswith(u + ".") for u in UNUSED_BY_ADD)) == []
+
+
 def test_help_of_every_command_still_loads_its_arguments() -> None:
     """The parser is built lazily; each command's --help still shows its own options (and
     the DHT's default routers, looked up only then)."""

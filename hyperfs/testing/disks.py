@@ -51,6 +51,17 @@ def data_bytes(db: Path) -> int:
     return total
 
 
+def resident(path: Path) -> int:
+    """Bytes of the file at ``path`` that the page cache holds (util-linux's ``fincore``;
+    a test without it is skipped)."""
+    try:
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--output", "RES",
+                              str(path)], capture_output=True, text=True, check=True).stdout
+    except FileNotFoundError:
+        missing("util-linux's fincore")
+    return int(out.strip())
+
+
 class DataPeak:
     """The most block data ``db`` held while the ``with`` ran, sampled every 20 ms in a
     thread (for benchmarks of a capped cache: it bounds the disk used, not just the end)."""
