@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 CASES = {"1K": (100_000, 1024), "64K": (2_000, 64 * 1024)}
@@ -117,18 +118,30 @@ trio.run(main)
 """
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int, str]:
-    """Run ``cmd`` to its end: (seconds, its peak RSS in bytes, its stdout).
+class Timed(NamedTuple):
+    """A command run to its end: wall seconds, CPU seconds (user and system, its children
+    waited for included: an add's hash workers), peak RSS in bytes, its stdout."""
+
+    seconds: float
+    cpu: float
+    rss: int
+    out: str
+
+
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> Timed:
+    """Run ``cmd`` to its end (:class:`Timed`).
 
     Under /usr/bin/time, whose own small RSS is what the command starts from (a child
     forked from this process would start from ours). It runs in / so that ``python -m``
     imports hyperfs from PYTHONPATH, not from the current folder."""
     with tempfile.NamedTemporaryFile() as rss:
         start = time.perf_counter()
-        done = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd], env=env,
-                              cwd="/", stdout=subprocess.PIPE, check=True)
+        done = subprocess.run(["/usr/bin/time", "-f", "%U %S %M", "-o", rss.name, *cmd],
+                              env=env, cwd="/", stdout=subprocess.PIPE, check=True)
         seconds = time.perf_counter() - start
-        return seconds, int(Path(rss.name).read_text().split()[-1]) * 1024, done.stdout.decode()
+        user, system, kib = Path(rss.name).read_text().split()[-3:]
+        return Timed(seconds, float(user) + float(system), int(kib) * 1024,
+                     done.stdout.decode())
 
 
 def hyperfs_env(tree: Path) -> dict[str, str]:
@@ -227,7 +240,7 @@ def bench_big(args: argparse.Namespace, trees: dict[str, Path], size_text: str) 
     every command finds the whole source in the page cache (:func:`cache`)."""
     size = parse_size(size_text)
     mb = size / 1e6
-    rows: dict[str, list[tuple[float, int]]] = {}
+    rows: dict[str, list[Timed]] = {}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         source, db, copy = Path(tmp) / "source", Path(tmp) / "db", Path(tmp) / "copy"
         make_file(source, size)
@@ -238,21 +251,22 @@ def bench_big(args: argparse.Namespace, trees: dict[str, Path], size_text: str) 
                        str(source)]
             cache(source)
             os.sync()
-            seconds, rss, out = timed(command, env=hyperfs_env(tree))
-            rows.setdefault(" ".join([f"{name} add", *fsync]), []).append((seconds, rss))
+            added = timed(command, env=hyperfs_env(tree))
+            rows.setdefault(" ".join([f"{name} add", *fsync]), []).append(added)
             if not fsync:
-                read = [sys.executable, "-c", READ_CHILD, str(tree), str(db), out.strip()]
-                _, rss, out = timed(read, env=hyperfs_env(tree))
-                result = json.loads(out)
+                read = [sys.executable, "-c", READ_CHILD, str(tree), str(db), added.out.strip()]
+                reader = timed(read, env=hyperfs_env(tree))
+                result = json.loads(reader.out)
                 assert result["bytes"] == size
-                rows.setdefault(f"{name} read back", []).append((result["seconds"], rss))
+                rows.setdefault(f"{name} read back", []).append(
+                    reader._replace(seconds=result["seconds"]))
             shutil.rmtree(db)
             os.sync()
 
         def baseline(name: str, *command: str) -> None:
             cache(source)
             os.sync()
-            rows.setdefault(name, []).append(timed(list(command))[:2])
+            rows.setdefault(name, []).append(timed(list(command)))
             copy.unlink(missing_ok=True)
             os.sync()
 
@@ -267,10 +281,13 @@ def bench_big(args: argparse.Namespace, trees: dict[str, Path], size_text: str) 
             for step in steps[run % len(steps):] + steps[: run % len(steps)]:
                 step()
     print(f"\n== a {size_text} file ({mb:.0f} MB), medians of {args.runs} runs, in {args.dir}")
-    medians = {name: statistics.median(s for s, _ in runs) for name, runs in rows.items()}
+    medians = {name: statistics.median(run.seconds for run in runs)
+               for name, runs in rows.items()}
+    print(f"{'':24}{'median':>13}{'peak RSS':>13}   each run: wall s (CPU s)")
     for name, runs in sorted(rows.items()):
-        print(f"{name:24}{mb / medians[name]:>8.0f} MB/s   peak RSS "
-              f"{max(r for _, r in runs) / 2**20:6.0f} MiB")
+        each = ", ".join(f"{run.seconds:.2f} ({run.cpu:.2f})" for run in runs)
+        print(f"{name:24}{mb / medians[name]:>8.0f} MB/s"
+              f"{max(run.rss for run in runs) / 2**20:>9.0f} MiB   {each}")
     bound = max(medians["cp"], medians["openssl sha256"])
     for name in trees:
         add_time, fsync_time = medians[f"{name} add"], medians[f"{name} add --fsync"]
