@@ -15,15 +15,17 @@ from pathlib import Path
 
 import pytest
 import trio
+from crc32c import crc32c
 
 from hyperfs import Feed, open_core
-from hyperfs.feeds import ingest
-from hyperfs.feeds.hashers import HashingFailed, open_hashers
+from hyperfs.feeds import hashworker, ingest
+from hyperfs.feeds.hashers import Hashed, HashingFailed, open_hashers
 from hyperfs.feeds.ingest import SourceChanged
 from hyperfs.testing.disks import resident
 from hyperfs.testing.mounts import HYPERFS, run
 from hyperfs.testing.procs import Watched
 from hyperfs.testing.workers import data_files, hash_workers, wait_ended, wait_until
+from hyperfs.tree.hashes import leaf_hash
 
 BLOCK = 1000
 
@@ -64,6 +66,20 @@ async def test_a_block_size_that_is_not_a_page_multiple_and_a_chunk_of_one_block
     (tmp_path / "file").write_bytes(data)
     assert await _copy(tmp_path / "copied", tmp_path / "file", 333, 1) == \
         await _stream_id(tmp_path / "streamed", data, 333)
+
+
+def test_a_command_longer_than_the_mapped_window(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker maps at most hashworker.WINDOW at a time (whole blocks): a command of
+    several windows, not a multiple of the block size, gives every block's results."""
+    monkeypatch.setattr(hashworker, "WINDOW", 5 * BLOCK + 7)  # 5 blocks a window
+    data = secrets.token_bytes(23 * BLOCK + 45)
+    (tmp_path / "file").write_bytes(data)
+    with open(tmp_path / "file", "rb") as file:
+        raw = hashworker.hash_range(file.fileno(), BLOCK, len(data) - BLOCK, BLOCK, crc32c)
+    blocks = [data[at : at + BLOCK] for at in range(BLOCK, len(data), BLOCK)]
+    assert Hashed.parse(raw) == Hashed([leaf_hash(block) for block in blocks],
+                                       [crc32c(block) for block in blocks])
 
 
 def test_hyperfs_add_of_a_big_file_matches_add_from_standard_input(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from hyperfs.base.errors import HyperfsError
 from hyperfs.feeds import hashworker
 
 WORKER = Path(hashworker.__file__)
-COMMAND, RESULT_SIZE = hashworker.COMMAND, hashworker.RESULT_SIZE
+COMMAND, RESULT, RESULT_SIZE = hashworker.COMMAND, hashworker.RESULT, hashworker.RESULT_SIZE
 
 
 class HashingFailed(HyperfsError):
@@ -39,10 +39,10 @@ class Hashed:
 
     @classmethod
     def parse(cls, raw: bytes) -> Hashed:
-        leaves = [raw[at : at + 32] for at in range(0, len(raw), RESULT_SIZE)]
-        crcs = [int.from_bytes(raw[at + 32 : at + RESULT_SIZE], "big")
-                for at in range(0, len(raw), RESULT_SIZE)]
-        return cls(leaves, crcs)
+        if not raw:
+            return cls([], [])
+        leaves, crcs = zip(*RESULT.iter_unpack(raw), strict=True)
+        return cls(list(leaves), list(crcs))
 
 
 def block_lengths(length: int, block_size: int) -> list[int]:

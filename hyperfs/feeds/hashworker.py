@@ -36,8 +36,12 @@ import sys
 from collections.abc import Callable
 
 COMMAND = struct.Struct(">QQ")
-RESULT_SIZE = 36
-"""Bytes a block gets on stdout: its leaf hash, then its crc32c."""
+RESULT = struct.Struct(">32sI")
+"""What a block gets on stdout: its leaf hash, then its crc32c."""
+RESULT_SIZE = RESULT.size
+WINDOW = 16 << 20
+"""Bytes mapped at a time: a command may ask for more (an add's are 64 MiB), the
+mapping, which counts in this process's RSS, stays this small."""
 
 
 def _crc32c() -> Callable[[bytes | memoryview], int]:
@@ -55,9 +59,16 @@ def _crc32c() -> Callable[[bytes | memoryview], int]:
 
 def hash_range(fd: int, offset: int, length: int, block_size: int,
                crc32c: Callable[[bytes | memoryview], int]) -> bytes:
-    """The results of the blocks of ``fd`` in ``[offset, offset + length)``.
+    """The results of the blocks of ``fd`` in ``[offset, offset + length)``, mapped
+    :data:`WINDOW` at a time (whole blocks)."""
+    window = max(1, WINDOW // block_size) * block_size
+    return b"".join(_hash_mapped(fd, at, min(window, offset + length - at), block_size, crc32c)
+                    for at in range(offset, offset + length, window))
 
-    By mmap, not read: the bytes are hashed where the page cache holds them, with no
+
+def _hash_mapped(fd: int, offset: int, length: int, block_size: int,
+                 crc32c: Callable[[bytes | memoryview], int]) -> bytes:
+    """By mmap, not read: the bytes are hashed where the page cache holds them, with no
     copy (measured: one process hashes at openssl's speed)."""
     if not length:
         return b""
