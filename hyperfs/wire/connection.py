@@ -151,7 +151,7 @@ class Connection:
         self.extensions = names
         self._max_channels = max_channels
         self._max_bitfield = max_bitfield
-        self._frames = FrameDecoder(max_message)
+        self._frames = FrameDecoder(max_message, views=True)  # (copies only what is kept)
         self._started = False
         self._error: ProtocolError | None = None
         # Filled in by the remote's handshake.
@@ -331,7 +331,7 @@ class Connection:
             self._error = error
             raise
 
-    def _receive(self, payload: bytes) -> Event | None:
+    def _receive(self, payload: Buffer) -> Event | None:
         if self.remote_id is None:
             return self._on_handshake(decode_handshake(payload))
         msg = decode(payload[0], memoryview(payload)[1:])
@@ -455,7 +455,7 @@ class Connection:
         return feed_id
 
 
-def _is_handshake(payload: bytes) -> bool:
+def _is_handshake(payload: Buffer) -> bool:
     try:
         decode_handshake(payload)
     except ProtocolError:

@@ -125,7 +125,9 @@ class Response:
 
     channel: int
     block: int
-    data: bytes
+    data: Buffer
+    """Decoded, a read-only view of the received frame (no copy of the block): copy it
+    to keep it beyond handling the message."""
     proof: tuple[tuple[int, bytes], ...] = ()
 
 
@@ -242,7 +244,7 @@ def _decode_response(body: Buffer) -> Response | None:
         end = pos + size
         if end > len(body):
             return None
-        data = bytes(body[pos:end])
+        data = body[pos:end]  # a view: hashed and written as it is, never copied here
         proof = []
         pos, total = end, len(body)
         while pos < total:
