@@ -410,12 +410,15 @@ class Peer:
             self._send(self.conn.have(channel.feed_id, bitfield=feed.bitfield.to_bytes()))
         self._send(self.conn.unpause(channel.feed_id))
 
-    def request(self, channel: Channel, block: int) -> None:
-        now = channel.requested[block] = trio.current_time()
+    def request(self, channel: Channel, blocks: Sequence[int]) -> None:
+        if not blocks:
+            return
+        now = trio.current_time()
+        channel.requested.update(dict.fromkeys(blocks, now))
         if not self.inflight:
             self.clocks.answered = now
-        self.inflight += 1
-        self._send(self.conn.request(channel.feed_id, block))
+        self.inflight += len(blocks)
+        self._send(self.conn.requests(channel.feed_id, blocks))
 
     def cancel(self, channel: Channel, block: int) -> None:
         if channel.requested.pop(block, None) is None:

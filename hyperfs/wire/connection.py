@@ -91,10 +91,11 @@ from hyperfs.wire.messages import (
     decode,
     decode_handshake,
     encode,
-    encode_request,
+    encode_requests,
     encode_response,
+    parse_response,
 )
-from hyperfs.wire.protobuf import Buffer, ProtocolError, encode_varint
+from hyperfs.wire.protobuf import Buffer, ProtocolError
 
 __all__ = ["DEFAULT_MAX_BITFIELD", "MAX_EXTENSIONS", "Connection", "ProtocolError"]
 
@@ -102,6 +103,7 @@ PROTOCOLS = ("hypercore", "hyperdrive")
 MAX_EXTENSIONS = 64  # extension types are 64..127
 DEFAULT_MAX_BITFIELD = 2 * 1024 * 1024
 _ID_SIZE = 32
+_RESPONSE_TYPE = 6
 _HANDSHAKE_TYPE = 0x0A  # a Handshake's first byte (field 1, length-delimited) read as a type
 
 
@@ -278,8 +280,11 @@ class Connection:
     def request(self, feed_id: bytes, block: int) -> bytes:
         """Ask for a block: one frame per block requested, so written out by hand (the
         bytes of ``frame(encode(Request(...)))``, without building the message)."""
-        body = encode_request(self._channel(feed_id), block)
-        return encode_varint(len(body)) + body
+        return self.requests(feed_id, (block,))
+
+    def requests(self, feed_id: bytes, blocks: Iterable[int]) -> bytes:
+        """Ask for blocks: a :meth:`request` frame for each, the channel looked up once."""
+        return encode_requests(self._channel(feed_id), blocks)
 
     def response(
         self, feed_id: bytes, block: int, data: Buffer, proof: Sequence[tuple[int, bytes]]
@@ -334,7 +339,13 @@ class Connection:
     def _receive(self, payload: Buffer) -> Event | None:
         if self.remote_id is None:
             return self._on_handshake(decode_handshake(payload))
-        msg = decode(payload[0], memoryview(payload)[1:])
+        body = memoryview(payload)[1:]
+        if payload[0] == _RESPONSE_TYPE:  # a download's every block: straight to its event
+            parsed = parse_response(body)
+            if parsed is not None:
+                feed_id = self._feed(parsed[0])
+                return None if feed_id is None else ResponseReceived(feed_id, *parsed[1:])
+        msg = decode(payload[0], body)
         if msg is None:
             if payload[0] == _HANDSHAKE_TYPE and _is_handshake(payload):
                 raise ProtocolError("second handshake")

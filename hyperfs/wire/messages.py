@@ -12,7 +12,7 @@ Channel numbers here are raw wire values; mapping them to feeds is the connectio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -47,7 +47,9 @@ __all__ = [
     "decode_handshake",
     "encode",
     "encode_request",
+    "encode_requests",
     "encode_response",
+    "parse_response",
 ]
 
 EXTENSION_TYPES = range(64, 128)
@@ -204,7 +206,19 @@ def decode_handshake(body: Buffer) -> Handshake:
 
 def encode_request(channel: int, block: int) -> bytes:
     """A Request's bytes, written out by hand: one goes out for every block fetched."""
-    return b"\x05\x08" + encode_varint(channel) + b"\x10" + encode_varint(block)
+    return _request_head(channel) + encode_varint(block)
+
+
+def encode_requests(channel: int, blocks: Iterable[int]) -> bytes:
+    """Requests for ``blocks``, each framed (its length first), in one string: a fetcher
+    asks for many at once."""
+    head = _request_head(channel)
+    return b"".join(bytes((len(head) + len(number),)) + head + number  # (< 128 bytes)
+                    for number in map(encode_varint, blocks))
+
+
+def _request_head(channel: int) -> bytes:
+    return b"\x05\x08" + encode_varint(channel) + b"\x10"
 
 
 def encode_response(
@@ -227,9 +241,18 @@ def encode_response(
 
 
 def _decode_response(body: Buffer) -> Response | None:
-    """The common layout of a Response (fields in order, 32-byte hashes), parsed by hand.
+    """The common layout of a Response, parsed by hand (:func:`parse_response`)."""
+    parsed = parse_response(body)
+    return None if parsed is None else Response(*parsed)
 
-    None for anything else, which the generic schema then parses (or rejects).
+
+def parse_response(body: Buffer) -> tuple[int, int, Buffer,
+                                          tuple[tuple[int, bytes], ...]] | None:
+    """The common layout of a Response (fields in order, 32-byte hashes), parsed by hand:
+    its (channel, block, data, proof), ``data`` a view of ``body``.
+
+    None for anything else, which the generic schema then parses (or rejects). Public
+    for the connection, which makes a download's events straight from it.
     """
     try:
         if body[0] != 0x08:
@@ -258,7 +281,7 @@ def _decode_response(body: Buffer) -> Response | None:
             pos = end
     except (IndexError, ProtocolError):
         return None
-    return Response(channel, block, data, tuple(proof))
+    return channel, block, data, tuple(proof)
 
 
 def decode(type: int, body: Buffer) -> Message | Extension | None:
