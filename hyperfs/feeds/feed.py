@@ -419,13 +419,18 @@ class Feed:
         """
         if self.blocks is None or check_index(index) not in self.bitfield:
             raise BlockUnavailable(f"block {index} is not stored locally")
-        fields = [field for field in known if field is not None and field.count]
+        fields = [field.any for field in known if field is not None and field.count]
         knows: Callable[[int, int], bool] | None = None
         if len(fields) == 1:
-            knows = fields[0].any
+            knows = fields[0]
+        elif len(fields) == 2:  # what it has and what we sent it: every upload's proof
+            first, second = fields
+
+            def knows(start: int, end: int) -> bool:
+                return first(start, end) or second(start, end)
         elif fields:
             def knows(start: int, end: int) -> bool:
-                return any(field.any(start, end) for field in fields)
+                return any(field(start, end) for field in fields)
         cache = self._nodes()
         nodes = []
         for node in merkle.proof_indexes(index, self.blocks, knows):

@@ -93,6 +93,7 @@ from hyperfs.wire.messages import (
     encode,
     encode_requests,
     encode_response,
+    parse_request,
     parse_response,
 )
 from hyperfs.wire.protobuf import Buffer, ProtocolError
@@ -103,7 +104,7 @@ PROTOCOLS = ("hypercore", "hyperdrive")
 MAX_EXTENSIONS = 64  # extension types are 64..127
 DEFAULT_MAX_BITFIELD = 2 * 1024 * 1024
 _ID_SIZE = 32
-_RESPONSE_TYPE = 6
+_REQUEST_TYPE, _RESPONSE_TYPE = 5, 6
 _HANDSHAKE_TYPE = 0x0A  # a Handshake's first byte (field 1, length-delimited) read as a type
 
 
@@ -340,11 +341,17 @@ class Connection:
         if self.remote_id is None:
             return self._on_handshake(decode_handshake(payload))
         body = memoryview(payload)[1:]
-        if payload[0] == _RESPONSE_TYPE:  # a download's every block: straight to its event
+        # A download's every block and an upload's every request: straight to their events.
+        if payload[0] == _RESPONSE_TYPE:
             parsed = parse_response(body)
             if parsed is not None:
                 feed_id = self._feed(parsed[0])
                 return None if feed_id is None else ResponseReceived(feed_id, *parsed[1:])
+        elif payload[0] == _REQUEST_TYPE:
+            asked = parse_request(body)
+            if asked is not None:
+                feed_id = self._feed(asked[0])
+                return None if feed_id is None else RequestReceived(feed_id, asked[1])
         msg = decode(payload[0], body)
         if msg is None:
             if payload[0] == _HANDSHAKE_TYPE and _is_handshake(payload):

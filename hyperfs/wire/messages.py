@@ -49,6 +49,7 @@ __all__ = [
     "encode_request",
     "encode_requests",
     "encode_response",
+    "parse_request",
     "parse_response",
 ]
 
@@ -233,6 +234,10 @@ def encode_response(
     parts = [b"\x06\x08", encode_varint(channel), b"\x10", encode_varint(block),
              b"\x1a", encode_varint(len(data)), data]
     for index, digest in proof:
+        if len(digest) == 32:  # (a hash: the node's length and its own fit in a byte)
+            number = encode_varint(index)
+            parts += (bytes((0x22, 35 + len(number), 0x08)), number, b"\x12\x20", digest)
+            continue
         node = b"\x08" + encode_varint(index) + b"\x12" + encode_varint(len(digest)) + digest
         parts += (b"\x22", encode_varint(len(node)), node)
     if framed:
@@ -282,6 +287,21 @@ def parse_response(body: Buffer) -> tuple[int, int, Buffer,
     except (IndexError, ProtocolError):
         return None
     return channel, block, data, tuple(proof)
+
+
+def parse_request(body: Buffer) -> tuple[int, int] | None:
+    """A Request's (channel, block) in its usual layout, parsed by hand (every upload
+    reads one per block); None for anything else, which the schema then parses."""
+    try:
+        if body[0] != 0x08:
+            return None
+        channel, pos = decode_varint(body, 1)
+        if body[pos] != 0x10:
+            return None
+        block, pos = decode_varint(body, pos + 1)
+    except (IndexError, ProtocolError):
+        return None
+    return (channel, block) if pos == len(body) else None
 
 
 def decode(type: int, body: Buffer) -> Message | Extension | None:
