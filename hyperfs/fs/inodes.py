@@ -212,6 +212,15 @@ class NameDir:
 
 
 @dataclass(frozen=True, slots=True)
+class NameLink:
+    """A symbolic link among names: the kernel reads its target and follows it."""
+
+    ino: int
+    path: bytes
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
 class UploadFile:
     """A new name being written: readable (as a :class:`NameFile`) once its writer closes
     it."""
@@ -255,7 +264,8 @@ class BlockFile:
         return self.slot.block_ino(self.index)
 
 
-Inode = Root | StatusFile | NameFile | NameDir | UploadFile | FeedDir | WholeFeed | BlockFile
+Inode = (Root | StatusFile | NameFile | NameDir | NameLink | UploadFile | FeedDir | WholeFeed
+         | BlockFile)
 
 
 class Namespace:
@@ -389,8 +399,8 @@ class Namespace:
         return BlockFile(state, rest - 2)
 
     def named(self, path: bytes) -> Inode:
-        """The name at ``path`` (a file, a directory, or a new file being written); ENOENT
-        if there is none. A name being replaced is still its old self."""
+        """The name at ``path`` (a file, a directory, a link, or a new file being written);
+        ENOENT if there is none. A name being replaced is still its old self."""
         entry = self.core.names.get(path)
         if entry is None:
             upload = self.uploads.get(path)
@@ -400,6 +410,8 @@ class Namespace:
         ino = self.name_inode(path)
         if entry.is_dir:
             return NameDir(ino, path, entry)
+        if entry.is_link:
+            return NameLink(ino, path, entry)
         return NameFile(ino, path, entry,
                         None if entry.feed_id is None else self.slot(entry.feed_id))
 

@@ -217,7 +217,7 @@ class Uploads:
         self._forget(upload)
         self._drop_feed(upload)
         current = self.core.names.get(upload.name)
-        if current is not None and not current.is_dir and upload.entry != current:
+        if current is not None and current.kind is Kind.FILE and upload.entry != current:
             self.core.names.set_file(upload.name, dataclasses.replace(
                 upload.entry, feed_id=current.feed_id), replace=True)
 
