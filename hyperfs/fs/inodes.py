@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 
 import pyfuse3
 
-from hyperfs.feeds.core import Core, Held, WriteStream
+from hyperfs.feeds.core import Core, Held
 from hyperfs.feeds.feed import Feed
+from hyperfs.feeds.filestream import FileWriteStream
 from hyperfs.feeds.names import join, split
 from hyperfs.fs.errnos import fail
+from hyperfs.fs.scratch import Scratch
 from hyperfs.store.entry import Entry
 
 log = logging.getLogger("hyperfs.fs")
@@ -163,7 +165,7 @@ class Upload:
     name: bytes
     """The name's path (``dir/file``; a top-level name is just its name)."""
     ino: int
-    stream: WriteStream
+    stream: FileWriteStream
     pid: int
     entry: Entry
     replacing: bool = False
@@ -176,6 +178,11 @@ class Upload:
     error: int = 0
     done: bool = False
     handles: int = 0
+    scratch: Scratch | None = None
+    """Where the bytes are once the writer went back over them (:mod:`.scratch`); the
+    stream is discarded then."""
+    old: FeedSlot | None = None
+    """The feed a name opened without O_TRUNC holds: what its scratch file starts as."""
 
 
 # -- the kinds of inode ------------------------------------------------------------------

@@ -168,7 +168,7 @@ async def setattr(namespace: Namespace, uploads: Uploads, ino: int,
     upload = namespace.upload_of(ino)
     if upload is not None:
         if fields.update_size:
-            uploads.truncate(upload, attr.st_size)
+            await uploads.truncate(upload, attr.st_size)
         if changes:
             uploads.set_entry(upload, with_attrs(upload.entry, **changes),
                               times_set=fields.update_mtime)

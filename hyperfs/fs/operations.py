@@ -171,6 +171,8 @@ class Operations(pyfuse3.Operations):
     async def read(  # type: ignore[override]  # pyfuse3 takes any buffer: no copy per read
             self, fh: int, off: int, size: int) -> bytes | memoryview:
         reader = self._handles.get(fh)
+        if isinstance(reader, Upload):  # O_RDWR: the writer reads back what it wrote
+            return await self.uploads.read(reader, off, size)
         if not isinstance(reader, StatusReader | BlockReader | WholeReader):
             raise fail(errno.EBADF)
         return await reader.read(off, size)
