@@ -212,6 +212,39 @@ def test_links_follow_the_rules_of_names(mounts: Mounts, tmp_path: Path) -> None
     assert (m.mnt / "file").read_bytes() == b"bytes"
 
 
+def test_hard_links_are_kept_as_names_of_the_same_feed(mounts: Mounts, tmp_path: Path) -> None:
+    """cp -a, tar -x and rsync -H of a tree with hard links: each link is another name of
+    the same feed (no byte copied); from then on the names are independent."""
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a").write_bytes(secrets.token_bytes(2 * BLOCK + 1))
+    os.link(src / "a", src / "sub" / "b")
+    os.link(src / "a", src / "c")
+    run("tar", "-cf", tmp_path / "tree.tar", "-C", src, ".")
+    m = mounts.start()
+    run("cp", "-a", src, m.mnt / "cp-a")
+    os.mkdir(m.mnt / "tar")
+    run("tar", "-xf", tmp_path / "tree.tar", "-C", m.mnt / "tar")
+    run("rsync", "-aH", f"{src}/", f"{m.mnt}/rsync/")
+    for copy in ("cp-a", "tar", "rsync"):
+        _check(src, m.mnt / copy, mtime=SECOND)
+        ids = {os.getxattr(m.mnt / copy / name, XATTR_ID) for name in ("a", "sub/b", "c")}
+        assert len(ids) == 1, copy
+    assert len([name for name in os.listdir(m.mnt) if len(name) == 64]) == 1
+    os.link(m.mnt / "cp-a" / "a", m.mnt / "linked")
+    (tmp_path / "other").write_bytes(b"other")
+    run("cp", tmp_path / "other", m.mnt / "linked")  # overwriting one name leaves the rest
+    assert (m.mnt / "cp-a" / "a").read_bytes() == (src / "a").read_bytes()
+    fails(errno.EEXIST, os.link, m.mnt / "linked", m.mnt / "cp-a" / "a")
+    fd = os.open(m.mnt / "busy", os.O_WRONLY | os.O_CREAT)
+    try:
+        fails(errno.ETXTBSY, os.link, m.mnt / "busy", m.mnt / "busy2")
+    finally:
+        os.close(fd)
+    again = _remount(mounts, m)
+    _check(src, again.mnt / "tar", mtime=SECOND)
+
+
 def test_shutil_copy2_and_copytree(mounts: Mounts, tmp_path: Path) -> None:
     src = _tree(tmp_path / "src")
     m = mounts.start()

@@ -32,6 +32,7 @@ from hyperfs.fs.inodes import (
     Namespace,
     Root,
     Upload,
+    UploadFile,
     feed_id_of,
     reserved,
 )
@@ -80,6 +81,21 @@ def symlink(namespace: Namespace, parent: Inode, name: bytes, target: bytes,
     tar copy a tree's links as links)."""
     path = new_path(namespace, parent, name)
     namespace.core.names.symlink(path, target, uid=ctx.uid, gid=ctx.gid)
+    return namespace.named(path)
+
+
+def link(namespace: Namespace, node: Inode, parent: Inode, name: bytes) -> Inode:
+    """link(2) of a name: another name for the same feed (or empty file, or link target),
+    as ``cp`` would make it without copying a byte. The two are independent names from
+    then on (no inode is shared: st_nlink stays 1, and changing one copies on write),
+    which is what ``cp -a``, ``tar -x`` and ``rsync -H`` need of a hard link. A feed's
+    own files: EPERM; a file still being written: ETXTBSY."""
+    if isinstance(node, UploadFile):
+        raise fail(errno.ETXTBSY)
+    if not isinstance(node, NameFile | NameLink):
+        raise fail(errno.EPERM)
+    path = new_path(namespace, parent, name)
+    namespace.core.names.add(path, dataclasses.replace(node.entry, ctime_ns=time.time_ns()))
     return namespace.named(path)
 
 

@@ -9,7 +9,7 @@ the matter: :mod:`~hyperfs.fs.attributes` (stat, ls, getfattr), :mod:`~hyperfs.f
 
 Names behave like files (docs/SEMANTICS.md lists every operation), and symbolic links can
 be made among them; feeds are immutable: opening a feed's files for writing, truncating
-them -> EROFS; link, mknod and creating inside a feed directory -> EPERM; fallocate ->
+them -> EROFS; linking them, mknod, creating inside a feed directory -> EPERM; fallocate ->
 EOPNOTSUPP (pyfuse3 has no such handler, and the kernel answers ENOSYS so).
 """
 
@@ -278,9 +278,11 @@ class Operations(pyfuse3.Operations):
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         raise fail(errno.EPERM)
 
+    @fuse_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise fail(errno.EPERM)  # a name is already a link to its feed: `cp` makes another
+        node, parent = self.namespace.decode(inode), self.namespace.decode(new_parent_inode)
+        return self.attributes.of(naming.link(self.namespace, node, parent, new_name))
 
     # -- xattrs and the rest -------------------------------------------------------------
 
