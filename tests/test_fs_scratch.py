@@ -6,6 +6,7 @@ against ``cp`` of the same bytes.
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import secrets
 import signal
@@ -143,6 +144,30 @@ def test_a_name_changed_in_place_becomes_a_new_feed(mounts: Mounts, tmp_path: Pa
     assert (m.mnt / "f").read_bytes() == changed[:10]
     run("truncate", "-s", "12", m.mnt / "f")
     assert (m.mnt / "f").read_bytes() == changed[:10] + bytes(2)
+
+
+def test_a_new_file_mapped_shared_and_written(mounts: Mounts) -> None:
+    """A new name opened O_RDWR goes through the page cache, so it can be mapped and
+    written (its dirty pages reach the scratch file before the close stores it)."""
+    m = mounts.start()
+    code = ("import mmap, sys\n"
+            "with open(sys.argv[1], 'w+b') as f:\n"
+            "    f.truncate(3 * 65536 + 5)\n"
+            "    with mmap.mmap(f.fileno(), 0) as m:\n"
+            "        m[0:5] = b'hello'; m[70000:70005] = b'world'; m[-5:] = b'tail!'\n")
+    run(sys.executable, "-c", code, m.mnt / "mapped")
+    data = (m.mnt / "mapped").read_bytes()
+    assert (len(data), data[:5], data[70000:70005], data[-5:]) == (
+        3 * 65536 + 5, b"hello", b"world", b"tail!")
+    assert data.count(0) == len(data) - 15
+    db = m.mnt / "mapped.db"
+    run("sqlite3", db, "pragma mmap_size=1000000; create table t(x); insert into t values (7);")
+    assert run("sqlite3", db, "select x from t;").stdout == b"7\n"
+    fd = os.open(m.mnt / "mapped", os.O_RDWR)  # an existing name: direct I/O, its old
+    try:  # bytes' pages stay its readers': a shared writable map is refused
+        fails(errno.ENODEV, mmap.mmap, fd, 0)
+    finally:
+        os.close(fd)
 
 
 def test_a_live_feed_is_still_only_appended_to(mounts: Mounts) -> None:

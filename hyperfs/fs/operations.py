@@ -190,7 +190,11 @@ class Operations(pyfuse3.Operations):
             info = pyfuse3.FileInfo(fh=self._new_fh(appender), direct_io=True)
             return info, self.attributes.of(node)
         upload = self.uploads.create(path, mode, ctx)
-        info = pyfuse3.FileInfo(fh=self._new_fh(upload), direct_io=True)
+        # Through the page cache when opened for reading too, so it can be mapped shared
+        # and written (a new name: no other reader's pages to keep apart); else direct,
+        # one copy less for cp & co. (docs/SEMANTICS.md, mmap)
+        direct = flags & os.O_ACCMODE != os.O_RDWR
+        info = pyfuse3.FileInfo(fh=self._new_fh(upload), direct_io=direct)
         return info, self.attributes.upload(upload)
 
     @fuse_errors
