@@ -144,6 +144,14 @@ def test_a_name_changed_in_place_becomes_a_new_feed(mounts: Mounts, tmp_path: Pa
     assert (m.mnt / "f").read_bytes() == changed[:10]
     run("truncate", "-s", "12", m.mnt / "f")
     assert (m.mnt / "f").read_bytes() == changed[:10] + bytes(2)
+    # rsync --inplace: the delta's blocks written over the old bytes, grown, then shrunk.
+    run("cp", tmp_path / "f", m.mnt / "r")
+    newer = bytearray(original + secrets.token_bytes(BLOCK))
+    newer[BLOCK : BLOCK + 100] = secrets.token_bytes(100)
+    for version in (bytes(newer), bytes(newer[: len(original) - 9])):
+        (tmp_path / "newer").write_bytes(version)
+        run("rsync", "--inplace", "--no-whole-file", "-I", tmp_path / "newer", m.mnt / "r")
+        assert (m.mnt / "r").read_bytes() == version
 
 
 def test_a_new_file_mapped_shared_and_written(mounts: Mounts) -> None:
