@@ -260,12 +260,10 @@ def parse_response(body: Buffer) -> tuple[int, int, Buffer,
     for the connection, which makes a download's events straight from it.
     """
     try:
-        if body[0] != 0x08:
+        head = _head(body)
+        if head is None:
             return None
-        channel, pos = decode_varint(body, 1)
-        if body[pos] != 0x10:
-            return None
-        block, pos = decode_varint(body, pos + 1)
+        channel, block, pos = head
         if body[pos] != 0x1A:
             return None
         size, pos = decode_varint(body, pos + 1)
@@ -293,15 +291,22 @@ def parse_request(body: Buffer) -> tuple[int, int] | None:
     """A Request's (channel, block) in its usual layout, parsed by hand (every upload
     reads one per block); None for anything else, which the schema then parses."""
     try:
-        if body[0] != 0x08:
-            return None
-        channel, pos = decode_varint(body, 1)
-        if body[pos] != 0x10:
-            return None
-        block, pos = decode_varint(body, pos + 1)
+        head = _head(body)
     except (IndexError, ProtocolError):
         return None
-    return (channel, block) if pos == len(body) else None
+    return None if head is None or head[2] != len(body) else (head[0], head[1])
+
+
+def _head(body: Buffer) -> tuple[int, int, int] | None:
+    """A Request's or Response's first fields, channel and block, in order: (channel,
+    block, where the rest begins), or None. IndexError or ProtocolError when cut short."""
+    if body[0] != 0x08:
+        return None
+    channel, pos = decode_varint(body, 1)
+    if body[pos] != 0x10:
+        return None
+    block, pos = decode_varint(body, pos + 1)
+    return channel, block, pos
 
 
 def decode(type: int, body: Buffer) -> Message | Extension | None:
