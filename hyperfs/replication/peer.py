@@ -550,14 +550,13 @@ class Peer:
                 # Those after it were taken off our requests; they are not coming now.
                 channel.scheduler.requests_failed(
                     self, [block for block, _data, _proof in blocks if block not in feed.bitfield])
-                return
+                continue  # (the other feeds' blocks verify on their own: kept)
             except OSError:  # our disk (full): not the peer's fault; the feed told its readers
                 for block, _data, _proof in blocks:
                     channel.scheduler.feed_unwants(feed, block)  # no longer in flight
                 if self.conn.remote_supports(ORDERED_PROOFS):  # its next proofs assume we kept it
                     self.drop(f"blocks it sent (from {blocks[0][0]}) could not be stored here "
                               "(disk full)")
-                    return
                 continue
             self.blocks_in += len(blocks)  # verified only: a liar must not look useful
             self._answered[channel] = None  # asked for more at the end of the round (_refill)
