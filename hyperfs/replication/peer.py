@@ -428,7 +428,12 @@ class Peer:
         self._send(self.conn.cancel(channel.feed_id, block))
 
     def queue_have(self, channel: Channel, block: int) -> None:
-        """Tell the remote we stored a block; batched into one Have per send."""
+        """Tell the remote we stored a block; batched into one Have per send. Not a
+        hyperfs remote that has it (a seeder we download from): it would learn nothing
+        of use (it wants no block of us it has, and its proofs to us go by the blocks it
+        sent us), and each block told costs both sides."""
+        if channel.sent is not None and block in channel.remote_has:
+            return
         self._haves.setdefault(channel.feed_id, []).append(block)
         self.outbox.wake()
 
