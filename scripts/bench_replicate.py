@@ -7,7 +7,9 @@ For each shape (blocks x size), in one run and side by side:
   took, measured inside the process from connect to the last verified block; then a
   fresh fetcher reports the time from connect to one verified middle block.
 - JS: the reference seeder and fetcher (tests/js/ref.js, setNoDelay on) doing the same.
-Peak memory of both hyperfs processes is sampled every 20 ms and reported in two parts:
+The CPU seconds of both processes over the download are reported too (the fetcher's
+measured inside it, the seeder's from /proc), in all and per block. Peak memory of both
+hyperfs processes is sampled every 20 ms and reported in two parts:
 anonymous memory (heap, buffers: what the process really holds) and file-backed pages
 (LevelDB maps its table files, so pages of the feed it reads count in RSS until the
 kernel reclaims them). Medians of --runs runs.
@@ -144,9 +146,11 @@ def hyperfs_run(seed_db: Path, feed_id: str, size: int, blocks: int,
     """One fetch of the whole feed (and one of its middle block) from a ``hyperfs serve``."""
     server, peer = serve(seed_db, plain=plaintext())
     try:
+        seeder_cpu = _cpu_seconds(server.pid)
         fetcher = _start_child(tmp / "fetch", feed_id, peer, None)
         memory = MemoryPeaks(server.pid, fetcher.pid)
         full = _finish_child(fetcher)
+        seeder_cpu = _cpu_seconds(server.pid) - seeder_cpu
         peaks = memory.stop()
         if full["local"] != blocks:
             raise RuntimeError(f"fetched {full['local']} of {blocks} blocks")
@@ -159,10 +163,18 @@ def hyperfs_run(seed_db: Path, feed_id: str, size: int, blocks: int,
             "blocks_per_s": blocks / full["seconds"],
             "middle_block_ms": middle["seconds"] * 1000,
             "fetcher_cpu_s": full["cpu"], "fetcher_main_cpu_s": full["main_cpu"],
+            "fetcher_cpu_us_a_block": full["cpu"] / blocks * 1e6,
+            "seeder_cpu_s": seeder_cpu, "seeder_cpu_us_a_block": seeder_cpu / blocks * 1e6,
             "seeder_anon_mb": peaks[server.pid]["anon"],
             "seeder_file_mb": peaks[server.pid]["file"],
             "fetcher_anon_mb": peaks[fetcher.pid]["anon"],
             "fetcher_file_mb": peaks[fetcher.pid]["file"]}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used so far, all its threads."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def hyperfs_whole_run(seed_db: Path, feed_id: str, source: Path, tmp: Path) -> float:

@@ -82,6 +82,10 @@ def test_requests_written_by_hand_are_the_schema_bytes(block: int, channels: int
     for feed in feeds:
         a.join(feed)
     assert a.request(feeds[-1], block) == frame(encode(Request(channels, block)))
+    many = [block, 0, 127, 128, 2**64 - 1 - block]
+    assert a.requests(feeds[-1], many) == b"".join(
+        frame(encode(Request(channels, each))) for each in many)
+    assert a.requests(feeds[-1], []) == b""
 
 
 def test_any_chunking_gives_the_same_events() -> None:

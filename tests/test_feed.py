@@ -25,7 +25,8 @@ from hyperfs import (
     InvalidIndex,
     open_core,
 )
-from hyperfs.feeds.feed import Feed
+from hyperfs.feeds.feed import BadBlock, Feed
+from hyperfs.tree.bitfield import Bitfield
 
 PROPS = settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
 feeds = st.lists(st.binary(max_size=48), min_size=1, max_size=40)
@@ -213,3 +214,43 @@ async def test_get_waits_for_put(tmp_path: Path) -> None:
         assert got == [b"z"] and dst.wanted == []
         with pytest.raises(TimeoutError):
             await dst.get(0, timeout=0.01)
+
+
+@PROPS
+@given(feeds, st.randoms(use_true_random=False), st.data())
+def test_put_many_stores_the_blocks_before_a_bad_one_and_none_after(
+    blocks: list[bytes], rnd: random.Random, data: st.DataObject
+) -> None:
+    """One network read's blocks in one put_many, proofs as a seeder sends them to a
+    peer taking ordered proofs (leaving out what blocks sent before gave it): all of
+    them verified and stored in one batch; with a tampered one among them, those before
+    it are stored, it is named (BadBlock), and nothing after it is; the rest arrive
+    again and complete the feed, byte for byte."""
+    order = list(range(len(blocks)))
+    if data.draw(st.booleans()):
+        rnd.shuffle(order)
+    bad = data.draw(st.none() | st.integers(0, len(order) - 1))
+
+    async def body(src: Feed, core: Core, path: Path) -> None:
+        dst = core.get(fid(src))
+        sent = Bitfield()
+        received = []
+        for index in order:
+            received.append((index, blocks[index], src.proof(index, sent)))
+            sent.add(index)
+        if bad is None:
+            assert dst.put_many(received) == len(blocks)
+        else:
+            index, block, proof = received[bad]
+            received[bad] = (index, block + b"!", proof)
+            with pytest.raises(BadBlock) as raised:
+                dst.put_many(received)
+            assert raised.value.block == index
+            assert set(dst.bitfield.iter_set()) == set(order[:bad])
+            assert dst.put_many([(i, blocks[i], src.proof(i)) for i in order[bad:]]) == \
+                len(order) - bad
+        assert dst.put_many(received[:1]) == 0  # already held
+        assert [b async for b in core.create_read_stream(fid(src))] == blocks
+        await assert_reopen(core, path, fid(src), set(order))
+
+    with_two_cores(blocks, body)

@@ -27,6 +27,7 @@ from hyperfs.wire.messages import (
     decode,
     decode_handshake,
     encode,
+    parse_request,
 )
 
 ENCODE_JS = Path(__file__).parent / "js" / "encode.js"
@@ -195,3 +196,15 @@ def test_handshake_requires_protocol_and_id() -> None:
 def test_arbitrary_bodies_raise_only_protocol_error(type_: int, body: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         decode(type_, body)
+
+
+@given(st.integers(0, 2**64 - 1), st.integers(0, 2**64 - 1), st.binary(max_size=12))
+def test_requests_parsed_by_hand_agree_with_the_schema(channel: int, block: int,
+                                                       noise: bytes) -> None:
+    """The connection's fast path for Requests reads what the schema reads, or defers."""
+    body = encode(Request(channel, block))[1:]
+    assert parse_request(body) == (channel, block)
+    for other in (noise, body + noise, body[: len(noise) % (len(body) + 1)]):
+        parsed = parse_request(other)
+        if parsed is not None:
+            assert decode(5, other) == Request(*parsed)

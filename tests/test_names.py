@@ -10,6 +10,7 @@ import pytest
 
 from hyperfs import open_core
 from hyperfs.base.errors import (
+    CorruptDatabase,
     DirectoryNotEmpty,
     InvalidName,
     IsADirectory,
@@ -18,7 +19,7 @@ from hyperfs.base.errors import (
     NotADirectory,
 )
 from hyperfs.feeds.names import Names, XattrTooLarge, new_entry
-from hyperfs.store.entry import MAX_XATTRS_SIZE, Entry, Kind, decode, encode
+from hyperfs.store.entry import MAX_XATTRS_SIZE, PATH_MAX, Entry, Kind, decode, encode
 from hyperfs.store.migrate import open_store
 from hyperfs.store.store import Store
 
@@ -53,6 +54,40 @@ def test_entry_round_trips_every_field() -> None:
     assert decode(encode(entry)) == entry
     empty = Entry(Kind.DIR, 0o700, 0, 0, 0, 0, 0)
     assert decode(encode(empty)) == empty
+    link = Entry(Kind.LINK, 0o777, 5, 6, 7, 8, 9, None, ((b"user.c", b"v"),), b"../t\xff" * 800)
+    assert decode(encode(link)) == link
+
+
+def test_a_damaged_link_record_is_reported_as_such() -> None:
+    record = encode(Entry(Kind.LINK, 0o777, 0, 0, 0, 0, 0, target=b"target"))
+    with pytest.raises(CorruptDatabase, match="link target"):
+        decode(record[:-1])
+
+
+def test_symlinks_are_names_with_a_target(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db")
+    names = Names(store)
+    make(names, b"d/", b"f")
+    made = names.symlink(b"d/up", b"../f")
+    assert (made.kind, made.mode, made.target) == (Kind.LINK, 0o777, b"../f")
+    names.symlink(b"dangling", b"/nowhere/at all", uid=7, gid=8)
+    for bad in (b"", b"a\0b", b"x" * PATH_MAX):
+        with pytest.raises(InvalidName):
+            names.symlink(b"bad", bad)
+    with pytest.raises(NameTaken):
+        names.symlink(b"f", b"x")
+    with pytest.raises(IsADirectory):  # a link cannot replace a directory, nor the reverse
+        names.rename(b"dangling", b"d")
+    with pytest.raises(NotADirectory):
+        names.rename(b"d", b"dangling")
+    names.rename(b"d/up", b"f")  # over a file, as `mv` does
+    assert names.files() == {}  # a link is bound to no feed
+    store.close()
+    store = Store(tmp_path / "db")
+    again = Names(store)
+    assert (again.require(b"f").target, again.require(b"dangling").uid) == (b"../f", 7)
+    assert again.unlink(b"f").is_link
+    store.close()
 
 
 def test_children_lists_one_level_and_skips_subtrees(store: Store) -> None:

@@ -302,8 +302,27 @@ async def _download_past(node: Node, feed: Feed, log: PeerLog, asked: trio.Event
     return bad
 
 
+def lie_after_three(feed: Feed, block: int) -> tuple[bytes, list]:
+    """Honest for blocks 0-2, lying after: a bad block amid good ones of one read."""
+    return (honest_answer if block < 3 else lie_in_data)(feed, block)
+
+
 @pytest.mark.parametrize("lie", [lie_in_data, lie_in_proof])
 async def test_liar_next_to_honest_peer(tmp_path: Path, lie: Answer) -> None:
+    liar = await _liar_beside_honest(tmp_path, lie)
+    assert liar.blocks_in == 0  # counts verified blocks only
+
+
+async def test_a_bad_block_amid_good_ones_costs_only_its_peer(tmp_path: Path) -> None:
+    """The blocks of one read are put together (Feed.put_many): those before the bad one
+    are kept, the peer dropped, and those after it asked of the honest peer."""
+    liar = await _liar_beside_honest(tmp_path, lie_after_three)
+    assert liar.blocks_in <= 3
+
+
+async def _liar_beside_honest(tmp_path: Path, lie: Answer) -> Peer:
+    """A download from a liar and an honest peer: complete, the liar dropped for it, the
+    honest peer kept to the end. The liar's peer, closed."""
     async with open_core(tmp_path / "honest") as honest, \
             open_core(tmp_path / "fetcher") as core:
         feed_id = await store_feed(honest, BLOCKS)
@@ -320,11 +339,11 @@ async def test_liar_next_to_honest_peer(tmp_path: Path, lie: Answer) -> None:
                         liar = await _download_past(node, feed, log, asked, liar_port,
                                                     good_port)
                     assert local_blocks(feed) == BLOCKS
-        assert liar.blocks_in == 0  # counts verified blocks only
         assert liar.close_reason is not None and "fails verification" in liar.close_reason
         (honest_peer,) = log.by_port(good_port)
         assert honest_peer.close_reason == "closed locally"  # kept to the end
         assert core.check().ok
+    return liar
 
 
 async def test_cat_from_only_a_liar_fails_cleanly(tmp_path: Path) -> None:

@@ -308,7 +308,7 @@ class Core:
         """A new feed written as a stream; ``async with`` finalizes it on exit."""
         return WriteStream(self.add(), block_size)
 
-    def create_file_stream(self, block_size: int = DEFAULT_BLOCK_SIZE) -> WriteStream:
+    def create_file_stream(self, block_size: int = DEFAULT_BLOCK_SIZE) -> FileWriteStream:
         """A new feed written as a byte stream that may be a big file: past a few MiB its
         bytes go straight to the data file and a worker process hashes them
         (:mod:`.filestream`), so the writer never waits for the hashing. Close it to

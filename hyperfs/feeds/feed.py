@@ -44,6 +44,15 @@ log = logging.getLogger("hyperfs.feed")
 BytesLike = bytes | bytearray | memoryview
 
 
+class BadBlock(BadProof):
+    """Block :attr:`block` of a :meth:`Feed.put_many` did not verify (those before it,
+    which did, are stored)."""
+
+    def __init__(self, block: int, message: str) -> None:
+        super().__init__(message)
+        self.block = block
+
+
 class FeedListener(Protocol):
     """What the replication layer hears from a feed (every method is optional; a live
     feed also calls ``feed_grew(feed, first_new_block)`` at each new signed length)."""
@@ -410,13 +419,18 @@ class Feed:
         """
         if self.blocks is None or check_index(index) not in self.bitfield:
             raise BlockUnavailable(f"block {index} is not stored locally")
-        fields = [field for field in known if field is not None and field.count]
+        fields = [field.any for field in known if field is not None and field.count]
         knows: Callable[[int, int], bool] | None = None
         if len(fields) == 1:
-            knows = fields[0].any
+            knows = fields[0]
+        elif len(fields) == 2:  # what it has and what we sent it: every upload's proof
+            first, second = fields
+
+            def knows(start: int, end: int) -> bool:
+                return first(start, end) or second(start, end)
         elif fields:
             def knows(start: int, end: int) -> bool:
-                return any(field.any(start, end) for field in fields)
+                return any(field(start, end) for field in fields)
         cache = self._nodes()
         nodes = []
         for node in merkle.proof_indexes(index, self.blocks, knows):
@@ -439,55 +453,100 @@ class Feed:
             self._cache_failures = failures
         return cache
 
-    def put(self, index: int, data: bytes, proof: list[merkle.Node]) -> bool:
+    def put(self, index: int, data: BytesLike, proof: list[merkle.Node]) -> bool:
         """Verify block ``index`` against the feed id and store it with its proof.
 
         Returns False if the block was already here. Raises BadProof, storing nothing,
         when the data or proof does not verify.
         """
-        check_index(index)
-        if self.id is None:
+        return self.put_many([(index, data, proof)]) == 1
+
+    def put_many(self, received: Sequence[tuple[int, BytesLike, list[merkle.Node]]]) -> int:
+        """:meth:`put` of many blocks (one network read's), in order, in one batch.
+
+        Each block is verified as it comes, its climb meeting the nodes of the blocks
+        before it; all are stored together, the bytes of blocks at consecutive places
+        in one write: a block's fixed costs are paid once a read. Returns how many were
+        new. A block that does not verify raises :class:`BadBlock` (naming it) once
+        those before it are stored; an OSError (a full disk) stores none of them.
+        """
+        feed_id = self.id
+        if feed_id is None:
             raise BadProof("a writable feed takes blocks by append, not put")
-        if index in self.bitfield:
-            return False
-        store, num, feed_id, cache = self._store, self.num, self.id, self._nodes()
+        store, num, bitfield, cache = self._store, self.num, self.bitfield, self._nodes()
+        fresh: dict[int, bytes] = {}  # nodes verified in this call, not stored yet
 
         def stored(node: int) -> bytes | None:  # the climb meets the nodes put just before
-            digest = cache.get(node)
+            digest = fresh.get(node) or cache.get(node)
             return store.node(num, node) if digest is None else digest
 
+        run: list[tuple[int, BytesLike, merkle.Verified]] = []
+        taken: set[int] = set()
+        new = 0
+        try:
+            for index, data, proof in received:
+                if check_index(index) in bitfield or index in taken:
+                    continue
+                verified = self._verify(feed_id, index, data, proof, stored)
+                run.append((index, data, verified))
+                taken.add(index)
+                fresh.update(verified.nodes)
+                if verified.roots is not None:  # the length learned: verify the rest by it
+                    new += self._store_run(feed_id, run)
+                    run, fresh = [], {}
+        except BadProof as exc:
+            new += self._store_run(feed_id, run)
+            raise BadBlock(index, str(exc)) from None
+        return new + self._store_run(feed_id, run)
+
+    def _verify(self, feed_id: bytes, index: int, data: BytesLike, proof: list[merkle.Node],
+                stored: Callable[[int], bytes | None]) -> merkle.Verified:
         def verify(nodes: list[merkle.Node]) -> merkle.Verified:
             return merkle.verify(feed_id, index, data, nodes, blocks=self.blocks,
                                  roots=self.roots, stored=stored)
 
         try:
-            verified = verify(proof)
+            return verify(proof)
         except BadProof:
             if self.live_state is None:
                 raise
             # The responder may know a longer signed length: its proof climbs past our
             # roots. The nodes below them are the same in both trees (merkle.within).
-            verified = verify(merkle.within(index, self.blocks or 0, proof))
+            return verify(merkle.within(index, self.blocks or 0, proof))
+
+    def _store_run(self, feed_id: bytes,
+                   run: list[tuple[int, BytesLike, merkle.Verified]]) -> int:
+        """Store verified blocks (of one length: ``run``'s last may have taught it) in one
+        batch: their bits, nodes and bytes, each bitfield page once."""
+        if not run:
+            return 0
+        store, num, bitfield = self._store, self.num, self.bitfield
+        last = run[-1][2]
         try:
             with store.batch() as batch:  # (which may reopen the store: see reload)
-                self.bitfield.add(index)
-                store.put_nodes(batch, num, verified.nodes)
-                store.data.put(batch, num, index, data,
-                               None if self.live_state is not None else verified.blocks)
-                page = index // PAGE_BITS
-                store.put_page(batch, num, page, self.bitfield.page(page))
-                if verified.roots is not None:
-                    store.put_feed(batch, num, self.id, verified.blocks)
+                for index, _data, verified in run:
+                    bitfield.add(index)
+                    store.put_nodes(batch, num, verified.nodes)
+                store.data.put_many(batch, num, [(index, data) for index, data, _ in run],
+                                    None if self.live_state is not None else last.blocks)
+                for page in sorted({index // PAGE_BITS for index, _data, _ in run}):
+                    store.put_page(batch, num, page, bitfield.page(page))
+                if last.roots is not None:
+                    store.put_feed(batch, num, feed_id, last.blocks)
         except BaseException as exc:
-            self.bitfield.discard(index)
+            for index, _data, _verified in run:
+                bitfield.discard(index)
             if isinstance(exc, OSError):
-                self._store_failed(index, exc)
+                self._store_failed(run[0][0], exc)
             raise
-        cache.update(verified.nodes)
-        if verified.roots is not None:
-            self._learn_length(verified.blocks, verified.roots)
-        self._stored(index)
-        return True
+        cache = self._nodes()
+        for _index, _data, verified in run:
+            cache.update(verified.nodes)
+        if last.roots is not None:
+            self._learn_length(last.blocks, last.roots)
+        for index, _data, _verified in run:
+            self._stored(index)
+        return len(run)
 
     def _store_failed(self, index: int, exc: OSError) -> None:
         """Storing a verified block failed (a full disk): nothing of it was kept. Every

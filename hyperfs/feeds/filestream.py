@@ -20,8 +20,11 @@ The crash rule holds: bytes first, index second, and the feed is pending until f
 from __future__ import annotations
 
 import contextlib
+import os
 from collections import deque
 from collections.abc import Awaitable
+
+import trio
 
 from hyperfs.feeds.feed import BytesLike, Feed
 from hyperfs.feeds.hashers import Hashers, block_lengths, open_hashers
@@ -106,6 +109,21 @@ class FileWriteStream(WriteStream):
             await super().flush()
             return
         await self._guarded(self._submit("blocks", 0))
+
+    async def spill(self, fd: int) -> int:
+        """Copy every byte written so far to the start of the file ``fd``; returns how
+        many. A writer that goes back over what it wrote goes on in a scratch file
+        (:mod:`hyperfs.fs.scratch`), and this stream is then aborted and discarded."""
+        self._check()
+        if self._hashers is None:
+            await super().flush()  # the whole blocks buffered, into the data file
+        files, num = self._store.data.files, self.feed.num
+        end = files.end(num)
+        await trio.to_thread.run_sync(files.copy_out, num, fd, end)
+        tail = bytes(self._partial)  # a partial block not yet in the data file
+        if tail:
+            os.pwrite(fd, tail, end)
+        return end + len(tail)
 
     async def close(self, name: bytes | None = None, *, entry: Entry | None = None,
                     replace: bool = False) -> bytes:

@@ -1,7 +1,8 @@
 """Names: the local labels of feeds, as a tree of files and directories with POSIX rules.
 
 A name is local to this database (it is never sent to a peer): a file bound to a feed, an
-empty file (bound to no feed, since no feed can be empty), or a directory of names. Paths
+empty file (bound to no feed, since no feed can be empty), a directory of names, or a
+symbolic link (a target path kept as given: the kernel follows it, never this module). Paths
 are bytes, their parts joined by ``/``; the top level shares the mount's root with the
 feed directories, so a 64-hex name is refused there. Every change is one atomic batch:
 renaming a directory moves every name under it at once, so a crash shows the tree either
@@ -29,7 +30,7 @@ from hyperfs.base.errors import (
     NoSuchName,
     NotADirectory,
 )
-from hyperfs.store.entry import MAX_XATTRS_SIZE, Entry, Kind
+from hyperfs.store.entry import MAX_XATTRS_SIZE, PATH_MAX, Entry, Kind
 from hyperfs.store.store import Batch, Store
 
 NAME_MAX = 255
@@ -120,10 +121,21 @@ class Names:
             raise NameTaken(f"the name {path!r} is taken")
 
     def add(self, path: bytes, entry: Entry) -> None:
-        """Make a new name (a directory, or an empty file) at ``path``."""
+        """Make a new name (a directory, an empty file or a link) at ``path``."""
         self.check_new(path)
         with self._store.batch() as batch:
             self._store.put_entry(batch, path, entry)
+
+    def symlink(self, path: bytes, target: bytes, *, uid: int | None = None,
+                gid: int | None = None) -> Entry:
+        """Make a symbolic link at ``path`` holding ``target`` (symlink(2): mode 0777,
+        a target of 1 to PATH_MAX - 1 bytes without NUL, any path, dangling or not)."""
+        if not target or b"\0" in target or len(target) >= PATH_MAX:
+            raise InvalidName(f"{target[:64]!r} cannot be a link's target")
+        entry = dataclasses.replace(new_entry(Kind.LINK, 0o777, uid=uid, gid=gid),
+                                    target=target)
+        self.add(path, entry)
+        return entry
 
     def bind(self, batch: Batch, path: bytes, entry: Entry, *, replace: bool) -> None:
         """Put file ``entry`` at ``path`` inside ``batch`` (a feed's finalize batch, so the

@@ -32,6 +32,7 @@ from hyperfs.fs.inodes import (
     Inode,
     NameDir,
     NameFile,
+    NameLink,
     Namespace,
     Root,
     StatusFile,
@@ -124,6 +125,8 @@ class Attributes:
                 return self.upload(upload)
             case NameDir(ino, _, entry):
                 return self.named(ino, stat.S_IFDIR, entry)
+            case NameLink(ino, _, entry):
+                return self.named(ino, stat.S_IFLNK, entry, len(entry.target))
             case NameFile(ino, _, entry, state):
                 if state is None:  # an empty file
                     return self.named(ino, stat.S_IFREG, entry)

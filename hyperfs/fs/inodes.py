@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 
 import pyfuse3
 
-from hyperfs.feeds.core import Core, Held, WriteStream
+from hyperfs.feeds.core import Core, Held
 from hyperfs.feeds.feed import Feed
+from hyperfs.feeds.filestream import FileWriteStream
 from hyperfs.feeds.names import join, split
 from hyperfs.fs.errnos import fail
+from hyperfs.fs.scratch import Scratch
 from hyperfs.store.entry import Entry
 
 log = logging.getLogger("hyperfs.fs")
@@ -163,7 +165,7 @@ class Upload:
     name: bytes
     """The name's path (``dir/file``; a top-level name is just its name)."""
     ino: int
-    stream: WriteStream
+    stream: FileWriteStream
     pid: int
     entry: Entry
     replacing: bool = False
@@ -176,6 +178,11 @@ class Upload:
     error: int = 0
     done: bool = False
     handles: int = 0
+    scratch: Scratch | None = None
+    """Where the bytes are once the writer went back over them (:mod:`.scratch`); the
+    stream is discarded then."""
+    old: FeedSlot | None = None
+    """The feed a name opened without O_TRUNC holds: what its scratch file starts as."""
 
 
 # -- the kinds of inode ------------------------------------------------------------------
@@ -205,6 +212,15 @@ class NameFile:
 @dataclass(frozen=True, slots=True)
 class NameDir:
     """A directory of names."""
+
+    ino: int
+    path: bytes
+    entry: Entry
+
+
+@dataclass(frozen=True, slots=True)
+class NameLink:
+    """A symbolic link among names: the kernel reads its target and follows it."""
 
     ino: int
     path: bytes
@@ -255,7 +271,8 @@ class BlockFile:
         return self.slot.block_ino(self.index)
 
 
-Inode = Root | StatusFile | NameFile | NameDir | UploadFile | FeedDir | WholeFeed | BlockFile
+Inode = (Root | StatusFile | NameFile | NameDir | NameLink | UploadFile | FeedDir | WholeFeed
+         | BlockFile)
 
 
 class Namespace:
@@ -389,8 +406,8 @@ class Namespace:
         return BlockFile(state, rest - 2)
 
     def named(self, path: bytes) -> Inode:
-        """The name at ``path`` (a file, a directory, or a new file being written); ENOENT
-        if there is none. A name being replaced is still its old self."""
+        """The name at ``path`` (a file, a directory, a link, or a new file being written);
+        ENOENT if there is none. A name being replaced is still its old self."""
         entry = self.core.names.get(path)
         if entry is None:
             upload = self.uploads.get(path)
@@ -400,6 +417,8 @@ class Namespace:
         ino = self.name_inode(path)
         if entry.is_dir:
             return NameDir(ino, path, entry)
+        if entry.is_link:
+            return NameLink(ino, path, entry)
         return NameFile(ino, path, entry,
                         None if entry.feed_id is None else self.slot(entry.feed_id))
 

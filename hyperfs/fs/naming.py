@@ -28,9 +28,11 @@ from hyperfs.fs.inodes import (
     Inode,
     NameDir,
     NameFile,
+    NameLink,
     Namespace,
     Root,
     Upload,
+    UploadFile,
     feed_id_of,
     reserved,
 )
@@ -70,6 +72,30 @@ def mkdir(namespace: Namespace, parent: Inode, name: bytes, mode: int,
     """A new, empty directory of names, owned by the caller."""
     path = new_path(namespace, parent, name)
     namespace.core.names.add(path, new_entry(Kind.DIR, mode, uid=ctx.uid, gid=ctx.gid))
+    return namespace.named(path)
+
+
+def symlink(namespace: Namespace, parent: Inode, name: bytes, target: bytes,
+            ctx: pyfuse3.RequestContext) -> Inode:
+    """A new symbolic link holding ``target``, owned by the caller (rsync -a, cp -a and
+    tar copy a tree's links as links)."""
+    path = new_path(namespace, parent, name)
+    namespace.core.names.symlink(path, target, uid=ctx.uid, gid=ctx.gid)
+    return namespace.named(path)
+
+
+def link(namespace: Namespace, node: Inode, parent: Inode, name: bytes) -> Inode:
+    """link(2) of a name: another name for the same feed (or empty file, or link target),
+    as ``cp`` would make it without copying a byte. The two are independent names from
+    then on (no inode is shared: st_nlink stays 1, and changing one copies on write),
+    which is what ``cp -a``, ``tar -x`` and ``rsync -H`` need of a hard link. A feed's
+    own files: EPERM; a file still being written: ETXTBSY."""
+    if isinstance(node, UploadFile):
+        raise fail(errno.ETXTBSY)
+    if not isinstance(node, NameFile | NameLink):
+        raise fail(errno.EPERM)
+    path = new_path(namespace, parent, name)
+    namespace.core.names.add(path, dataclasses.replace(node.entry, ctime_ns=time.time_ns()))
     return namespace.named(path)
 
 
@@ -158,7 +184,7 @@ async def setattr(namespace: Namespace, uploads: Uploads, ino: int,
     upload = namespace.upload_of(ino)
     if upload is not None:
         if fields.update_size:
-            uploads.truncate(upload, attr.st_size)
+            await uploads.truncate(upload, attr.st_size)
         if changes:
             uploads.set_entry(upload, with_attrs(upload.entry, **changes),
                               times_set=fields.update_mtime)
@@ -166,7 +192,7 @@ async def setattr(namespace: Namespace, uploads: Uploads, ino: int,
     node = namespace.decode(ino)
     if isinstance(node, Root) and not fields.update_size and _root_keeps(changes):
         return node  # `rsync -a dir/ MNT/` sets the root's times: accepted, not kept
-    if not isinstance(node, NameFile | NameDir):
+    if not isinstance(node, NameFile | NameDir | NameLink):
         raise fail(errno.EPERM if isinstance(node, Root | FeedDir) else errno.EROFS)
     if fields.update_size:
         await _truncate(namespace, node, attr.st_size)
@@ -185,11 +211,15 @@ def _root_keeps(changes: dict[str, int]) -> bool:
     return True
 
 
-async def _truncate(namespace: Namespace, node: NameFile | NameDir, size: int) -> None:
+async def _truncate(namespace: Namespace, node: NameFile | NameDir | NameLink,
+                    size: int) -> None:
     """truncate(2) of a name: to its size, nothing to do; to 0, it becomes an empty file
-    (the feed stays, under its id); to any other size EROFS: a feed's bytes never change."""
+    (the feed stays, under its id); to any other size EROFS: a feed's bytes never change.
+    (The kernel truncates what a link points to, never the link.)"""
     if isinstance(node, NameDir):
         raise fail(errno.EISDIR)
+    if isinstance(node, NameLink):
+        raise fail(errno.EINVAL)
     if node.slot is None:
         if size:
             raise fail(errno.EROFS)

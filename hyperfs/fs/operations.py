@@ -7,10 +7,10 @@ the matter: :mod:`~hyperfs.fs.attributes` (stat, ls, getfattr), :mod:`~hyperfs.f
 :mod:`~hyperfs.fs.removal`, :mod:`~hyperfs.fs.status`. The mount lifecycle lives in
 :mod:`hyperfs.fs.mount`.
 
-Names behave like files (docs/SEMANTICS.md lists every operation); feeds are immutable:
-opening a feed's files for writing, truncating them -> EROFS; link, symlink, mknod and
-creating inside a feed directory -> EPERM; fallocate -> EOPNOTSUPP (pyfuse3 has no such
-handler, and the kernel answers ENOSYS so).
+Names behave like files (docs/SEMANTICS.md lists every operation), and symbolic links can
+be made among them; feeds are immutable: opening a feed's files for writing, truncating
+them -> EROFS; linking them, mknod, creating inside a feed directory -> EPERM; fallocate ->
+EOPNOTSUPP (pyfuse3 has no such handler, and the kernel answers ENOSYS so).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from hyperfs.fs.inodes import (
     Inode,
     NameDir,
     NameFile,
+    NameLink,
     Namespace,
     Root,
     StatusFile,
@@ -132,6 +133,8 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.EISDIR)
         if isinstance(node, UploadFile):
             raise fail(errno.ETXTBSY)  # being written: readable once its writer closes it
+        if isinstance(node, NameLink):
+            raise fail(errno.ELOOP)  # the kernel opens what a link points to, not the link
         if writing:
             return self._open_for_writing(node, flags, ctx)
         reader: Reader
@@ -168,6 +171,8 @@ class Operations(pyfuse3.Operations):
     async def read(  # type: ignore[override]  # pyfuse3 takes any buffer: no copy per read
             self, fh: int, off: int, size: int) -> bytes | memoryview:
         reader = self._handles.get(fh)
+        if isinstance(reader, Upload):  # O_RDWR: the writer reads back what it wrote
+            return await self.uploads.read(reader, off, size)
         if not isinstance(reader, StatusReader | BlockReader | WholeReader):
             raise fail(errno.EBADF)
         return await reader.read(off, size)
@@ -185,7 +190,11 @@ class Operations(pyfuse3.Operations):
             info = pyfuse3.FileInfo(fh=self._new_fh(appender), direct_io=True)
             return info, self.attributes.of(node)
         upload = self.uploads.create(path, mode, ctx)
-        info = pyfuse3.FileInfo(fh=self._new_fh(upload), direct_io=True)
+        # Through the page cache when opened for reading too, so it can be mapped shared
+        # and written (a new name: no other reader's pages to keep apart); else direct,
+        # one copy less for cp & co. (docs/SEMANTICS.md, mmap)
+        direct = flags & os.O_ACCMODE != os.O_RDWR
+        info = pyfuse3.FileInfo(fh=self._new_fh(upload), direct_io=direct)
         return info, self.attributes.upload(upload)
 
     @fuse_errors
@@ -232,6 +241,19 @@ class Operations(pyfuse3.Operations):
         return self.attributes.of(naming.mkdir(self.namespace, parent, name, mode, ctx))
 
     @fuse_errors
+    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
+                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        parent = self.namespace.decode(parent_inode)
+        return self.attributes.of(naming.symlink(self.namespace, parent, name, target, ctx))
+
+    @fuse_errors
+    async def readlink(self, inode: int, ctx: pyfuse3.RequestContext) -> bytes:
+        node = self.namespace.decode(inode)
+        if not isinstance(node, NameLink):
+            raise fail(errno.EINVAL)  # readlink(2) of anything but a link
+        return node.entry.target
+
+    @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
         naming.rename(self.namespace, self.uploads, self.namespace.decode(parent_inode_old),
@@ -260,13 +282,11 @@ class Operations(pyfuse3.Operations):
                     ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         raise fail(errno.EPERM)
 
-    async def symlink(self, parent_inode: int, name: bytes, target: bytes,
-                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise fail(errno.EPERM)
-
+    @fuse_errors
     async def link(self, inode: int, new_parent_inode: int, new_name: bytes,
                    ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
-        raise fail(errno.EPERM)  # a name is already a link to its feed: `cp` makes another
+        node, parent = self.namespace.decode(inode), self.namespace.decode(new_parent_inode)
+        return self.attributes.of(naming.link(self.namespace, node, parent, new_name))
 
     # -- xattrs and the rest -------------------------------------------------------------
 

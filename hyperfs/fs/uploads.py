@@ -6,9 +6,10 @@ buffered whole) and the feed is finalized with the name, atomically, on the writ
 *last* close (flush), so ``cp`` and ``close`` see every error (name taken -> EEXIST at
 create, disk full -> ENOSPC). Until then a replaced name still shows its old feed (which
 stays stored under its id afterwards). Nothing written: the name becomes an empty file,
-bound to no feed (``touch``). Writes must be sequential (else ESPIPE). The mode, owner,
-times and xattrs set on the open file (``cp -a``, ``install``) are the name's once it is
-done. A failed upload leaves nothing visible.
+bound to no feed (``touch``). A writer that goes back (a write not at the end, a read
+through its handle, a truncation) goes on in a scratch file (:mod:`.scratch`). The mode,
+owner, times and xattrs set on the open file (``cp -a``, ``install``) are the name's once
+it is done. A failed upload leaves nothing visible.
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ import time
 import pyfuse3
 import trio
 
-from hyperfs.feeds.core import WriteStream
+from hyperfs.feeds.filestream import FileWriteStream
 from hyperfs.feeds.names import new_entry, split
 from hyperfs.fs import sizes
 from hyperfs.fs.errnos import errno_of, fail
-from hyperfs.fs.inodes import NameFile, Namespace, Upload
+from hyperfs.fs.inodes import FeedSlot, NameFile, Namespace, Upload
+from hyperfs.fs.scratch import Scratch
 from hyperfs.store.entry import Entry, Kind
 
 log = logging.getLogger("hyperfs.fs")
@@ -71,7 +73,7 @@ class Uploads:
         self.core = namespace.core
         self.mountpoint = mountpoint
         self.block_size = block_size
-        self._spare: WriteStream | None = None
+        self._spare: FileWriteStream | None = None
 
     def create(self, path: bytes, mode: int, ctx: pyfuse3.RequestContext) -> Upload:
         """A new file at ``path`` (checked by :func:`hyperfs.fs.naming.new_path`), its first
@@ -88,6 +90,7 @@ class Uploads:
             raise fail(errno.ETXTBSY)
         upload = self._start(node.path, node.ino, node.entry, pid, True)
         upload.truncated = truncated or node.slot is None
+        upload.old = None if truncated else node.slot
         return upload
 
     def _start(self, path: bytes, ino: int, entry: Entry, pid: int, replacing: bool) -> Upload:
@@ -96,7 +99,7 @@ class Uploads:
         self.namespace.uploads[path] = upload
         return upload
 
-    def _ready(self) -> WriteStream:
+    def _ready(self) -> FileWriteStream:
         """A write stream for the next upload, its data file created meanwhile in the
         background: each upload takes the one made at the last (`tar -x` of small files
         would otherwise wait for a file creation in each close)."""
@@ -109,26 +112,74 @@ class Uploads:
             raise fail(upload.error)
         if upload.done:
             raise fail(errno.EROFS)  # finalized on the writer's last close: immutable
-        if not upload.truncated:
-            raise fail(errno.EROFS)  # a feed's bytes cannot change in place
-        if off != upload.size:
-            raise fail(errno.ESPIPE)  # feeds are written once, front to back
+        if upload.scratch is None and (off != upload.size or not upload.truncated):
+            await self._to_scratch(upload)  # not front to back: see .scratch
+        upload.truncated = True  # (its old bytes, if any, are in the scratch file now)
         try:
-            await upload.stream.write(buf)
+            if upload.scratch is not None:
+                upload.scratch.write(off, buf)
+            else:
+                await upload.stream.write(buf)
         except Exception as exc:
             upload.error = errno_of(exc)
             log.warning("writing %r failed: %s", upload.name, exc)
             raise fail(upload.error) from None
-        upload.size += len(buf)
+        upload.size = max(upload.size, off + len(buf))
         return len(buf)
 
-    def truncate(self, upload: Upload, size: int) -> None:
-        """setattr of the size: only to what is written already (O_TRUNC of a new file),
-        or to 0 before any write (the writer replaces all the bytes)."""
-        if size == 0 and not upload.truncated:
+    async def read(self, upload: Upload, off: int, size: int) -> bytes:
+        """A read through the writer's own handle (O_RDWR: SQLite reads back its pages):
+        from the scratch file, made for it. An upload already stored, or a name whose
+        bytes cannot be copied (:func:`_copy_feed`): EBADF."""
+        if upload.error:
+            raise fail(upload.error)
+        if upload.done:
+            raise fail(errno.EBADF)
+        try:
+            scratch = upload.scratch or await self._to_scratch(upload)
+        except pyfuse3.FUSEError as exc:  # bytes that cannot be copied: read them read-only
+            raise fail(errno.EBADF if exc.errno == errno.EROFS else exc.errno) from None
+        try:
+            return scratch.read(off, size)
+        except Exception as exc:
+            upload.error = errno_of(exc)
+            log.warning("reading back %r failed: %s", upload.name, exc)
+            raise fail(upload.error) from None
+
+    async def truncate(self, upload: Upload, size: int) -> None:
+        """setattr of the size: to 0 of a name opened without O_TRUNC, the writer replaces
+        all its bytes (GIO); to another size than what is written, in the scratch file
+        (made for it)."""
+        if upload.scratch is None and size == 0 and not upload.truncated:
             upload.truncated = True
-        elif size != upload.size or not upload.truncated:
-            raise fail(errno.EROFS if size else errno.ESPIPE)
+            return
+        if upload.scratch is None and size == upload.size and upload.truncated:
+            return
+        scratch = upload.scratch or await self._to_scratch(upload)
+        try:
+            scratch.truncate(size)
+        except Exception as exc:
+            upload.error = errno_of(exc)
+            raise fail(upload.error) from None
+        upload.size, upload.truncated = size, True
+
+    async def _to_scratch(self, upload: Upload) -> Scratch:
+        """Move ``upload`` into a scratch file holding what it holds so far: what its
+        stream took, or the bytes of the name it was opened on without O_TRUNC; its
+        stream's feed is discarded. On failure the upload stays as it was (a stream that
+        failed fails its later writes itself)."""
+        scratch = Scratch(self.core.store.path)
+        try:
+            if upload.truncated:
+                upload.size = await upload.stream.spill(scratch.fd)
+            else:
+                upload.size = await _copy_feed(upload.old, scratch)
+        except BaseException:
+            scratch.close()
+            raise
+        self._drop_feed(upload)
+        upload.scratch = scratch
+        return scratch
 
     def set_entry(self, upload: Upload, entry: Entry, *, times_set: bool) -> None:
         """chmod, chown, utimensat or xattrs of the file being written: kept for its name."""
@@ -143,7 +194,8 @@ class Uploads:
         if upload.done:
             return
         try:
-            await upload.stream.flush()
+            if upload.scratch is None:  # (a scratch file is stored at close only)
+                await upload.stream.flush()
             await self.core.commit()
         except Exception as exc:
             upload.error = errno_of(exc)
@@ -182,8 +234,12 @@ class Uploads:
             upload.entry, ctime_ns=now, mtime_ns=upload.entry.mtime_ns if upload.times_set
             else now)
         try:
-            if upload.size:
-                feed_id: bytes | None = await upload.stream.close(
+            if upload.size and upload.scratch is not None:
+                feed_id: bytes | None = await self.core.add_file(
+                    upload.scratch.path, self.block_size, upload.name, entry=entry,
+                    replace=upload.replacing)
+            elif upload.size:
+                feed_id = await upload.stream.close(
                     name=upload.name, entry=entry, replace=upload.replacing)
             else:  # an empty file: bound to no feed
                 self.core.names.set_file(upload.name, dataclasses.replace(entry, feed_id=None),
@@ -201,8 +257,12 @@ class Uploads:
         if feed_id is None:
             self._drop_feed(upload)
         else:
-            sizes.learn_written(self.namespace.slot(feed_id), upload.size,
-                                upload.stream.block_size, upload.stream.feed.blocks or 1)
+            blocks = upload.stream.feed.blocks or 1
+            if upload.scratch is not None:
+                upload.scratch.close()
+                blocks = -(-upload.size // self.block_size)
+            sizes.learn_written(self.namespace.slot(feed_id), upload.size, self.block_size,
+                                blocks)
             log.info("stored %r as feed %s (%d bytes)", upload.name, feed_id.hex(),
                      upload.size)
         if isinstance(old, NameFile):
@@ -217,7 +277,7 @@ class Uploads:
         self._forget(upload)
         self._drop_feed(upload)
         current = self.core.names.get(upload.name)
-        if current is not None and not current.is_dir and upload.entry != current:
+        if current is not None and current.kind is Kind.FILE and upload.entry != current:
             self.core.names.set_file(upload.name, dataclasses.replace(
                 upload.entry, feed_id=current.feed_id), replace=True)
 
@@ -234,6 +294,11 @@ class Uploads:
                                                ignore_enoent=True)
 
     def _drop_feed(self, upload: Upload) -> None:
+        """Discard the upload's stream and its unfinished feed (once), and free its
+        scratch file."""
+        if upload.scratch is not None:
+            upload.scratch.close()
+            return  # the stream went when the scratch file came
         feed = upload.stream.feed
         if feed.id is None:
             upload.stream.abort()
@@ -258,6 +323,25 @@ class Uploads:
     def _forget(self, upload: Upload) -> None:
         if self.namespace.uploads.get(upload.name) is upload:
             del self.namespace.uploads[upload.name]
+
+
+async def _copy_feed(slot: FeedSlot | None, scratch: Scratch) -> int:
+    """Write the bytes of the feed in ``slot`` into ``scratch``; returns how many. Its
+    feed must be all here and static: a live feed grows by appends only, and a
+    remote one would have to be fetched whole first (read it once, or pin it): EROFS
+    for those, as before scratch files."""
+    feed = None if slot is None else slot.open()
+    if feed is None or feed.live or feed.blocks is None or feed.local < feed.blocks:
+        raise fail(errno.EROFS)
+    offset = 0
+    for index, block in enumerate(feed.iter_local(0, feed.blocks)):
+        scratch.write(offset, block)
+        offset += len(block)
+        if index % 256 == 255:
+            await trio.lowlevel.checkpoint()  # a big file: other requests meanwhile
+    if feed.local < feed.blocks:  # a block found damaged on the way (dropped): no copy
+        raise fail(errno.EIO)
+    return offset
 
 
 async def forget_entry(parent: int, name: bytes) -> None:

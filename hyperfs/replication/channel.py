@@ -104,8 +104,8 @@ class PeerLink(Protocol):
     def join(self, scheduler: FeedScheduler) -> Channel:
         """Open the channel of ``scheduler``'s feed, if not open yet, and return it."""
 
-    def request(self, channel: Channel, block: int) -> None:
-        """Ask the remote for ``block``."""
+    def request(self, channel: Channel, blocks: Sequence[int]) -> None:
+        """Ask the remote for ``blocks`` (in one write: a fill asks for many at once)."""
 
     def cancel(self, channel: Channel, block: int) -> None:
         """Take back a request (no-op if it is not in flight)."""

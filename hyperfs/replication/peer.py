@@ -41,7 +41,7 @@ from typing import Protocol
 import trio
 
 from hyperfs.base.callbacks import Callbacks
-from hyperfs.base.errors import BadProof
+from hyperfs.feeds.feed import BadBlock
 from hyperfs.replication import live
 from hyperfs.replication.channel import Channel, FeedScheduler
 from hyperfs.replication.deadlines import Clocks, Timeouts
@@ -49,6 +49,7 @@ from hyperfs.replication.offers import Offers
 from hyperfs.replication.outbox import Outbox
 from hyperfs.replication.secure import greet
 from hyperfs.tree.bitfield import Bitfield
+from hyperfs.tree.merkle import Node
 from hyperfs.wire import events
 from hyperfs.wire.connection import Connection, ProtocolError
 from hyperfs.wire.noise import KeyPair
@@ -132,6 +133,9 @@ class Peer:
         self._waiting: dict[Channel, None] = {}  # channels that found the window full
         self._answered: dict[Channel, None] = {}  # channels answered in this round
         self._haves: dict[bytes, list[int]] = {}
+        self._received: dict[Channel, list[tuple[int, Buffer, list[Node]]]] = {}
+        """The blocks of this round, by channel, put at its end (or before any other
+        message): each channel's in one :meth:`Feed.put_many`."""
         self._handlers: dict[str, Callbacks[[bytes]]] = {}
         self.on(live.LIVE, lambda payload: live.received(self, payload))
         self._scope = trio.CancelScope()
@@ -278,10 +282,18 @@ class Peer:
                 # move it: sender and receiver then work at the same time.
                 with batch():  # one LevelDB write for the blocks of this round
                     while done < len(received) and outbox.queued < HIGH_WATER:
-                        dispatch[type(received[done])](received[done])
+                        event = received[done]
+                        kind = type(event)
+                        if kind is not events.ResponseReceived and self._received:
+                            self._put_received()  # what came before it is stored first
+                        dispatch[kind](event)
                         done += 1
                         if self.close_reason is not None:
-                            return
+                            break
+                    if self._received:
+                        self._put_received()
+                if self.close_reason is not None:
+                    return
                 if self._answered:
                     self._refill()
                 if outbox.queued >= HIGH_WATER:
@@ -398,12 +410,15 @@ class Peer:
             self._send(self.conn.have(channel.feed_id, bitfield=feed.bitfield.to_bytes()))
         self._send(self.conn.unpause(channel.feed_id))
 
-    def request(self, channel: Channel, block: int) -> None:
-        now = channel.requested[block] = trio.current_time()
+    def request(self, channel: Channel, blocks: Sequence[int]) -> None:
+        if not blocks:
+            return
+        now = trio.current_time()
+        channel.requested.update(dict.fromkeys(blocks, now))
         if not self.inflight:
             self.clocks.answered = now
-        self.inflight += 1
-        self._send(self.conn.request(channel.feed_id, block))
+        self.inflight += len(blocks)
+        self._send(self.conn.requests(channel.feed_id, blocks))
 
     def cancel(self, channel: Channel, block: int) -> None:
         if channel.requested.pop(block, None) is None:
@@ -413,7 +428,12 @@ class Peer:
         self._send(self.conn.cancel(channel.feed_id, block))
 
     def queue_have(self, channel: Channel, block: int) -> None:
-        """Tell the remote we stored a block; batched into one Have per send."""
+        """Tell the remote we stored a block; batched into one Have per send. Not a
+        hyperfs remote that has it (a seeder we download from): it would learn nothing
+        of use (it wants no block of us it has, and its proofs to us go by the blocks it
+        sent us), and each block told costs both sides."""
+        if channel.sent is not None and block in channel.remote_has:
+            return
         self._haves.setdefault(channel.feed_id, []).append(block)
         self.outbox.wake()
 
@@ -515,19 +535,36 @@ class Peer:
         else:
             self.drop(f"sent block {block} that was never requested")
             return
-        try:
-            channel.feed.put(block, event.data, list(event.proof))
-        except BadProof as exc:
-            channel.scheduler.requeue(block)
-            self.drop(f"sent block {block} that fails verification: {exc}")
-            return
-        except OSError:  # our disk (full): not the peer's fault; the feed told its readers
-            channel.scheduler.feed_unwants(channel.feed, block)  # no longer in flight
-            if self.conn.remote_supports(ORDERED_PROOFS):  # its next proofs assume we kept it
-                self.drop(f"block {block} it sent could not be stored here (disk full)")
-            return
-        self.blocks_in += 1  # verified only: a liar must not look useful (network redials)
-        self._answered[channel] = None  # asked for more at the end of the round (_refill)
+        received = self._received.get(channel)
+        if received is None:
+            received = self._received[channel] = []
+        received.append((block, event.data, list(event.proof)))
+
+    def _put_received(self) -> None:
+        """Verify and store the blocks received since the last call, in order, each
+        channel's in one go (one write of their bytes, one batch, their fixed costs
+        paid once a network read): what a Response asks of us, done in bulk."""
+        received, self._received = self._received, {}
+        for channel, blocks in received.items():
+            feed = channel.feed
+            try:
+                feed.put_many(blocks)
+            except BadBlock as exc:
+                channel.scheduler.requeue(exc.block)
+                self.drop(f"sent block {exc.block} that fails verification: {exc}")
+                # Those after it were taken off our requests; they are not coming now.
+                channel.scheduler.requests_failed(
+                    self, [block for block, _data, _proof in blocks if block not in feed.bitfield])
+                continue  # (the other feeds' blocks verify on their own: kept)
+            except OSError:  # our disk (full): not the peer's fault; the feed told its readers
+                for block, _data, _proof in blocks:
+                    channel.scheduler.feed_unwants(feed, block)  # no longer in flight
+                if self.conn.remote_supports(ORDERED_PROOFS):  # its next proofs assume we kept it
+                    self.drop(f"blocks it sent (from {blocks[0][0]}) could not be stored here "
+                              "(disk full)")
+                continue
+            self.blocks_in += len(blocks)  # verified only: a liar must not look useful
+            self._answered[channel] = None  # asked for more at the end of the round (_refill)
 
     def _on_cancel(self, event: events.CancelReceived) -> None:
         """We answer requests as they come, so there is never anything left to cancel."""

@@ -139,14 +139,18 @@ class FeedSwarm:
         """Ask ``peer`` for blocks until its window is full or it has nothing we need."""
         if not channel.ready or channel.remote_paused:
             return
-        scan = self._scans[peer]
-        while peer.inflight < peer.window:
+        scan, inflight = self._scans[peer], self.inflight
+        picked: list[int] = []
+        room = peer.window - peer.inflight
+        while len(picked) < room:
             block = self._pick(peer, channel, scan)
             if block is None:
-                return
-            self.inflight.setdefault(block, set()).add(peer)
-            peer.request(channel, block)
-        peer.wait_for_room(channel)
+                break
+            inflight.setdefault(block, set()).add(peer)
+            picked.append(block)
+        peer.request(channel, picked)
+        if room <= len(picked):
+            peer.wait_for_room(channel)
 
     def remote_has_changed(self, peer: PeerLink, channel: Channel) -> None:
         """The peer's Have may name blocks its scan passed: scan again from the start."""

@@ -250,6 +250,24 @@ class DataFiles:
             self._wrote(num, fd, start, done - start, durable)
         return done - start
 
+    def copy_out(self, num: int, dest: int, length: int) -> None:
+        """Copy the first ``length`` bytes of feed ``num``'s file to the start of the file
+        ``dest``, in the kernel where it can (an upload going on in a scratch file:
+        :mod:`hyperfs.fs.scratch`). Blocking (a worker thread's call): it opens the file
+        itself, as the descriptor cache belongs to the event loop. EIO if the file holds
+        fewer bytes."""
+        source = os.open(self.path(num), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            done = 0
+            while done < length:
+                got = _copy_range(source, dest, length - done, done, done)
+                if not got:
+                    raise OSError(errno.EIO, f"feed {num}'s data file ends at {done} bytes, "
+                                  f"not {length}")
+                done += got
+        finally:
+            os.close(source)
+
     def _wrote(self, num: int, fd: int, offset: int, length: int, durable: bool) -> None:
         """``length`` bytes were written at ``offset``: the file's end, its sync."""
         self._ends[num] = max(self.end(num), offset + length)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from crc32c import crc32c
 
-from hyperfs.store.blocks import DataFiles, Location, Slots, aligned
+from hyperfs.store.blocks import BytesLike, DataFiles, Location, Slots, aligned
 from hyperfs.store.dropbehind import DropBehind
 from hyperfs.store.index import Batch, Index
 from hyperfs.store.layout import (
@@ -153,34 +153,64 @@ class BlockStore:
         if shape is not None and shape.fits and 0 < shape.last <= shape.size:
             self._put_slots(batch, num, Slots(0, shape.size))
 
-    def put(self, batch: Batch, num: int, index: int, data: bytes, blocks: int | None) -> None:
-        """Block ``index`` of a feed of ``blocks`` blocks (a verified put): its bytes
-        written now at its place, its ``l`` key in ``batch``. ``blocks`` None: a live
-        feed, whose length grows; slots depend on the length, so its blocks go at the
-        end of its file instead."""
-        files, length = self.files, len(data)
-        if not length:  # an empty block has no bytes to place
-            offset = 0
-        else:
-            slots = None if blocks is None else self._slots_of(batch, num, index, length,
-                                                                blocks)
-            offset = files.end(num) if slots is None or blocks is None else slots.place(
-                index, length, blocks, files.end(num))
-            files.write(num, offset, (data,))
-            self._behind.wrote(num, offset, length, files.duplicate)  # (past a feed's start)
-        batch.put(location_key(num, index), LOCATION_VALUE.pack(offset, length, crc32c(data)))
-        self.recency.stored(num, index, length)
+    def put(self, batch: Batch, num: int, index: int, data: BytesLike,
+            blocks: int | None) -> None:
+        """Block ``index`` of a feed of ``blocks`` blocks (a verified put): :meth:`put_many`
+        of one block."""
+        self.put_many(batch, num, [(index, data)], blocks)
+
+    def put_many(self, batch: Batch, num: int, received: Sequence[tuple[int, BytesLike]],
+                 blocks: int | None) -> None:
+        """Blocks ``(index, data)`` of a feed of ``blocks`` blocks (verified puts): their
+        bytes written now, each at its place, those at consecutive places in one write;
+        their ``l`` keys in ``batch``. ``blocks`` None: a live feed, whose length grows;
+        slots depend on the length, so its blocks go at the end of its file instead."""
+        files = self.files
+        chunks: list[BytesLike] = []  # bytes not written yet, to go at [start, stop)
+        start = stop = 0
+        for index, data in received:
+            length = len(data)
+            offset = 0  # (an empty block has no bytes to place)
+            if length:
+                offset = self._place(batch, num, index, length, blocks,
+                                     max(files.end(num), stop))
+                if chunks and offset != stop:
+                    self._write(num, start, chunks)
+                    chunks = []
+                if not chunks:
+                    start = stop = offset
+                chunks.append(data)
+                stop += length
+            batch.put(location_key(num, index), LOCATION_VALUE.pack(offset, length,
+                                                                     crc32c(data)))
+            self.recency.stored(num, index, length)
+        if chunks:
+            self._write(num, start, chunks)
+
+    def _write(self, num: int, offset: int, chunks: Sequence[BytesLike]) -> None:
+        length = self.files.write(num, offset, chunks)
+        self._behind.wrote(num, offset, length, self.files.duplicate)  # (past a feed's start)
+
+    def _place(self, batch: Batch, num: int, index: int, length: int, blocks: int | None,
+               end: int) -> int:
+        """Where a put block goes in a file that ends at ``end`` (:mod:`.blocks`): its
+        slot when it fits, else past the slots and the end."""
+        slots = None if blocks is None else self._slots_of(batch, num, index, length,
+                                                            blocks, end)
+        if slots is None or blocks is None:
+            return end
+        return slots.place(index, length, blocks, end)
 
     def _slots_of(self, batch: Batch, num: int, index: int, length: int,
-                  blocks: int) -> Slots | None:
+                  blocks: int, end: int) -> Slots | None:
         """Feed ``num``'s slots, made from this block's size if it is the first put that
-        is not the last block."""
+        is not the last block (past ``end``, where the file ends)."""
         if num not in self._slots:
             raw = self._store.get(prefix(SLOTS, num))
             self._slots[num] = None if raw is None else Slots._make(SLOTS_VALUE.unpack(raw))
         slots = self._slots[num]
         if slots is None and index != blocks - 1:
-            slots = self._put_slots(batch, num, Slots(aligned(self.files.end(num)), length))
+            slots = self._put_slots(batch, num, Slots(aligned(end), length))
         return slots
 
     def _put_slots(self, batch: Batch, num: int, slots: Slots) -> Slots:

@@ -24,7 +24,7 @@ LEAF_STATE = sha256(LEAF)
 """A hasher already fed the leaf type byte; ``.copy()`` it to hash a leaf."""
 
 
-def leaf_hash(data: bytes | memoryview) -> bytes:
+def leaf_hash(data: bytes | bytearray | memoryview) -> bytes:
     """Copying a hasher already fed the type byte saves concatenating it to the block."""
     h = LEAF_STATE.copy()
     h.update(data)

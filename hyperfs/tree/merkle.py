@@ -135,7 +135,7 @@ class Verified:
 def verify(
     feed_id: bytes,
     block: int,
-    data: bytes,
+    data: bytes | bytearray | memoryview,
     proof: Sequence[Node],
     *,
     blocks: int | None,

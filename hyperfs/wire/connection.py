@@ -91,10 +91,12 @@ from hyperfs.wire.messages import (
     decode,
     decode_handshake,
     encode,
-    encode_request,
+    encode_requests,
     encode_response,
+    parse_request,
+    parse_response,
 )
-from hyperfs.wire.protobuf import Buffer, ProtocolError, encode_varint
+from hyperfs.wire.protobuf import Buffer, ProtocolError
 
 __all__ = ["DEFAULT_MAX_BITFIELD", "MAX_EXTENSIONS", "Connection", "ProtocolError"]
 
@@ -102,6 +104,7 @@ PROTOCOLS = ("hypercore", "hyperdrive")
 MAX_EXTENSIONS = 64  # extension types are 64..127
 DEFAULT_MAX_BITFIELD = 2 * 1024 * 1024
 _ID_SIZE = 32
+_REQUEST_TYPE, _RESPONSE_TYPE = 5, 6
 _HANDSHAKE_TYPE = 0x0A  # a Handshake's first byte (field 1, length-delimited) read as a type
 
 
@@ -151,7 +154,7 @@ class Connection:
         self.extensions = names
         self._max_channels = max_channels
         self._max_bitfield = max_bitfield
-        self._frames = FrameDecoder(max_message)
+        self._frames = FrameDecoder(max_message, views=True)  # (copies only what is kept)
         self._started = False
         self._error: ProtocolError | None = None
         # Filled in by the remote's handshake.
@@ -278,8 +281,11 @@ class Connection:
     def request(self, feed_id: bytes, block: int) -> bytes:
         """Ask for a block: one frame per block requested, so written out by hand (the
         bytes of ``frame(encode(Request(...)))``, without building the message)."""
-        body = encode_request(self._channel(feed_id), block)
-        return encode_varint(len(body)) + body
+        return self.requests(feed_id, (block,))
+
+    def requests(self, feed_id: bytes, blocks: Iterable[int]) -> bytes:
+        """Ask for blocks: a :meth:`request` frame for each, the channel looked up once."""
+        return encode_requests(self._channel(feed_id), blocks)
 
     def response(
         self, feed_id: bytes, block: int, data: Buffer, proof: Sequence[tuple[int, bytes]]
@@ -331,10 +337,22 @@ class Connection:
             self._error = error
             raise
 
-    def _receive(self, payload: bytes) -> Event | None:
+    def _receive(self, payload: Buffer) -> Event | None:
         if self.remote_id is None:
             return self._on_handshake(decode_handshake(payload))
-        msg = decode(payload[0], memoryview(payload)[1:])
+        body = memoryview(payload)[1:]
+        # A download's every block and an upload's every request: straight to their events.
+        if payload[0] == _RESPONSE_TYPE:
+            parsed = parse_response(body)
+            if parsed is not None:
+                feed_id = self._feed(parsed[0])
+                return None if feed_id is None else ResponseReceived(feed_id, *parsed[1:])
+        elif payload[0] == _REQUEST_TYPE:
+            asked = parse_request(body)
+            if asked is not None:
+                feed_id = self._feed(asked[0])
+                return None if feed_id is None else RequestReceived(feed_id, asked[1])
+        msg = decode(payload[0], body)
         if msg is None:
             if payload[0] == _HANDSHAKE_TYPE and _is_handshake(payload):
                 raise ProtocolError("second handshake")
@@ -455,7 +473,7 @@ class Connection:
         return feed_id
 
 
-def _is_handshake(payload: bytes) -> bool:
+def _is_handshake(payload: Buffer) -> bool:
     try:
         decode_handshake(payload)
     except ProtocolError:

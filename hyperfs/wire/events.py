@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from hyperfs.wire.protobuf import Buffer
+
 __all__ = [
     "CancelReceived",
     "Event",
@@ -80,11 +82,12 @@ class RequestReceived:
 
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
-    """A block with its proof; unverified: check it before storing anything."""
+    """A block with its proof; unverified: check it before storing anything. ``data`` is
+    a read-only view of the bytes received (no copy): copy it to keep it."""
 
     feed_id: bytes
     block: int
-    data: bytes
+    data: Buffer
     proof: tuple[tuple[int, bytes], ...]
 
 

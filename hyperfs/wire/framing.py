@@ -8,10 +8,13 @@ returns the payloads completed so far. Like the reference's decoder it
   single payload byte;
 - skips zero-length frames (the reference never delivers them).
 
-Cost: a payload that arrives whole inside one chunk is one slice copy; a payload spread
-over several chunks is kept as zero-copy memoryviews of those chunks and joined once when
-complete. So every payload byte is copied exactly once, and nothing is ever re-copied as
-more data arrives (no quadratic buffer growth for 64 KiB blocks trickling in).
+Cost: a payload that arrives whole inside one chunk is one slice copy, or none with
+``views=True`` (then it is a read-only memoryview of the chunk, which it keeps alive: for a
+receiver that is done with each payload before it reads on, as a peer is with a block it
+hashes and writes); a payload spread over several chunks is kept as zero-copy memoryviews
+of those chunks and joined once when complete. So every payload byte is copied at most
+once, and nothing is ever re-copied as more data arrives (no quadratic buffer growth for
+64 KiB blocks trickling in).
 """
 
 from __future__ import annotations
@@ -35,10 +38,12 @@ class FrameDecoder:
     further `feed`): there is no way to resynchronise a length-prefixed stream.
     """
 
-    __slots__ = ("_error", "_length", "_limit", "_max_shift", "_missing", "_parts", "_shift")
+    __slots__ = ("_error", "_length", "_limit", "_max_shift", "_missing", "_parts", "_shift",
+                 "_views")
 
-    def __init__(self, limit: int = MAX_MESSAGE) -> None:
+    def __init__(self, limit: int = MAX_MESSAGE, *, views: bool = False) -> None:
         self._limit = limit
+        self._views = views  # payloads whole in a chunk as views of it (module docstring)
         self._max_shift = 7 * len(encode_varint(limit))
         self._length = 0  # value of the prefix read so far
         self._shift = 0  # bits of prefix read so far
@@ -52,13 +57,15 @@ class FrameDecoder:
         peer's watchdog times how long a message takes, against slowloris senders."""
         return bool(self._missing or self._shift)
 
-    def feed(self, data: Buffer) -> list[bytes]:
-        """Consume a chunk; return the payloads it completed, in order."""
+    def feed(self, data: Buffer) -> list[Buffer]:
+        """Consume a chunk; return the payloads it completed, in order (bytes, or with
+        ``views`` read-only memoryviews of ``data`` where a payload lay whole in it)."""
         if self._error is not None:
             raise self._error
         if type(data) is not bytes:
             data = bytes(data)  # our memoryviews must not see the caller reuse a buffer
-        out: list[bytes] = []
+        out: list[Buffer] = []
+        whole = memoryview(data) if self._views else data
         pos, end = 0, len(data)
         while pos < end:
             if self._missing:
@@ -76,13 +83,13 @@ class FrameDecoder:
             length, self._length, self._shift = self._length, 0, 0
             if end - pos >= length:
                 if length:
-                    out.append(data[pos : pos + length])
+                    out.append(whole[pos : pos + length])
                 pos += length
             else:
                 self._missing = length
         return out
 
-    def _continue_payload(self, data: bytes, pos: int, out: list[bytes]) -> int:
+    def _continue_payload(self, data: bytes, pos: int, out: list[Buffer]) -> int:
         """Take what `data` has of the current payload; emit it if that completes it."""
         take = min(self._missing, len(data) - pos)
         self._parts.append(memoryview(data)[pos : pos + take])

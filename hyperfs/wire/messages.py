@@ -12,7 +12,7 @@ Channel numbers here are raw wire values; mapping them to feeds is the connectio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -47,7 +47,10 @@ __all__ = [
     "decode_handshake",
     "encode",
     "encode_request",
+    "encode_requests",
     "encode_response",
+    "parse_request",
+    "parse_response",
 ]
 
 EXTENSION_TYPES = range(64, 128)
@@ -125,7 +128,9 @@ class Response:
 
     channel: int
     block: int
-    data: bytes
+    data: Buffer
+    """Decoded, a read-only view of the received frame (no copy of the block): copy it
+    to keep it beyond handling the message."""
     proof: tuple[tuple[int, bytes], ...] = ()
 
 
@@ -202,7 +207,19 @@ def decode_handshake(body: Buffer) -> Handshake:
 
 def encode_request(channel: int, block: int) -> bytes:
     """A Request's bytes, written out by hand: one goes out for every block fetched."""
-    return b"\x05\x08" + encode_varint(channel) + b"\x10" + encode_varint(block)
+    return _request_head(channel) + encode_varint(block)
+
+
+def encode_requests(channel: int, blocks: Iterable[int]) -> bytes:
+    """Requests for ``blocks``, each framed (its length first), in one string: a fetcher
+    asks for many at once."""
+    head = _request_head(channel)
+    return b"".join(bytes((len(head) + len(number),)) + head + number  # (< 128 bytes)
+                    for number in map(encode_varint, blocks))
+
+
+def _request_head(channel: int) -> bytes:
+    return b"\x05\x08" + encode_varint(channel) + b"\x10"
 
 
 def encode_response(
@@ -217,6 +234,10 @@ def encode_response(
     parts = [b"\x06\x08", encode_varint(channel), b"\x10", encode_varint(block),
              b"\x1a", encode_varint(len(data)), data]
     for index, digest in proof:
+        if len(digest) == 32:  # (a hash: the node's length and its own fit in a byte)
+            number = encode_varint(index)
+            parts += (bytes((0x22, 35 + len(number), 0x08)), number, b"\x12\x20", digest)
+            continue
         node = b"\x08" + encode_varint(index) + b"\x12" + encode_varint(len(digest)) + digest
         parts += (b"\x22", encode_varint(len(node)), node)
     if framed:
@@ -225,24 +246,31 @@ def encode_response(
 
 
 def _decode_response(body: Buffer) -> Response | None:
-    """The common layout of a Response (fields in order, 32-byte hashes), parsed by hand.
+    """The common layout of a Response, parsed by hand (:func:`parse_response`)."""
+    parsed = parse_response(body)
+    return None if parsed is None else Response(*parsed)
 
-    None for anything else, which the generic schema then parses (or rejects).
+
+def parse_response(body: Buffer) -> tuple[int, int, Buffer,
+                                          tuple[tuple[int, bytes], ...]] | None:
+    """The common layout of a Response (fields in order, 32-byte hashes), parsed by hand:
+    its (channel, block, data, proof), ``data`` a view of ``body``.
+
+    None for anything else, which the generic schema then parses (or rejects). Public
+    for the connection, which makes a download's events straight from it.
     """
     try:
-        if body[0] != 0x08:
+        head = _head(body)
+        if head is None:
             return None
-        channel, pos = decode_varint(body, 1)
-        if body[pos] != 0x10:
-            return None
-        block, pos = decode_varint(body, pos + 1)
+        channel, block, pos = head
         if body[pos] != 0x1A:
             return None
         size, pos = decode_varint(body, pos + 1)
         end = pos + size
         if end > len(body):
             return None
-        data = bytes(body[pos:end])
+        data = body[pos:end]  # a view: hashed and written as it is, never copied here
         proof = []
         pos, total = end, len(body)
         while pos < total:
@@ -256,7 +284,29 @@ def _decode_response(body: Buffer) -> Response | None:
             pos = end
     except (IndexError, ProtocolError):
         return None
-    return Response(channel, block, data, tuple(proof))
+    return channel, block, data, tuple(proof)
+
+
+def parse_request(body: Buffer) -> tuple[int, int] | None:
+    """A Request's (channel, block) in its usual layout, parsed by hand (every upload
+    reads one per block); None for anything else, which the schema then parses."""
+    try:
+        head = _head(body)
+    except (IndexError, ProtocolError):
+        return None
+    return None if head is None or head[2] != len(body) else (head[0], head[1])
+
+
+def _head(body: Buffer) -> tuple[int, int, int] | None:
+    """A Request's or Response's first fields, channel and block, in order: (channel,
+    block, where the rest begins), or None. IndexError or ProtocolError when cut short."""
+    if body[0] != 0x08:
+        return None
+    channel, pos = decode_varint(body, 1)
+    if body[pos] != 0x10:
+        return None
+    block, pos = decode_varint(body, pos + 1)
+    return channel, block, pos
 
 
 def decode(type: int, body: Buffer) -> Message | Extension | None:
