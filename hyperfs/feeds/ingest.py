@@ -9,7 +9,9 @@ in-kernel copy instead of a read and a write), in chunks; after each chunk two h
 workers (:mod:`.hashworker`, taking chunks in turn) hash *the data file's* bytes of it,
 so the leaf hashes and crc32c describe what is stored, whatever the source does
 meanwhile; and the event loop appends the chunks' blocks from their results, in order
-(:meth:`.feed.Feed.append_stored`), then the caller finalizes as after any append.
+(:meth:`.feed.Feed.append_stored`), then the caller finalizes as after any append. The
+source's pages leave the page cache behind the copy (:data:`DROP_SOURCE`): the feed's
+file is written into them.
 
 The crash rule holds as for appends: a chunk's ``l`` keys and bits are written only after
 its bytes, and the feed is pending until finalize, so a kill at any moment leaves at most
