@@ -21,7 +21,10 @@ from hyperfs.testing.network import start_serve
 LOCAL = ("--no-dht", "--no-mdns")
 UNUSED_BY_CAT = ("pyfuse3", "hyperfs.fs", "hyperfs.cli.mount", "hyperfs.cli.daemon",
                  "hyperfs.cli.live", "hyperfs.net.discovery", "hyperfs.net.node_discovery",
-                 "libtorrent", "zeroconf")
+                 "libtorrent", "zeroconf",
+                 # ~35 ms each: tqdm (off a terminal), importlib.metadata (crc32c's and
+                 # tqdm's __init__ import it: see hyperfs.base.checksum)
+                 "tqdm", "importlib.metadata")
 
 MODULES_AFTER = """
 import json, sys

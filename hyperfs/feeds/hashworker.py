@@ -20,20 +20,21 @@ Why the parent copies and the workers only hash (measured, 4 GiB, two cores): wo
 that also copied their chunks (copy_file_range at their offsets) reached 600-630 MB/s,
 against 890-900 for one copying thread in the parent beside two hashing workers.
 
-It imports only the standard library and crc32c's C function, so that it starts in a
-few tens of milliseconds.
+It imports only the standard library and crc32c's C function
+(:mod:`hyperfs.base.checksum`; the package's ``__init__`` loads nothing else), so that it
+starts in a few tens of milliseconds.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.machinery
-import importlib.util
 import mmap
 import os
 import struct
 import sys
 from collections.abc import Callable
+
+from hyperfs.base.checksum import crc32c
 
 COMMAND = struct.Struct(">QQ")
 RESULT = struct.Struct(">32sI")
@@ -42,19 +43,6 @@ RESULT_SIZE = RESULT.size
 WINDOW = 16 << 20
 """Bytes mapped at a time: a command may ask for more (an add's are 64 MiB), the
 mapping, which counts in this process's RSS, stays this small."""
-
-
-def _crc32c() -> Callable[[bytes | memoryview], int]:
-    """crc32c's C function, loaded without its package's ``__init__``, which imports
-    importlib.metadata (~100 ms: more than this process's whole start otherwise)."""
-    package = importlib.machinery.PathFinder.find_spec("crc32c")
-    assert package is not None and package.submodule_search_locations is not None
-    spec = importlib.machinery.PathFinder.find_spec(
-        "crc32c._crc32c", list(package.submodule_search_locations))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.crc32c
 
 
 def hash_range(fd: int, offset: int, length: int, block_size: int,
@@ -90,7 +78,6 @@ def _hash_mapped(fd: int, offset: int, length: int, block_size: int,
 
 def serve(path: str, block_size: int) -> None:
     """Answer every command on stdin (the module docstring)."""
-    crc32c = _crc32c()
     commands, results = sys.stdin.buffer, sys.stdout.buffer
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     while command := commands.read(COMMAND.size):

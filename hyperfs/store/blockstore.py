@@ -12,8 +12,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from crc32c import crc32c
-
+from hyperfs.base.checksum import crc32c
 from hyperfs.store.blocks import BytesLike, DataFiles, Location, Slots, aligned
 from hyperfs.store.dropbehind import DropBehind
 from hyperfs.store.index import Batch, Index

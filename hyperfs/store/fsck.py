@@ -26,8 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from crc32c import crc32c
-
+from hyperfs.base.checksum import crc32c
 from hyperfs.base.errors import BadSignature
 from hyperfs.store import signed
 from hyperfs.store.layout import DATA, PER_FEED
