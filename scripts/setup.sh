@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
 
 missing=()
-for pkg in fuse3 libfuse3-dev pkg-config attr iproute2 rsync unzip libglib2.0-bin; do
+for pkg in fuse3 libfuse3-dev pkg-config attr iproute2 rsync unzip libglib2.0-bin \
+           zip sqlite3 gcc libc6-dev git; do  # (the tools tests run on a mount)
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
