@@ -172,8 +172,10 @@ class Upload:
     times_set: bool = False
     """Whether the writer set the mtime itself (else it is the time of the finalize)."""
     truncated: bool = True
-    """False for a name opened for writing without O_TRUNC: it keeps its bytes unless
-    the writer truncates it to 0 first (a write before that: EROFS)."""
+    """False for a name opened for writing without O_TRUNC while its bytes are still the
+    name's: a truncation to 0 makes it True (new bytes from nothing), and so does a
+    write or another truncation, once the name's bytes are copied into the scratch file
+    (copy on write, :mod:`.scratch`). Still False at close: the name keeps its feed."""
     size: int = 0
     error: int = 0
     done: bool = False

@@ -7,7 +7,8 @@ buffered whole) and the feed is finalized with the name, atomically, on the writ
 create, disk full -> ENOSPC). Until then a replaced name still shows its old feed (which
 stays stored under its id afterwards). Nothing written: the name becomes an empty file,
 bound to no feed (``touch``). A writer that goes back (a write not at the end, a read
-through its handle, a truncation) goes on in a scratch file (:mod:`.scratch`). The mode,
+through its handle, a truncation) goes on in a scratch file (:mod:`.scratch`), and so does
+one that changes a name opened without O_TRUNC, on a copy of its bytes. The mode,
 owner, times and xattrs set on the open file (``cp -a``, ``install``) are the name's once
 it is done. A failed upload leaves nothing visible.
 """
@@ -84,8 +85,9 @@ class Uploads:
     def replace(self, node: NameFile, pid: int, *, truncated: bool) -> Upload:
         """An existing file opened for writing: its new bytes, bound once they are done.
         The name keeps its inode, mode, owner and xattrs. Not ``truncated`` (no O_TRUNC:
-        GIO opens so, then writes a temporary file or truncates), its bytes stay unless
-        the writer truncates it to 0."""
+        GIO opens so, then writes a temporary file or truncates; SQLite, ``dd
+        conv=notrunc``), its bytes stay unless the writer truncates it to 0, or changes
+        them in a copy (:meth:`_to_scratch`)."""
         if node.path in self.namespace.uploads:
             raise fail(errno.ETXTBSY)
         upload = self._start(node.path, node.ino, node.entry, pid, True)
