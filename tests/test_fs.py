@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from hyperfs.testing.mounts import HYPERFS, Mounts, run
+from hyperfs.testing.mounts import HYPERFS, Mounts, feed_dirs, run
 from hyperfs.testing.requirements import FUSE, fuse_available, require
 
 require(fuse_available(), FUSE)
@@ -30,10 +30,6 @@ def _data(tmp_path: Path, size: int, name: str = "photo.jpg") -> Path:
     path = tmp_path / name
     path.write_bytes(secrets.token_bytes(size))
     return path
-
-
-def _feed_dirs(mnt: Path) -> list[str]:
-    return [name for name in os.listdir(mnt) if len(name) == 64]
 
 
 def _errno(fn: Callable[..., object], *args: object) -> int:
@@ -53,7 +49,7 @@ def test_cp_in_then_read_back_every_way(mounts: Mounts, tmp_path: Path) -> None:
     run("cmp", source, named)
     feed_id = run("getfattr", "--only-values", "-n", "user.hyperfs.id", named).stdout.decode()
     assert run(HYPERFS, "id", named).stdout.decode().strip() == feed_id
-    assert _feed_dirs(m.mnt) == [feed_id]
+    assert feed_dirs(m.mnt) == [feed_id]
     feed_dir = m.mnt / feed_id
     run("cmp", source, feed_dir / ".feed")
     assert run("ls", "-v", feed_dir).stdout.decode().split() == [str(i) for i in range(6)]
@@ -87,7 +83,7 @@ def test_names_persist_across_remounts(mounts: Mounts, tmp_path: Path) -> None:
 def test_read_only_everywhere_else(mounts: Mounts, tmp_path: Path) -> None:
     m = mounts.start()
     run("cp", _data(tmp_path, 1000), m.mnt)
-    feed_dir = m.mnt / _feed_dirs(m.mnt)[0]
+    feed_dir = m.mnt / feed_dirs(m.mnt)[0]
     block = feed_dir / "0"
     assert _errno(os.open, block, os.O_WRONLY) == errno.EROFS
     original = (m.mnt / "photo.jpg").read_bytes()
@@ -124,7 +120,7 @@ def test_read_only_everywhere_else(mounts: Mounts, tmp_path: Path) -> None:
 def test_bad_names_fail_fast(mounts: Mounts, tmp_path: Path) -> None:
     m = mounts.start()
     run("cp", _data(tmp_path, 2 * BLOCK), m.mnt)
-    feed_dir = m.mnt / _feed_dirs(m.mnt)[0]
+    feed_dir = m.mnt / feed_dirs(m.mnt)[0]
     for name in ["zz", "ab" * 31, "ab" * 33, "AB" * 32, "g" * 64, "..." , "a/../b"]:
         assert _errno(os.stat, m.mnt / name) == errno.ENOENT, name
     for name in ["2", "01", "-1", "1.0", "10" * 15, str(2**64), "9" * 40, ".", "x"]:
@@ -165,7 +161,7 @@ def test_missing_block_times_out(mounts: Mounts) -> None:
         # never ends (30 times the timeout: a loaded machine is slow, not that slow).
         assert 0.9 < time.monotonic() - began < 30
     assert os.stat(feed_dir / "0").st_size == 0  # stat never waits
-    assert _feed_dirs(m.mnt) == [feed_dir.name]  # looked up: it appears
+    assert feed_dirs(m.mnt) == [feed_dir.name]  # looked up: it appears
 
 
 def test_interrupted_reader_ends_promptly(mounts: Mounts, tmp_path: Path) -> None:
@@ -210,7 +206,7 @@ def test_rm_drops_blocks_names_and_feeds(mounts: Mounts, tmp_path: Path) -> None
     m = mounts.start()
     source = _data(tmp_path, 3 * BLOCK)
     run("cp", source, m.mnt)
-    feed_id = _feed_dirs(m.mnt)[0]
+    feed_id = feed_dirs(m.mnt)[0]
     feed_dir = m.mnt / feed_id
     run("rm", feed_dir / "1")
     assert os.getxattr(feed_dir / "1", "user.hyperfs.local") == b"0"

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hyperfs.testing.mounts import HYPERFS, Mounts, run
+from hyperfs.testing.mounts import HYPERFS, Mounts, feed_dirs, run
 from hyperfs.testing.requirements import FUSE, fuse_available, require
 from hyperfs.testing.syscalls import XATTR_ID, fails
 
@@ -25,10 +25,6 @@ BLOCK = 64 * 1024
 
 def _id(path: Path) -> str:
     return os.getxattr(path, XATTR_ID).decode()
-
-
-def _feeds(mnt: Path) -> set[str]:
-    return {name for name in os.listdir(mnt) if len(name) == 64}
 
 
 def test_writes_anywhere_in_a_new_file(mounts: Mounts, tmp_path: Path) -> None:
@@ -69,7 +65,7 @@ def test_a_big_file_whose_header_is_written_last(mounts: Mounts, tmp_path: Path)
     run("cp", tmp_path / "movie", m.mnt / "copied")
     assert (m.mnt / "movie").read_bytes() == data
     assert _id(m.mnt / "movie") == _id(m.mnt / "copied")
-    assert len(_feeds(m.mnt)) == 1  # the stream given up for the scratch file left nothing
+    assert len(feed_dirs(m.mnt)) == 1  # the stream given up for the scratch file left nothing
     assert m.stop() == 0
     assert run(HYPERFS, "--db", m.db, "fsck").stdout.endswith(b": ok\n")
 
@@ -134,7 +130,7 @@ def test_a_name_changed_in_place_becomes_a_new_feed(mounts: Mounts, tmp_path: Pa
     old_id = _id(m.mnt / "f")
     with open(m.mnt / "f", "r+b") as both:
         assert both.read() == original
-    assert _id(m.mnt / "f") == old_id and _feeds(m.mnt) == {old_id}
+    assert _id(m.mnt / "f") == old_id and feed_dirs(m.mnt) == [old_id]
     run("dd", "of=" + str(m.mnt / "f"), "conv=notrunc", "bs=1", "seek=3", "status=none",
         input=b"XYZ")
     changed = original[:3] + b"XYZ" + original[6:]
@@ -208,7 +204,7 @@ def test_a_kill_during_a_scratch_upload_leaves_nothing(mounts: Mounts) -> None:
         writer.kill()
         writer.wait()
     again = mounts.start(m.db)
-    assert not (again.mnt / "half").exists() and not _feeds(again.mnt)
+    assert not (again.mnt / "half").exists() and not feed_dirs(again.mnt)
     assert again.stop() == 0
     assert os.listdir(m.db / "data") == []  # no data file left, and O_TMPFILE has no name
     assert run(HYPERFS, "--db", m.db, "fsck").stdout == b"0 feeds, 0 blocks: ok\n"

@@ -19,7 +19,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from hyperfs.testing.mounts import HYPERFS, Mounted, Mounts, run
+from hyperfs.testing.mounts import HYPERFS, Mounted, Mounts, feed_dirs, run
 from hyperfs.testing.requirements import FUSE, fuse_available, require
 from hyperfs.testing.syscalls import SECOND, XATTR_EMPTY, XATTR_ID, fails
 
@@ -230,7 +230,7 @@ def test_hard_links_are_kept_as_names_of_the_same_feed(mounts: Mounts, tmp_path:
         _check(src, m.mnt / copy, mtime=SECOND)
         ids = {os.getxattr(m.mnt / copy / name, XATTR_ID) for name in ("a", "sub/b", "c")}
         assert len(ids) == 1, copy
-    assert len([name for name in os.listdir(m.mnt) if len(name) == 64]) == 1
+    assert len(feed_dirs(m.mnt)) == 1
     os.link(m.mnt / "cp-a" / "a", m.mnt / "linked")
     (tmp_path / "other").write_bytes(b"other")
     run("cp", tmp_path / "other", m.mnt / "linked")  # overwriting one name leaves the rest
@@ -367,8 +367,7 @@ def test_cp_over_a_name_binds_it_once_written(mounts: Mounts, tmp_path: Path) ->
     assert name.read_bytes() == first
     new_id = os.getxattr(name, XATTR_ID).decode()
     assert new_id == old_id  # the same bytes: the same feed
-    second_id = [entry for entry in os.listdir(m.mnt) if len(entry) == 64 and
-                 entry != old_id]
+    second_id = [entry for entry in feed_dirs(m.mnt) if entry != old_id]
     assert len(second_id) == 1  # the replaced feed stays stored under its id
     assert (m.mnt / second_id[0] / ".feed").read_bytes() == second
     run("rm", "-r", m.mnt / second_id[0])  # until removed by id

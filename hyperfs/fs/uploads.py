@@ -256,15 +256,10 @@ class Uploads:
         self._forget(upload)
         with contextlib.suppress(OSError):  # the kernel keeps an upload's attributes:
             pyfuse3.invalidate_inode(upload.ino, attr_only=True)  # the name's differ
-        if feed_id is None:
-            self._drop_feed(upload)
-        else:
-            blocks = upload.stream.feed.blocks or 1
-            if upload.scratch is not None:
-                upload.scratch.close()
-                blocks = -(-upload.size // self.block_size)
+        self._drop_feed(upload)  # (a stored stream's feed stays; a scratch file goes)
+        if feed_id is not None:
             sizes.learn_written(self.namespace.slot(feed_id), upload.size, self.block_size,
-                                blocks)
+                                -(-upload.size // self.block_size))
             log.info("stored %r as feed %s (%d bytes)", upload.name, feed_id.hex(),
                      upload.size)
         if isinstance(old, NameFile):

@@ -115,6 +115,11 @@ class Mounts:
                 subprocess.run(["fusermount3", "-uz", str(mnt)], capture_output=True)
 
 
+def feed_dirs(mnt: Path) -> list[str]:
+    """The feeds' directories listed at the top of mount ``mnt`` (their 64-hex ids)."""
+    return [name for name in os.listdir(mnt) if len(name) == 64]
+
+
 def is_mounted(path: Path) -> bool:
     """Whether anything (FUSE, tmpfs) is mounted at ``path``, stale mounts included."""
     target = os.fsencode(path)
