@@ -30,6 +30,8 @@ from hyperfs.base.errors import (
 from hyperfs.feeds.hashers import Hashed
 from hyperfs.feeds.hashing import as_block, hash_beside
 from hyperfs.feeds.names import Names, new_entry
+from hyperfs.store.blocks import ReadBuffer
+from hyperfs.store.blockstore import Run
 from hyperfs.store.cache import evict
 from hyperfs.store.entry import Entry, Kind
 from hyperfs.store.index import Batch
@@ -334,9 +336,8 @@ class Feed:
         not SHA-256, is the check on reads).
         """
         check_index(start)
-        if end is None:  # the feed's end; a writable feed's is what was appended so far
-            end = self.blocks if self.blocks is not None else (
-                self._builder.blocks if self._builder is not None else 0)
+        if end is None:
+            end = self._local_end()
         bitfield, index = self.bitfield, start
         for data in self._store.data.iter(self.num, start, end):
             if index not in bitfield:
@@ -346,6 +347,29 @@ class Feed:
                 return
             yield data
             index += 1
+
+    def read_run(self, start: int, want: int, buffer: ReadBuffer) -> Run:
+        """Blocks ``start, start+1, ...`` held here, read one after another into
+        ``buffer`` until they hold ``want`` bytes (fewer at the feed's end or at the first
+        block not held), each checked against its crc32c: a FUSE read of many blocks in
+        one go (:meth:`.BlockStore.read_run`). A damaged block ends the run and is dropped
+        to be fetched again, as :meth:`get` does; :attr:`Run.damaged` says so."""
+        run = self._store.data.read_run(self.num, check_index(start), self._local_end(),
+                                        want, buffer)
+        held, bitfield = 0, self.bitfield
+        while held < len(run.lengths) and start + held in bitfield:
+            held += 1
+        if held < len(run.lengths):  # dropped since (its bytes may be rewritten): cut there
+            return Run(run.data[: sum(run.lengths[:held])], run.lengths[:held], False)
+        if run.damaged:
+            self._damaged(start + held)
+        return run
+
+    def _local_end(self) -> int:
+        """Where the feed's blocks end; a writable feed's is what was appended so far."""
+        if self.blocks is not None:
+            return self.blocks
+        return self._builder.blocks if self._builder is not None else 0
 
     def read_into(self, index: int, buffer: memoryview) -> int | None:
         """Block ``index`` read into the start of ``buffer`` if it is stored here (and

@@ -44,8 +44,10 @@ class MountError(HyperfsError):
 # -- the mount point --------------------------------------------------------------------
 
 
-def _mount_type(path: Path) -> str | None:
-    """The filesystem type mounted exactly at ``path`` (from /proc/self/mountinfo)."""
+def _mount_entry(path: Path) -> tuple[str, str] | None:
+    """The device (``major:minor``) and filesystem type mounted exactly at ``path``, the
+    last mount there (from /proc/self/mountinfo: no request to the filesystem itself,
+    which may be our own, not serving yet)."""
     target = os.fsencode(path)
     found = None
     try:
@@ -54,10 +56,45 @@ def _mount_type(path: Path) -> str | None:
                 fields = line.split()
                 point = fields[4].replace(b"\\040", b" ").replace(b"\\134", b"\\")
                 if point == target:
-                    found = fields[fields.index(b"-") + 1].decode()
+                    found = fields[2].decode(), fields[fields.index(b"-") + 1].decode()
     except (OSError, ValueError, IndexError):
         return None
     return found
+
+
+def _mount_type(path: Path) -> str | None:
+    """The filesystem type mounted exactly at ``path``."""
+    entry = _mount_entry(path)
+    return None if entry is None else entry[1]
+
+
+READ_AHEAD_KB = 1024
+"""The kernel's read-ahead window for the mount's files, in KiB, set after mounting.
+
+Why: a file read through the page cache (``.feed``, block files, names) reaches us as
+READ requests of the read-ahead window, whatever size the reader asks; the FUSE default
+is 128 KiB, and each request costs pyfuse3 and trio tens of microseconds besides its
+bytes. 1 MiB is the largest READ the kernel sends (FUSE's max_pages, 256): a 2 GiB first
+read took 2.7 s of the mount's CPU at 128 KiB, 1.7 s at 1 MiB. FUSE's ``max_readahead``
+(INIT) can only lower the window, so it is set in sysfs once INIT is answered, which only
+root may write: a mount by another user keeps 128 KiB (docs/FILESYSTEM.md)."""
+
+
+def set_read_ahead(mountpoint: Path, kib: int = READ_AHEAD_KB) -> bool:
+    """Set the read-ahead window of the FUSE mount at ``mountpoint`` (its backing device
+    in /sys/class/bdi); False when this process may not (not root) or it is not there.
+    ``mountpoint`` must be resolved (``os.path.realpath``) *before* mounting: resolving
+    it after asks the filesystem mounted there, which may be ours, not serving yet."""
+    entry = _mount_entry(mountpoint)
+    if entry is None:
+        return False
+    try:
+        with open(f"/sys/class/bdi/{entry[0]}/read_ahead_kb", "w") as window:
+            window.write(str(kib))
+    except OSError as exc:  # not root, or no sysfs here: the kernel's default stays
+        log.debug("read-ahead of %s stays the kernel's: %s", mountpoint, exc)
+        return False
+    return True
 
 
 def unmount(path: Path, *, lazy: bool = False) -> bool:
@@ -134,6 +171,7 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
     ops = Operations(core, mountpoint=str(mountpoint), block_size=block_size,
                      timeout=timeout, status=node.status,
                      fetch=lambda feed, index: node.get(feed, index, timeout))
+    resolved = Path(os.path.realpath(mountpoint))  # as /proc/self/mountinfo names it
     try:
         pyfuse3.init(ops, str(mountpoint), mount_options(allow_other=allow_other))
     except RuntimeError as exc:
@@ -142,6 +180,7 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_on_signal, nursery.cancel_scope)
+            nursery.start_soon(_after_init, ops.initialized, resolved)
             if commit_interval is not None:
                 nursery.start_soon(_commit_every, core, commit_interval, ops.uploads.unfinished)
             print(f"hyperfs: mounted {core.store.path} at {mountpoint}", flush=True)
@@ -188,6 +227,14 @@ async def _commit_every(core: Core, interval: float,
             except OSError as exc:
                 log.warning("commit failed (retrying in %gs): %s", interval, exc)
                 done = -1
+
+
+async def _after_init(initialized: trio.Event, mountpoint: Path) -> None:
+    """Widen the mount's read-ahead once the kernel has INIT's answer, which sets the
+    window to the smaller of it and ``max_readahead`` (128 KiB) and would undo an earlier
+    setting; before the first open, as each file takes the window when opened."""
+    await initialized.wait()
+    set_read_ahead(mountpoint)
 
 
 async def _on_signal(scope: trio.CancelScope) -> None:

@@ -20,6 +20,7 @@ import os
 from collections.abc import Callable
 
 import pyfuse3
+import trio
 
 from hyperfs.feeds.core import Core
 from hyperfs.fs import appends, naming, pins, removal
@@ -83,6 +84,13 @@ class Operations(pyfuse3.Operations):
         self.network_status = status
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
+        self.initialized = trio.Event()
+        """Set once the kernel's INIT is answered (what the mount sets up after it)."""
+
+    def init(self) -> None:
+        """pyfuse3 calls this while it answers INIT; the answer is sent before the task
+        that sets :attr:`initialized` yields, so whoever waits on it runs after it."""
+        self.initialized.set()
 
     def close(self) -> None:
         """Release every feed opened through the filesystem and drop unfinished uploads

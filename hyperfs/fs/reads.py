@@ -9,8 +9,9 @@
 * Prefetch: sequential reads of ``.feed`` (and of block files one after another) call
   ``feed.prefetch(start, end)`` about ``PREFETCH_BYTES`` ahead of the reader, so remote
   copies run at replication speed.
-* Local whole-feed reads use one range scan per reader (``Feed.iter_local``), every block
-  still checked against its leaf hash.
+* Local whole-feed reads: a read whose blocks are all held here is read in one go into
+  one reusable buffer (``Feed.read_run``: a short range scan, one ``preadv`` per stretch
+  of the data file, each block checked against its crc32c) and replied from it.
 * Caching (:func:`file_info`): a file whose size is exact (:mod:`hyperfs.fs.sizes`) is
   read through the kernel's page cache, so mmap works and re-reads never reach us; a
   feed's files keep their cached pages from one open to the next (a feed never changes),
@@ -23,7 +24,7 @@ from __future__ import annotations
 import errno
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import pyfuse3
@@ -33,6 +34,7 @@ from hyperfs.feeds.feed import Feed
 from hyperfs.fs import sizes
 from hyperfs.fs.errnos import fail
 from hyperfs.fs.inodes import BlockFile, FeedSlot, NameFile, StatusFile, WholeFeed
+from hyperfs.store.blocks import ReadBuffer
 
 log = logging.getLogger("hyperfs.fs")
 
@@ -82,6 +84,9 @@ class Blocks:
 
     def __init__(self, fetch: Fetch) -> None:
         self.fetch = fetch
+        self.buffer = ReadBuffer()
+        """What whole-feed reads of held blocks are read into and replied from, one for
+        every reader (:meth:`WholeReader.read`)."""
 
     async def get(self, state: FeedSlot, index: int, pid: int) -> bytes | None:
         """Block ``index`` (None past the feed's end), waited for on behalf of ``pid``."""
@@ -179,7 +184,7 @@ class BlockReader:
 @dataclass(slots=True)
 class WholeReader:
     """An open ``.feed`` (or name): its cursor says block ``next_block`` starts at byte
-    ``next_start``; it keeps the block last read and a range scan of local blocks."""
+    ``next_start``; it keeps a block larger than a read (the one read last)."""
 
     blocks: Blocks
     slot: FeedSlot
@@ -187,27 +192,17 @@ class WholeReader:
     next_block: int = 0
     next_start: int = 0
     cached: tuple[int, bytes] | None = None
-    scan: Iterator[bytes] | None = None
-    scan_next: int = 0
     checked: int = 0
     """Blocks 0 .. checked-1 were read in order (their sizes seen: sizes.read_in_order)."""
 
     async def read(self, off: int, size: int) -> bytes | memoryview:
-        """Bytes ``off .. off+size`` of the feed's blocks laid end to end."""
-        # Find the block holding ``off``: jump arithmetically where the blocks before it
-        # are known to be of one size (the whole feed, or what this reader read in
-        # order), else walk on from the cursor (or from the start, for a backward seek):
-        # a feed's first block says nothing of the sizes of the others.
-        # (Never for a live feed: its last block, which may be shorter, moves on.)
-        uniform = self.slot.uniform and not self.slot.peek().live
-        block_size = sizes.block_size(self.slot) if uniform else None
-        if block_size and (self.slot.exact or off // block_size <= self.checked):
-            index = off // block_size
-            start = index * block_size
-        elif off >= self.next_start:
-            index, start = self.next_block, self.next_start
-        else:
-            index, start = 0, 0
+        """Bytes ``off .. off+size`` of the feed's blocks laid end to end: at once from
+        the blocks held here when they all are (:meth:`_read_held`), else block by block,
+        waiting for those that are not."""
+        index, start = self._find(off)
+        held = self._read_held(index, start, off, size)
+        if held is not None:
+            return held
         parts: list[memoryview] = []
         want = size
         while want > 0:
@@ -228,33 +223,74 @@ class WholeReader:
             return parts[0]
         return b"".join(parts)
 
+    def _find(self, off: int) -> tuple[int, int]:
+        """The block holding byte ``off`` and where it starts: arithmetically where the
+        blocks before it are known to be of one size (the whole feed, or what this reader
+        read in order), else walking on from the cursor (or from the start, for a backward
+        seek): a feed's first block says nothing of the sizes of the others. (Never for a
+        live feed: its last block, which may be shorter, moves on.)"""
+        uniform = self.slot.uniform and not self.slot.peek().live
+        block_size = sizes.block_size(self.slot) if uniform else None
+        if block_size and (self.slot.exact or off // block_size <= self.checked):
+            index = off // block_size
+            return index, index * block_size
+        if off >= self.next_start:
+            return self.next_block, self.next_start
+        return 0, 0
+
+    def _read_held(self, index: int, start: int, off: int, size: int) -> memoryview | None:
+        """The read from blocks held here, ``index`` (at byte ``start``) on, or None when
+        one of them is not (or is damaged): then the caller waits block by block.
+
+        The blocks go into the :class:`Blocks`' one buffer, read as a run (one range scan,
+        one ``preadv`` per stretch of the data file: :meth:`.Feed.read_run`), and the reply
+        is a view of it. That is safe with one buffer for every reader because nothing
+        awaits between filling it and returning, and pyfuse3 copies the reply into the
+        kernel before any other task runs."""
+        cached = self.cached
+        if cached is not None and cached[0] == index and off + size <= start + len(cached[1]):
+            return memoryview(cached[1])[off - start : off - start + size]
+        feed = self.slot.open()
+        if index not in feed.bitfield:
+            return None
+        prefetch(self.slot, index)
+        end = off + size
+        run = feed.read_run(index, end - start, self.blocks.buffer)
+        if start + len(run.data) < end and (feed.blocks is None
+                                            or index + len(run.lengths) < feed.blocks):
+            return None  # a block before the read's end is not held (or was damaged)
+        at = start  # where block ``index`` begins
+        for number, length in enumerate(run.lengths, index):
+            self._seen(number, length)
+        for length in run.lengths:
+            if at + length > end:  # the next read begins in this block
+                if at + length - end >= size:  # and likely ends in it: keep it
+                    self.cached = (index, bytes(run.data[at - start : at - start + length]))
+                break
+            index, at = index + 1, at + length
+        self.next_block, self.next_start = index, at
+        return run.data[off - start : end - start]
+
+    def _seen(self, index: int, length: int) -> None:
+        """Block ``index`` was read and has ``length`` bytes: learn the feed's sizes."""
+        if index == self.checked:
+            self.checked = sizes.read_in_order(self.slot, index, length)
+        else:
+            sizes.check_uniform(self.slot, index, length)
+
     async def _block(self, index: int) -> bytes | None:
-        """Block ``index``: the one read last, the next from the range scan of local
-        blocks, else fetched with prefetch ahead."""
+        """Block ``index``: the one read last, else from storage or fetched, with
+        prefetch ahead when it is not here."""
         if self.cached is not None and self.cached[0] == index:
             return self.cached[1]
-        data = None
-        if self.scan is not None and self.scan_next == index:
-            data = next(self.scan, None)
-            self.scan_next += 1
+        feed = self.slot.open()
+        if index not in feed.bitfield:
+            prefetch(self.slot, index)
+        data = await self.blocks.get(self.slot, index, self.pid)
         if data is None:
-            self.scan = None
-            feed = self.slot.open()
-            if index in feed.bitfield:
-                self.scan = feed.iter_local(index)
-                self.scan_next = index + 1
-                data = next(self.scan, None)
-            if data is None:
-                self.scan = None
-                prefetch(self.slot, index)
-                data = await self.blocks.get(self.slot, index, self.pid)
-                if data is None:
-                    return None
+            return None
         self.cached = (index, data)
-        if index == self.checked:
-            self.checked = sizes.read_in_order(self.slot, index, len(data))
-        else:
-            sizes.check_uniform(self.slot, index, len(data))
+        self._seen(index, len(data))
         return data
 
 
