@@ -8,6 +8,7 @@ shows which pages the kernel holds, so a test can tell a cached read from a dire
 
 from __future__ import annotations
 
+import errno
 import json
 import mmap
 import os
@@ -17,8 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trio
 
+from hyperfs.fs.mount import READ_AHEAD_KB
+from hyperfs.testing.damage import damage_block, flip_a_byte
 from hyperfs.testing.mounts import Mounted, Mounts, run
 from hyperfs.testing.network import store_feed
 from hyperfs.testing.requirements import FUSE, fuse_available, require
@@ -130,6 +134,62 @@ def test_guessed_sizes_never_serve_wrong_bytes(mounts: Mounts, tmp_path: Path) -
             map(len, VARIED))
         assert (feed_dir / ".feed").read_bytes() == b"".join(VARIED)  # direct I/O
         assert run("cat", feed_dir / ".feed").stdout == b"".join(VARIED)
+
+
+MIB = 1 << 20
+
+
+def test_reads_cut_blocks_anywhere(mounts: Mounts, tmp_path: Path) -> None:
+    """Whole-feed reads of held blocks at once (fs.reads.WholeReader): blocks of 3 MiB
+    and 5 bytes (each READ of 1 MiB lies inside one, kept from one READ to the next),
+    and of 100,000 bytes (READs begin and end inside blocks); every byte right, read in
+    order, backwards with the cached pages dropped, and mapped."""
+    for size in (3 * MIB + 5, 100_000):
+        blocks = [secrets.token_bytes(size) for _ in range(4)] + [secrets.token_bytes(777)]
+        data = b"".join(blocks)
+        db = tmp_path / f"db{size}"
+        feed_id = trio.run(store_feed, db, blocks).hex()
+        m = mounts.start(db)
+        whole = m.mnt / feed_id / ".feed"
+        assert whole.read_bytes() == data
+        with open(whole, "rb", buffering=0) as file:
+            os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            assert _cached_pages(whole) == 0
+            for offset in reversed(range(0, len(data), MIB)):
+                assert os.pread(file.fileno(), MIB, offset) == data[offset : offset + MIB]
+        assert _mapped(whole) == data
+        assert m.stop() == 0
+
+
+def test_the_mount_reads_ahead_a_mebibyte(mounts: Mounts) -> None:
+    """As root, the mount widens its read-ahead window from FUSE's 128 KiB to
+    READ_AHEAD_KB once INIT is answered, so reads through the page cache reach it in
+    READs of 1 MiB (a mount by another user keeps the kernel's window)."""
+    if os.geteuid() != 0:
+        pytest.skip("only root may set a mount's read-ahead")
+    m = mounts.start()
+    device = os.stat(m.mnt).st_dev
+    window = Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
+    assert int(window.read_text()) == READ_AHEAD_KB
+
+
+def test_a_damaged_block_is_never_read_through_the_mount(mounts: Mounts,
+                                                         tmp_path: Path) -> None:
+    """A block whose bytes changed on disk fails its crc32c in the read of a run: the
+    blocks before it are returned, it is not (no peer has it: ETIMEDOUT), and it is
+    marked missing, to be fetched again."""
+    blocks = [secrets.token_bytes(BLOCK) for _ in range(40)]
+    db = tmp_path / "db"
+    feed_id = trio.run(store_feed, db, blocks)
+    damage_block(db, feed_id, 20, flip_a_byte)
+    m = mounts.start(db, None, "--timeout", "1")
+    feed_dir = m.mnt / feed_id.hex()
+    with open(feed_dir / ".feed", "rb", buffering=0) as file:
+        assert os.pread(file.fileno(), 20 * BLOCK, 0) == b"".join(blocks[:20])
+        with pytest.raises(OSError) as failed:
+            os.pread(file.fileno(), BLOCK, 20 * BLOCK)
+    assert failed.value.errno == errno.ETIMEDOUT
+    assert os.getxattr(feed_dir, "user.hyperfs.local") == b"39"
 
 
 def _status(m: Mounted) -> Any:

@@ -14,6 +14,7 @@ from crc32c import crc32c
 
 from hyperfs import BlockUnavailable, open_core
 from hyperfs.net.node import open_node
+from hyperfs.store.blocks import ReadBuffer
 from hyperfs.store.layout import LOCATION_VALUE, location_key
 from hyperfs.store.store import Store
 from hyperfs.testing.disks import fill, small_tmpfs
@@ -264,3 +265,47 @@ async def test_a_stream_whose_append_failed_appends_nothing_more(small_disk: Pat
             assert again.value is failed.value
         assert stream.feed.id is None and stream.feed.local == 1
         assert stream.feed.read_local(0) == b"a" * 4096
+
+
+async def test_runs_of_blocks_are_read_into_one_buffer(tmp_path: Path) -> None:
+    """Feed.read_run: blocks laid end to end from any start, until the bytes wanted, the
+    feed's end or the first block not held; a feed put out of order (its blocks not one
+    after another in the file) and of mixed sizes too; the buffer grows as needed."""
+    feed_id, _ = await store(tmp_path / "src", UNIFORM)
+    buffer = ReadBuffer(SIZE)
+    async with open_core(tmp_path / "src") as core:
+        feed = core.get(feed_id)
+        run = feed.read_run(0, 10 * SIZE, buffer)
+        assert run.lengths == [SIZE] * 10 and run.data == b"".join(UNIFORM[:10])
+        run = feed.read_run(5, 3 * SIZE + 1, buffer)  # one byte more: a fourth block
+        assert run.lengths == [SIZE] * 4 and run.data == b"".join(UNIFORM[5:9])
+        run = feed.read_run(60, 1 << 20, buffer)  # to the end
+        assert run.data == b"".join(UNIFORM[60:]) and not run.damaged
+    mixed_id, _ = await store(tmp_path / "mixed", MIXED)
+    async with open_core(tmp_path / "mixed") as src, open_core(tmp_path / "dst") as dst:
+        full, copy = src.get(mixed_id), dst.get(mixed_id)
+        for index in seeded_random().sample(range(len(MIXED)), len(MIXED)):
+            if index != 5:
+                assert copy.put(index, MIXED[index], full.proof(index))
+        run = copy.read_run(0, 1 << 20, buffer)
+        assert run.lengths == [len(block) for block in MIXED[:5]]  # block 5 is not held
+        assert run.data == b"".join(MIXED[:5]) and not run.damaged
+        assert copy.read_run(6, 1 << 20, buffer).data == b"".join(MIXED[6:])
+        assert copy.read_run(5, 1 << 20, buffer).lengths == []
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+async def test_a_run_stops_at_a_damaged_block(tmp_path: Path, damage: str) -> None:
+    feed_id, num = await store(tmp_path, UNIFORM)
+    file, offset, _ = place(tmp_path, num, 40)
+    if damage == "flip":
+        flip(file, offset + 1000)
+    else:
+        os.truncate(file, offset + 10)
+    async with open_core(tmp_path) as core:
+        feed = core.get(feed_id)
+        run = feed.read_run(30, 1 << 20, ReadBuffer())
+        assert run.damaged and run.data == b"".join(UNIFORM[30:40])
+        assert not feed.has(40)  # dropped, to be fetched again
+        run = feed.read_run(40, 1 << 20, ReadBuffer())
+        assert run.lengths == [] and not run.damaged
