@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
 
+from hyperfs.fs.garbage import SWEEP_SHARE
 from hyperfs.testing.mounts import HYPERFS, Mounted, Mounts, feed_dirs, run
 from hyperfs.testing.requirements import FUSE, fuse_available, require
 from hyperfs.testing.syscalls import XATTR_ID
@@ -66,6 +68,23 @@ def test_an_open_reader_keeps_the_bytes_until_its_close(mounts: Mounts) -> None:
         assert head + reader.read() == data
     wait_until(lambda: feed_dirs(m.mnt) == [], 10, "the unnamed feed deleted at its close")
     assert _stored(m) == []
+    _fsck_clean(m)
+
+
+def test_rm_r_of_many_new_files_leaves_no_feed(mounts: Mounts) -> None:
+    """Past SWEEP_SHARE names the feeds that lost theirs are swept in batches (one scan of
+    the names for many), and what is left at unmount goes then."""
+    m = mounts.start()
+    (m.mnt / "keep").write_bytes(b"kept")
+    tree = m.mnt / "build"
+    tree.mkdir()
+    for i in range(2 * SWEEP_SHARE + 40):
+        (tree / f"{i}.o").write_bytes(b"%d" % i)
+    assert len(feed_dirs(m.mnt)) == 2 * SWEEP_SHARE + 41
+    shutil.rmtree(tree)
+    assert len(feed_dirs(m.mnt)) < 2 * SWEEP_SHARE  # swept on the way
+    kept = os.getxattr(m.mnt / "keep", XATTR_ID).decode()
+    assert _stored(m) == [kept]
     _fsck_clean(m)
 
 

@@ -16,10 +16,15 @@ left the mount since:
   already here (the same id) does not send.
 
 What is only shown (the listing of the mount's root, ``.status``) does not count: the id
-is then only on this machine's screen. A feed that still has a name,
-or that a reader has open (POSIX keeps an unlinked file's bytes until its last close),
-stays; the latter goes at that close. The record lives in the mount's memory: after a
-restart, every feed is kept as before.
+is then only on this machine's screen. A feed that still has a name, or that a reader has
+open (POSIX keeps an unlinked file's bytes until its last close), stays; the latter goes
+at that close. The record lives in the mount's memory: after a restart, every feed is
+kept as before.
+
+Whether a feed still has a name takes a scan of every name (names are kept by path), so
+the feeds that lost one are swept together: at once in a mount of up to ``SWEEP_SHARE``
+feeds with names, else once per ``1/SWEEP_SHARE`` of their number (`rm -r` of many files
+stays linear), and at unmount.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from hyperfs.fs.removal import delete_feed
 
 log = logging.getLogger("hyperfs.fs")
 
+SWEEP_SHARE = 256
+"""A sweep reads every name: it waits for this share of them in feeds that lost one."""
+
 
 class Garbage:
     """The feeds of ``namespace`` that may go with their last name (``unnamed``).
@@ -47,8 +55,11 @@ class Garbage:
         self.in_use = in_use
         self.fresh: set[bytes] = set()
         """Made by this mount, not stored before, id not out: deleted once unnamed."""
-        self.waiting: set[bytes] = set()
-        """Unnamed but open: deleted at the last close of a reader."""
+        self.unnamed_since_sweep: set[bytes] = set()
+        """Fresh feeds that lost a name since the last sweep."""
+        self.open_unnamed: set[bytes] = set()
+        """Fresh feeds with no name but a reader: deleted at its last close."""
+        self._batch = 1
         core = namespace.core
         self._unsubscribe = [core.on("created", self.fresh.add),
                              core.on("shared", self.keep)]
@@ -60,24 +71,38 @@ class Garbage:
     def keep(self, feed_id: bytes) -> None:
         """The id left the mount: the feed outlives its names from now on."""
         self.fresh.discard(feed_id)
-        self.waiting.discard(feed_id)
+        self.unnamed_since_sweep.discard(feed_id)
+        self.open_unnamed.discard(feed_id)
 
     async def unnamed(self, feed_id: bytes | None) -> None:
         """A name of ``feed_id`` went (removed, or bound to another feed)."""
         if feed_id is None or feed_id not in self.fresh:
             return
-        if self.namespace.core.names.is_bound(feed_id):
-            return
-        if self.in_use(feed_id):
-            self.waiting.add(feed_id)
-            return
-        await self._delete(feed_id)
+        self.unnamed_since_sweep.add(feed_id)
+        if len(self.unnamed_since_sweep) >= self._batch:
+            await self.sweep()
 
     async def closed(self, feed_id: bytes) -> None:
         """A reader of ``feed_id`` closed it."""
-        if feed_id in self.waiting and not self.in_use(feed_id):
-            self.waiting.discard(feed_id)
-            if not self.namespace.core.names.is_bound(feed_id):
+        if feed_id in self.open_unnamed and not self.in_use(feed_id):
+            self.open_unnamed.discard(feed_id)
+            if feed_id not in self.namespace.core.names.bound():  # (or named again)
+                await self._delete(feed_id)
+
+    async def sweep(self, *, unmounted: bool = False) -> None:
+        """Delete the feeds that lost their last name and that no reader has open (or
+        every one, ``unmounted``: no reader is left)."""
+        candidates, self.unnamed_since_sweep = self.unnamed_since_sweep, set()
+        if unmounted:
+            candidates |= self.open_unnamed
+        if not candidates:
+            return
+        bound = self.namespace.core.names.bound()
+        self._batch = max(1, len(bound) // SWEEP_SHARE)
+        for feed_id in candidates - bound:
+            if not unmounted and self.in_use(feed_id):
+                self.open_unnamed.add(feed_id)
+            else:
                 await self._delete(feed_id)
 
     async def _delete(self, feed_id: bytes) -> None:

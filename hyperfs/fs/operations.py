@@ -95,12 +95,15 @@ class Operations(pyfuse3.Operations):
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
 
-    def close(self) -> None:
-        """Release every feed opened through the filesystem and drop unfinished uploads
-        (at unmount)."""
-        self.garbage.close()
-        self.namespace.close()
-        self.uploads.close()
+    async def close(self) -> None:
+        """At unmount: delete the feeds that went with their last name, release every
+        feed opened through the filesystem and drop unfinished uploads."""
+        try:
+            await self.garbage.sweep(unmounted=True)
+        finally:
+            self.garbage.close()
+            self.namespace.close()
+            self.uploads.close()
 
     def _in_use(self, feed_id: bytes) -> bool:
         """Whether an open handle reads ``feed_id`` (or copies it, writing a new version)."""
