@@ -106,13 +106,8 @@ class Operations(pyfuse3.Operations):
             self.uploads.close()
 
     def _in_use(self, feed_id: bytes) -> bool:
-        """Whether an open handle reads ``feed_id`` (or copies it, writing a new version)."""
-        for handle in self._handles.values():
-            slot = (handle.slot if isinstance(handle, BlockReader | WholeReader)
-                    else handle.old if isinstance(handle, Upload) else None)
-            if slot is not None and slot.id == feed_id:
-                return True
-        return False
+        """Whether an open handle reads ``feed_id``."""
+        return any(_feed_read(handle) == feed_id for handle in self._handles.values())
 
     def _new_fh(self, handle: Handle) -> int:
         fh = self._next_fh
@@ -246,10 +241,9 @@ class Operations(pyfuse3.Operations):
         handle = self._handles.pop(fh, None)
         if isinstance(handle, Upload):
             await self.uploads.release(handle)
-        if isinstance(handle, BlockReader | WholeReader):
-            await self.garbage.closed(handle.slot.id)
-        elif isinstance(handle, Upload) and handle.old is not None:
-            await self.garbage.closed(handle.old.id)
+        feed_id = _feed_read(handle)
+        if feed_id is not None:
+            await self.garbage.closed(feed_id)
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -373,3 +367,11 @@ class Operations(pyfuse3.Operations):
         data.f_ffree = data.f_favail = 0
         data.f_namemax = NAME_MAX
         return data
+
+
+def _feed_read(handle: Handle | None) -> bytes | None:
+    """The id of the feed an open handle reads: a reader's, or the one a copy on write
+    copies its bytes from."""
+    slot = (handle.slot if isinstance(handle, BlockReader | WholeReader)
+            else handle.old if isinstance(handle, Upload) else None)
+    return None if slot is None else slot.id
