@@ -260,8 +260,9 @@ class WholeReader:
                                             or index + len(run.lengths) < feed.blocks):
             return None  # a block before the read's end is not held (or was damaged)
         at = start  # where block ``index`` begins
-        for number, length in enumerate(run.lengths, index):
-            self._seen(number, length)
+        if not self.slot.exact:  # once every size is known there is nothing to learn
+            for number, length in enumerate(run.lengths, index):
+                self._seen(number, length)
         for length in run.lengths:
             if at + length > end:  # the next read begins in this block
                 if at + length - end >= size:  # and likely ends in it: keep it
