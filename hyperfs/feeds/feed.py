@@ -521,18 +521,17 @@ class Feed:
 
     def _verify(self, feed_id: bytes, index: int, data: BytesLike, proof: list[merkle.Node],
                 stored: Callable[[int], bytes | None]) -> merkle.Verified:
-        def verify(nodes: list[merkle.Node]) -> merkle.Verified:
-            return merkle.verify(feed_id, index, data, nodes, blocks=self.blocks,
-                                 roots=self.roots, stored=stored)
-
         try:
-            return verify(proof)
+            return merkle.verify(feed_id, index, data, proof, blocks=self.blocks,
+                                 roots=self.roots, stored=stored)
         except BadProof:
             if self.live_state is None:
                 raise
             # The responder may know a longer signed length: its proof climbs past our
             # roots. The nodes below them are the same in both trees (merkle.within).
-            return verify(merkle.within(index, self.blocks or 0, proof))
+            within = merkle.within(index, self.blocks or 0, proof)
+            return merkle.verify(feed_id, index, data, within, blocks=self.blocks,
+                                 roots=self.roots, stored=stored)
 
     def _store_run(self, feed_id: bytes,
                    run: list[tuple[int, BytesLike, merkle.Verified]]) -> int:
