@@ -1,4 +1,4 @@
-"""The README's commands as a user runs them: `add -`, `fsck --repair` and `status`.
+"""The README's commands as a user runs them: `add -`, `rm`, `fsck --repair` and `status`.
 
 Real ``hyperfs`` processes over real databases; damage is done to a block's bytes in its
 data file while nothing runs (hyperfs.testing.damage).
@@ -7,6 +7,7 @@ data file while nothing runs (hyperfs.testing.damage).
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import time
@@ -43,6 +44,30 @@ def test_add_from_standard_input(tmp_path: Path) -> None:
     assert (empty.returncode, empty.stdout) == (1, b"")
     assert empty.stderr == b"hyperfs: cannot finalize a feed with no blocks\n"
     assert run(HYPERFS, "--db", tmp_path / "empty", "ls").stdout == b""
+
+
+def test_rm_deletes_feeds_and_their_names(mounts: Mounts, tmp_path: Path) -> None:
+    """`hyperfs rm ID...`: the feeds and their names go; an id not stored is reported and
+    the others still go (rm(1)'s rule); a bad id deletes nothing; a running mount holds
+    the database: refused with one line."""
+    m = mounts.start()
+    (m.mnt / "kept").write_bytes(b"kept")
+    (m.mnt / "named").write_bytes(b"named")
+    kept, named = (run(HYPERFS, "id", m.mnt / name).stdout.decode().strip()
+                   for name in ("kept", "named"))
+    busy = run(HYPERFS, "--db", m.db, "rm", named, check=False)
+    assert busy.returncode == 1 and b"in use by another process" in busy.stderr
+    assert m.stop() == 0
+    bad = run(HYPERFS, "--db", m.db, "rm", named, "zz", check=False)
+    assert bad.returncode == 1 and b"not 'zz'" in bad.stderr
+    absent = "ab" * 32
+    gone = run(HYPERFS, "--db", m.db, "rm", absent, named, check=False)
+    assert gone.returncode == 1
+    assert gone.stderr.decode() == f"hyperfs rm: no feed {absent} in {m.db}\n"
+    listed = run(HYPERFS, "--db", m.db, "ls").stdout.decode().split()
+    assert kept in listed and named not in listed
+    again = mounts.start(m.db)
+    assert sorted(os.listdir(again.mnt)) == sorted([".status", "kept", kept])
 
 
 def test_fsck_repair_from_the_command_line(tmp_path: Path) -> None:

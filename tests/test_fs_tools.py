@@ -361,16 +361,16 @@ def test_cp_over_a_name_binds_it_once_written(mounts: Mounts, tmp_path: Path) ->
             os.close(fd)
         assert early.read() == first  # an open reader keeps its feed
     assert name.read_bytes() == second
+    second_id = os.getxattr(name, XATTR_ID).decode()  # out now: it outlives its name
     assert os.getxattr(name, "user.note") == b"kept"  # O_TRUNC keeps the inode's metadata
     assert stat.S_IMODE(os.stat(name).st_mode) == 0o640
     run("cp", tmp_path / "first", name)
     assert name.read_bytes() == first
     new_id = os.getxattr(name, XATTR_ID).decode()
     assert new_id == old_id  # the same bytes: the same feed
-    second_id = [entry for entry in feed_dirs(m.mnt) if entry != old_id]
-    assert len(second_id) == 1  # the replaced feed stays stored under its id
-    assert (m.mnt / second_id[0] / ".feed").read_bytes() == second
-    run("rm", "-r", m.mnt / second_id[0])  # until removed by id
+    assert sorted(feed_dirs(m.mnt)) == sorted([old_id, second_id])  # the replaced feed
+    assert (m.mnt / second_id / ".feed").read_bytes() == second  # stays under its id
+    run("rm", "-r", m.mnt / second_id)  # until removed by id
     assert sorted(os.listdir(m.mnt)) == sorted([".status", "doc", old_id])
     again = _remount(mounts, m)
     assert (again.mnt / "doc").read_bytes() == first

@@ -1,4 +1,4 @@
-"""Sub-commands on the feeds of the database: add, ls, cat (which may fetch), fsck."""
+"""Sub-commands on the feeds of the database: add, ls, cat (which may fetch), rm, fsck."""
 
 from __future__ import annotations
 
@@ -119,6 +119,27 @@ def _progress(feed: Feed) -> Iterator[Callable[[int], None]]:
                 bar.total = feed.blocks
             bar.update(1)
         yield advance
+
+
+def rm_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("ids", nargs="+", metavar="ID",
+                        help="feed id (64 hex characters); every name bound to it goes too")
+
+
+async def rm(args: argparse.Namespace) -> int:
+    """Delete feeds from the database, as `rm -r MNT/<id>` does in a mount (whose running
+    process holds the database: use that there). Like rm(1), goes on past an id that is not
+    stored, and then exits 1."""
+    feed_ids = [parse_id(text) for text in args.ids]  # a bad id: nothing deleted
+    status = 0
+    async with open_core(args.db) as core:
+        for feed_id in feed_ids:
+            if not core.stored(feed_id):
+                print(f"hyperfs rm: no feed {feed_id.hex()} in {args.db}", file=sys.stderr)
+                status = 1
+                continue
+            await core.remove(feed_id)
+    return status
 
 
 def fsck_arguments(parser: argparse.ArgumentParser) -> None:

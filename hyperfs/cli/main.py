@@ -56,6 +56,8 @@ COMMANDS = (
     Command("ls", "list stored feeds with their length and what is local", "feeds", "ls"),
     Command("cat", "write a feed (or one block) to standard output",
             "feeds", "cat", "cat_arguments"),
+    Command("rm", "delete feeds, with every name bound to them, from the database",
+            "feeds", "rm", "rm_arguments"),
     Command("serve", "seed every stored feed to peers until interrupted",
             "network", "serve", "serve_arguments"),
     Command("status", "show a running node's peers and discovery state",

@@ -34,7 +34,11 @@ from hyperfs.tree.merkle import Node
 
 log = logging.getLogger("hyperfs.core")
 
-EVENTS = ("interested", "uninterested", "peer", "finalized", "append", "fork")
+EVENTS = ("interested", "uninterested", "peer", "finalized", "created", "shared", "append",
+          "fork")
+"""What :meth:`Core.on` can listen to. ``created``: a feed finalized here whose bytes were
+not stored before (``finalized`` is sent for every one); ``shared``: a feed's id went to a
+peer, or came from one (emitted by the replication layer)."""
 
 DEFAULT_BLOCK_SIZE = 64 * 1024
 """Bytes per block of a file made into a feed (`hyperfs add`, a copy into the mount) when
@@ -111,9 +115,9 @@ class Core:
 
     def on(self, event: str, handler: Callable[..., None]) -> Callable[[], None]:
         """Call ``handler`` on ``event`` ('interested', 'uninterested', 'finalized' with
-        the feed id, 'peer' with a peer, 'append' with a live feed that grew, here or by a
-        verified signed length, 'fork' with a live feed found forked); returns the function
-        that unsubscribes."""
+        the feed id, 'created' and 'shared' with the feed id (see ``EVENTS``), 'peer' with
+        a peer, 'append' with a live feed that grew, here or by a verified signed length,
+        'fork' with a live feed found forked); returns the function that unsubscribes."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; choose from {', '.join(EVENTS)}")
         return self._handlers[event].add(handler)
@@ -228,6 +232,7 @@ class Core:
             self.private.mark(feed.id)
         self.emit("finalized", feed.id)
         if replaced is None:
+            self.emit("created", feed.id)
             return
         self.store.delete_feed(replaced, None)
         open_feed = self._feeds.get(feed.id)

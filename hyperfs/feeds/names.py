@@ -107,6 +107,10 @@ class Names:
         """Every path bound to a feed, with the feed's id."""
         return dict(self._store.names())
 
+    def bound(self) -> set[bytes]:
+        """The id of every feed some file name is bound to (a scan of every name)."""
+        return {target for _path, target in self._store.names()}
+
     def is_empty(self, directory: bytes) -> bool:
         return next(self._store.children(directory), None) is None
 

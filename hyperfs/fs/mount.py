@@ -153,7 +153,8 @@ async def run_mount(core: Core, mountpoint: Path, node: Node, *,
     finally:
         pyfuse3.close(unmount=True)
         try:
-            ops.close()
+            with trio.CancelScope(shield=True):  # (unmounted by a signal, too)
+                await ops.close()
             if commit_interval is not None:
                 _commit_last(core)
         finally:

@@ -100,12 +100,13 @@ def link(namespace: Namespace, node: Inode, parent: Inode, name: bytes) -> Inode
 
 
 def rename(namespace: Namespace, uploads: Uploads, old_parent: Inode, old_name: bytes,
-           new_parent: Inode, new_name: bytes, flags: int) -> None:
+           new_parent: Inode, new_name: bytes, flags: int) -> bytes | None:
     """rename(2) of a name or a directory of names (RENAME_NOREPLACE, RENAME_EXCHANGE),
     in one batch; inode numbers and files being written move with their names. Feeds'
     directories, their files and ``.status`` cannot move (EPERM); a name cannot take
     their place (EEXIST); a file being written cannot be replaced (EBUSY), but one
-    merely open for writing can be."""
+    merely open for writing can be. Returns the id of the feed whose name was replaced
+    (for :mod:`.garbage`), if any."""
     if flags & ~(pyfuse3.RENAME_NOREPLACE | pyfuse3.RENAME_EXCHANGE):
         raise fail(errno.EINVAL)  # RENAME_WHITEOUT: for overlayfs, not supported here
     if isinstance(old_parent, Root) and (old_name == STATUS_NAME or feed_id_of(old_name)):
@@ -117,13 +118,13 @@ def rename(namespace: Namespace, uploads: Uploads, old_parent: Inode, old_name: 
         raise fail(errno.EEXIST)  # .status, or a feed's directory (any case of 64 hex)
     old, new = join(old_dir, old_name), join(new_dir, new_name)
     if old == new:
-        return  # rename(2): the same name, nothing to do
+        return None  # rename(2): the same name, nothing to do
     moving, replaced = namespace.uploads.get(old), namespace.uploads.get(new)
     if replaced is not None and replaced.truncated:
         raise fail(errno.EBUSY)
     if moving is not None and not moving.replacing:
         _move_upload(namespace, uploads, moving, new, replaced, flags)
-        return
+        return None  # (what it replaces loses its name when it is bound)
     names = namespace.core.names
     source, target = names.get(old), names.get(new)
     exchange = bool(flags & pyfuse3.RENAME_EXCHANGE)
@@ -133,6 +134,7 @@ def rename(namespace: Namespace, uploads: Uploads, old_parent: Inode, old_name: 
         uploads.discard(replaced)  # its handle now writes nothing: the name is another's
     directories = any(entry is not None and entry.is_dir for entry in (source, target))
     namespace.moved(old, new, exchange=exchange, directories=directories)
+    return None if exchange or target is None else target.feed_id
 
 
 def _move_upload(namespace: Namespace, uploads: Uploads, upload: Upload, new: bytes,

@@ -23,8 +23,17 @@ import pyfuse3
 
 from hyperfs.feeds.core import Core
 from hyperfs.fs import appends, naming, pins, removal
-from hyperfs.fs.attributes import Attributes, Listing, list_dir, reply_entries, xattr, xattr_names
+from hyperfs.fs.attributes import (
+    XATTR_ID,
+    Attributes,
+    Listing,
+    list_dir,
+    reply_entries,
+    xattr,
+    xattr_names,
+)
 from hyperfs.fs.errnos import fail, fuse_errors
+from hyperfs.fs.garbage import Garbage
 from hyperfs.fs.inodes import (
     NAME_MAX,
     BlockFile,
@@ -78,17 +87,27 @@ class Operations(pyfuse3.Operations):
         self.namespace = Namespace(core)
         self.attributes = Attributes()
         self.blocks = Blocks(fetch or (lambda feed, index: feed.get(index, timeout=timeout)))
-        self.uploads = Uploads(self.namespace, mountpoint=mountpoint, block_size=block_size)
+        self.garbage = Garbage(self.namespace, self._in_use)
+        self.uploads = Uploads(self.namespace, mountpoint=mountpoint, block_size=block_size,
+                               unnamed=self.garbage.unnamed)
         self.block_size = block_size
         self.network_status = status
         self._handles: dict[int, Handle] = {}
         self._next_fh = 1
 
-    def close(self) -> None:
-        """Release every feed opened through the filesystem and drop unfinished uploads
-        (at unmount)."""
-        self.namespace.close()
-        self.uploads.close()
+    async def close(self) -> None:
+        """At unmount: delete the feeds that went with their last name, release every
+        feed opened through the filesystem and drop unfinished uploads."""
+        try:
+            await self.garbage.sweep(unmounted=True)
+        finally:
+            self.garbage.close()
+            self.namespace.close()
+            self.uploads.close()
+
+    def _in_use(self, feed_id: bytes) -> bool:
+        """Whether an open handle reads ``feed_id``."""
+        return any(_feed_read(handle) == feed_id for handle in self._handles.values())
 
     def _new_fh(self, handle: Handle) -> int:
         fh = self._next_fh
@@ -106,11 +125,16 @@ class Operations(pyfuse3.Operations):
     async def lookup(self, parent_inode: int, name: bytes,
                      ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         parent = self.namespace.decode(parent_inode)
+        if isinstance(parent, FeedDir):  # the feed is used by its id (.garbage)
+            self.garbage.keep(parent.slot.id)
         return self.attributes.of(self.namespace.child(parent, name))
 
     @fuse_errors
     async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
-        return self._new_fh(await list_dir(self.namespace, self.namespace.decode(inode)))
+        node = self.namespace.decode(inode)
+        if isinstance(node, FeedDir):
+            self.garbage.keep(node.slot.id)
+        return self._new_fh(await list_dir(self.namespace, node))
 
     @fuse_errors
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
@@ -214,9 +238,12 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def release(self, fh: int) -> None:
-        upload = self._handles.pop(fh, None)
-        if isinstance(upload, Upload):
-            await self.uploads.release(upload)
+        handle = self._handles.pop(fh, None)
+        if isinstance(handle, Upload):
+            await self.uploads.release(handle)
+        feed_id = _feed_read(handle)
+        if feed_id is not None:
+            await self.garbage.closed(feed_id)
 
     @fuse_errors
     async def fsync(self, fh: int, datasync: bool) -> None:
@@ -256,8 +283,10 @@ class Operations(pyfuse3.Operations):
     @fuse_errors
     async def rename(self, parent_inode_old: int, name_old: bytes, parent_inode_new: int,
                      name_new: bytes, flags: int, ctx: pyfuse3.RequestContext) -> None:
-        naming.rename(self.namespace, self.uploads, self.namespace.decode(parent_inode_old),
-                      name_old, self.namespace.decode(parent_inode_new), name_new, flags)
+        replaced = naming.rename(
+            self.namespace, self.uploads, self.namespace.decode(parent_inode_old), name_old,
+            self.namespace.decode(parent_inode_new), name_new, flags)
+        await self.garbage.unnamed(replaced)
 
     @fuse_errors
     async def setattr(self, inode: int, attr: pyfuse3.EntryAttributes,
@@ -272,7 +301,8 @@ class Operations(pyfuse3.Operations):
 
     @fuse_errors
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        await removal.unlink(self.namespace, self.namespace.decode(parent_inode), name)
+        lost = await removal.unlink(self.namespace, self.namespace.decode(parent_inode), name)
+        await self.garbage.unnamed(lost)
 
     @fuse_errors
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
@@ -299,7 +329,10 @@ class Operations(pyfuse3.Operations):
             raise fail(errno.ENOTSUP)
         if name == pins.XATTR_PINNED:
             return pins.pinned(self.namespace, inode)
-        return xattr(self.namespace.decode(inode), name)
+        value = xattr(self.namespace.decode(inode), name)
+        if name == XATTR_ID:  # `hyperfs id`: the id may go anywhere now (.garbage)
+            self.garbage.keep(bytes.fromhex(value.decode()))
+        return value
 
     @fuse_errors
     async def listxattr(self, inode: int, ctx: pyfuse3.RequestContext) -> list[bytes]:
@@ -309,7 +342,9 @@ class Operations(pyfuse3.Operations):
     async def setxattr(self, inode: int, name: bytes, value: bytes,
                        ctx: pyfuse3.RequestContext) -> None:
         if name == pins.XATTR_PINNED:
-            return pins.set_pinned(self.namespace, inode, value)
+            pins.set_pinned(self.namespace, inode, value)
+            self.garbage.keep(pins.feed_id(self.namespace, inode))
+            return
         naming.set_xattr(self.namespace, self.uploads, inode, name, value)
 
     @fuse_errors
@@ -332,3 +367,11 @@ class Operations(pyfuse3.Operations):
         data.f_ffree = data.f_favail = 0
         data.f_namemax = NAME_MAX
         return data
+
+
+def _feed_read(handle: Handle | None) -> bytes | None:
+    """The id of the feed an open handle reads: a reader's, or the one a copy on write
+    copies its bytes from."""
+    slot = (handle.slot if isinstance(handle, BlockReader | WholeReader)
+            else handle.old if isinstance(handle, Upload) else None)
+    return None if slot is None else slot.id

@@ -27,6 +27,13 @@ def _feed(namespace: Namespace, ino: int) -> Feed:
     return state.peek()
 
 
+def feed_id(namespace: Namespace, ino: int) -> bytes:
+    """The id of the feed whose pin ``ino`` shows."""
+    feed = _feed(namespace, ino)
+    assert feed.id is not None  # (a feed known by id)
+    return feed.id
+
+
 def pinned(namespace: Namespace, ino: int) -> bytes:
     return b"1" if namespace.core.cache.is_pinned(_feed(namespace, ino)) else b"0"
 

@@ -4,7 +4,8 @@
   part of the feed and can be fetched again); ``rm <id>/.feed`` drops every local block.
 * ``rmdir``/``rm -r <id>`` deletes the feed and its names from the database.
 * ``rm NAME`` (or ``dir/NAME``) removes only the name (like removing a hard link; the feed
-  stays, under its id); ``rmdir`` of a directory of names removes it when it is empty.
+  stays, under its id, unless no one else can know of it: :mod:`.garbage`); ``rmdir`` of
+  a directory of names removes it when it is empty.
 """
 
 from __future__ import annotations
@@ -44,13 +45,14 @@ def _name_path(namespace: Namespace, parent: Root | NameDir, name: bytes) -> byt
     return path
 
 
-async def unlink(namespace: Namespace, parent: Inode, name: bytes) -> None:
-    """``rm`` of entry ``name`` of directory ``parent``."""
+async def unlink(namespace: Namespace, parent: Inode, name: bytes) -> bytes | None:
+    """``rm`` of entry ``name`` of directory ``parent``; returns the id of the feed that
+    lost a name (for :mod:`.garbage`), if any."""
     if isinstance(parent, Root | NameDir):
         path = _name_path(namespace, parent, name)
-        namespace.core.names.unlink(path)  # the feed stays, under its id
+        entry = namespace.core.names.unlink(path)  # the feed stays, under its id
         namespace.forget(path)
-        return
+        return entry.feed_id
     if not isinstance(parent, FeedDir):
         raise fail(errno.ENOTDIR)
     feed = parent.slot.open()
@@ -59,12 +61,13 @@ async def unlink(namespace: Namespace, parent: Inode, name: bytes) -> None:
             feed.drop(index)
             if index % 1024 == 1023:
                 await trio.lowlevel.checkpoint()
-        return
+        return None
     number = block_number(name)
     if number is None:
         raise fail(errno.ENOENT)
     check_block(feed, number)
     feed.drop(number)  # not local already: nothing to do, still a success
+    return None
 
 
 async def rmdir(namespace: Namespace, parent: Inode, name: bytes) -> None:
@@ -72,7 +75,9 @@ async def rmdir(namespace: Namespace, parent: Inode, name: bytes) -> None:
     name of it), or an empty directory of names."""
     feed_id = feed_id_of(name) if isinstance(parent, Root) else None
     if feed_id is not None:
-        await _remove_feed(namespace, feed_id)
+        if not namespace.core.stored(feed_id):
+            raise fail(errno.ENOENT)
+        await delete_feed(namespace, feed_id)
         return
     if not isinstance(parent, Root | NameDir):
         raise fail(errno.ENOENT if isinstance(parent, FeedDir) else errno.ENOTDIR)
@@ -83,9 +88,8 @@ async def rmdir(namespace: Namespace, parent: Inode, name: bytes) -> None:
     namespace.forget(path)
 
 
-async def _remove_feed(namespace: Namespace, feed_id: bytes) -> None:
-    if not namespace.core.stored(feed_id):
-        raise fail(errno.ENOENT)
+async def delete_feed(namespace: Namespace, feed_id: bytes) -> None:
+    """Delete a feed and its names, closing what the filesystem opened of it."""
     state = namespace.known(feed_id)
     if state is not None and state.feed is not None:
         state.close()

@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import time
+from collections.abc import Awaitable, Callable
 
 import pyfuse3
 import trio
@@ -67,10 +68,13 @@ def holds_other_fd(pid: int, inode: int, mountpoint: str) -> bool:
 
 
 class Uploads:
-    """Files being written into ``namespace`` (its ``uploads``)."""
+    """Files being written into ``namespace`` (its ``uploads``). A name bound to its new
+    bytes calls ``unnamed`` with the feed it held before (:mod:`.garbage`)."""
 
-    def __init__(self, namespace: Namespace, *, mountpoint: str, block_size: int) -> None:
+    def __init__(self, namespace: Namespace, *, mountpoint: str, block_size: int,
+                 unnamed: Callable[[bytes | None], Awaitable[None]]) -> None:
         self.namespace = namespace
+        self.unnamed = unnamed
         self.core = namespace.core
         self.mountpoint = mountpoint
         self.block_size = block_size
@@ -231,6 +235,7 @@ class Uploads:
             self._keep_bytes(upload)
             return
         old = self.namespace.named(upload.name) if upload.replacing else None
+        previous = self.core.names.feed_of(upload.name) if upload.replacing else None
         now = time.time_ns()
         entry = dataclasses.replace(
             upload.entry, ctime_ns=now, mtime_ns=upload.entry.mtime_ns if upload.times_set
@@ -266,6 +271,8 @@ class Uploads:
             self.namespace.renumber(old)
             parent, name = split(upload.name)
             await forget_entry(self.namespace.directory(parent).ino, name)
+        if previous != feed_id:
+            await self.unnamed(previous)
 
     def _keep_bytes(self, upload: Upload) -> None:
         """The end of a write handle that never replaced the name's bytes: only what was

@@ -84,6 +84,9 @@ class Scheduler(Protocol):
     def serve(self, peer: Peer, feed_id: bytes) -> None:
         """The remote joined a feed not joined with it yet: join it too, or not."""
 
+    def named(self, feed_id: bytes) -> None:
+        """The remote joined a feed (so it knows its id), before or after we did."""
+
     def peer_closed(self, peer: Peer) -> None:
         """The connection is over: close its channels (:meth:`Peer.close_channel`)."""
 
@@ -464,6 +467,7 @@ class Peer:
         self.scheduler.peer_ready(self)
 
     def _on_joined(self, event: events.Joined) -> None:
+        self.scheduler.named(event.feed_id)
         channel = self.channels.get(event.feed_id)
         if channel is None:
             self.scheduler.serve(self, event.feed_id)

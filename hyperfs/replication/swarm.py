@@ -84,6 +84,8 @@ class FeedSwarm:
                      self.feed.hex, peer)
             self.swarm.maybe_forget(self)
             return
+        if not peer.encrypted:  # a 1.x Join names the feed by its id
+            self.swarm.core.emit("shared", self.feed.id)
         self._scans.setdefault(peer, _Scan())
         channel = self.channels[peer] = peer.join(self)
         self.fill(peer, channel)
@@ -345,6 +347,9 @@ class Swarm:
         """``peer`` named a feed: join it on that peer alone, if we store it (or want it)."""
         if feed_id in self.feeds or self.core.stored(feed_id):
             self._feed_swarm(feed_id).join(peer)
+
+    def named(self, feed_id: bytes) -> None:
+        self.core.emit("shared", feed_id)
 
     def _interested(self, feed_id: bytes) -> None:
         feed_swarm = self._feed_swarm(feed_id)
