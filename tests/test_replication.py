@@ -100,6 +100,38 @@ async def test_twenty_feeds_between_two_nodes(tmp_path: Path) -> None:
         assert fetcher.check().ok
 
 
+async def test_dropped_blocks_come_again(tmp_path: Path) -> None:
+    """Blocks dropped after a download (their hashes stay) are fetched again and verify:
+    over the same connection, whose seeder leaves everything out of their proofs (it
+    sent those blocks before), and over a new one to a fetcher opened afresh (nothing in
+    memory: the climb finds the nodes kept in the store), also where a block and its
+    neighbour are both gone (its own leaf is then not looked up)."""
+    blocks = make_blocks(64, seed=9, max_size=1500)
+    dropped = [4, 5, 6, 11, 32, 33, 63]
+    async with open_core(tmp_path / "a") as seeder:
+        feed_id = await store_feed(seeder, blocks)
+        async with open_node(seeder, listen="127.0.0.1:0") as node:
+            for fresh in (False, True):
+                async with open_core(tmp_path / "b") as fetcher:
+                    feed = fetcher.get(feed_id)
+                    if fresh:
+                        for index in dropped:
+                            assert feed.drop(index)
+                    peers = [f"127.0.0.1:{_port(node)}"]
+                    async with open_node(fetcher, peers=peers) as ours:
+                        await _download_all([feed])
+                        (peer,) = ours.swarm.peers
+                        if not fresh:
+                            for index in dropped:
+                                assert feed.drop(index)
+                            with trio.fail_after(HANG):
+                                for index in dropped:
+                                    assert await feed.get(index) == blocks[index]
+                        assert peer.close_reason is None and ours.swarm.peers == {peer}
+                    _check_and_close([feed], [blocks])
+                    assert fetcher.check().ok
+
+
 async def test_twenty_feeds_from_a_serve_process(tmp_path: Path) -> None:
     feeds = [make_blocks(10 + 3 * n, seed=200 + n, max_size=1500) for n in range(20)]
     async with open_core(tmp_path / "served") as served:

@@ -1,6 +1,6 @@
-"""What a seeder sends: a peer serves blocks read into one buffer it reuses (blocks up to
-``SERVE_BUFFER``) or read as bytes (larger ones); every Response must carry its own block,
-also when many are queued before any is sent.
+"""What a seeder sends: every Response must carry its own block, also when many are
+queued before any is sent (a block is queued as it was read, not copied into its
+Response: ``Outbox.put_parts``), whatever their sizes around 64 KiB.
 """
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from hyperfs.replication.peer import SERVE_BUFFER
 from hyperfs.testing.network import served_responses
+
+SERVE_BUFFER = 64 * 1024
 
 
 async def test_queued_responses_keep_their_own_blocks(tmp_path: Path) -> None:

@@ -177,11 +177,21 @@ class Feed:
         self.prefetch(start, end)
         index = start
         while end is None or index < end:
-            if index not in self.bitfield and await self.get(index) is None:
+            if index not in self.bitfield and not await self._held(index):
                 return
             index += 1
             if self.blocks is not None and index >= self.blocks:
                 return
+
+    async def _held(self, index: int) -> bool:
+        """Wait until block ``index`` is stored here (True) or is past the end (False):
+        what :meth:`get` waits for, without reading the block back (a download only
+        needs it stored; it was verified on the way in)."""
+        while self.blocks is None or index < self.blocks:
+            if index in self.bitfield:
+                return True
+            await self._wait_for(index)
+        return False
 
     @property
     def wanted(self) -> list[int]:
@@ -499,10 +509,20 @@ class Feed:
             raise BadProof("a writable feed takes blocks by append, not put")
         store, num, bitfield, cache = self._store, self.num, self.bitfield, self._nodes()
         fresh: dict[int, bytes] = {}  # nodes verified in this call, not stored yet
+        index = -1
 
         def stored(node: int) -> bytes | None:  # the climb meets the nodes put just before
             digest = fresh.get(node) or cache.get(node)
-            return store.node(num, node) if digest is None else digest
+            if digest is not None:
+                return digest
+            if node == 2 * index and index ^ 1 not in bitfield:
+                # The block's own leaf, neither it nor its neighbour held: not stored
+                # (a download's every other block asked LevelDB in vain). Should it be
+                # (a dropped block's hashes stay), the climb goes on to the stored
+                # nodes above it: never wrong, since a block verifies only by a chain
+                # of hashes up to a node already trusted.
+                return None
+            return store.node(num, node)
 
         run: list[tuple[int, BytesLike, merkle.Verified]] = []
         taken: set[int] = set()
@@ -525,18 +545,17 @@ class Feed:
 
     def _verify(self, feed_id: bytes, index: int, data: BytesLike, proof: list[merkle.Node],
                 stored: Callable[[int], bytes | None]) -> merkle.Verified:
-        def verify(nodes: list[merkle.Node]) -> merkle.Verified:
-            return merkle.verify(feed_id, index, data, nodes, blocks=self.blocks,
-                                 roots=self.roots, stored=stored)
-
         try:
-            return verify(proof)
+            return merkle.verify(feed_id, index, data, proof, blocks=self.blocks,
+                                 roots=self.roots, stored=stored)
         except BadProof:
             if self.live_state is None:
                 raise
             # The responder may know a longer signed length: its proof climbs past our
             # roots. The nodes below them are the same in both trees (merkle.within).
-            return verify(merkle.within(index, self.blocks or 0, proof))
+            within = merkle.within(index, self.blocks or 0, proof)
+            return merkle.verify(feed_id, index, data, within, blocks=self.blocks,
+                                 roots=self.roots, stored=stored)
 
     def _store_run(self, feed_id: bytes,
                    run: list[tuple[int, BytesLike, merkle.Verified]]) -> int:

@@ -60,17 +60,12 @@ class Channel:
             self.remote_has.add(block)
         return None
 
-    def answer(self, block: int, buffer: memoryview) -> tuple[memoryview | bytes,
-                                                              list[Node]] | None:
+    def answer(self, block: int) -> tuple[bytes, list[Node]] | None:
         """The block and its proof for the remote, None if it is not here (any more). The
         proof leaves out what the remote has (and, with ordered proofs, what the blocks
-        sent before gave it). The block is read into ``buffer`` (the peer's, reused for
-        each Response: no new object per block) when it fits, else as bytes."""
-        try:
-            length = self.feed.read_into(block, buffer)
-            data: memoryview | bytes | None = None if length is None else buffer[:length]
-        except ValueError:  # larger than the buffer
-            data = self.feed.read_local(block)
+        sent before gave it). The block is read as its own bytes, which the Response
+        then sends as they are (``Outbox.put_parts``): no copy into a message."""
+        data = self.feed.read_local(block)
         if data is None:
             return None
         proof = self.feed.proof(block, self.remote_has, self.sent)

@@ -4,16 +4,28 @@ The peer queues its replies as it handles the remote's messages and goes on read
 writer (:meth:`Outbox.run`, beside the reader in the peer's nursery) sends them in as few
 writes as it can. The peer waits (:meth:`Outbox.drain`) only when it chooses to, when
 too much is queued, so producing replies and sending them overlap.
+
+Over a plain TCP connection everything queued goes out in one ``sendmsg`` of many
+buffers (as many calls as the socket takes): a served block is never copied into a
+message (:meth:`Outbox.put_parts`), and a MiB of Responses costs one trip through trio's
+scheduler instead of one per block (measured: ~9 us a checkpoint here, the 64 KiB copy
+~10 us). Encrypted, each write is sealed, as before.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterator, Sequence
 
 import trio
 
 from hyperfs.replication.deadlines import Clocks
 from hyperfs.wire.protobuf import Buffer
+
+SMALL = 16 * 1024
+"""Queued buffers below this size are joined into one write (one iovec, one sealed
+frame); larger ones (blocks) go as they are."""
+IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
 class Outbox:
@@ -27,17 +39,29 @@ class Outbox:
         self.queued = 0  # bytes queued, not yet taken by the writer
         self.sent = 0  # bytes written
         self._before_send = before_send
-        self.seal: Callable[[bytes], Buffer] | None = None
+        self.seal: Callable[[Buffer], Buffer] | None = None
         """Encrypts each write, once the connection is encrypted (``Session.seal``)."""
-        self._messages: list[bytes] = []
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._messages: list[Buffer] = []
         self._ready = trio.Event()
         self._drained = trio.Event()
 
-    def put(self, data: bytes) -> None:
+    def put(self, data: Buffer) -> None:
         if data:
             self._messages.append(data)
             self.queued += len(data)
             self._ready.set()
+
+    def put_parts(self, parts: Sequence[Buffer]) -> None:
+        """Queue one message given as buffers that follow each other (a Response and its
+        block: ``Connection.response_parts``), each kept as it is until it is sent;
+        joined when the connection is encrypted (a message is sealed whole) or when
+        they are small (a 1 KiB block: one buffer costs less than three)."""
+        if self.seal is not None or sum(map(len, parts)) < SMALL:
+            self.put(b"".join(parts))
+            return
+        for data in parts:
+            self.put(data)
 
     def wake(self) -> None:
         """Have the writer run soon (``before_send`` with it), even with nothing queued."""
@@ -65,26 +89,45 @@ class Outbox:
             while self._messages:
                 messages, self._messages, self.queued = self._messages, [], 0
                 clocks.sending = trio.current_time()
-                seal = self.seal
-                for data in _coalesce(messages):
-                    out = data if seal is None else seal(data)
-                    await self.stream.send_all(out)
-                    self.sent += len(out)
+                seal, writes = self.seal, list(_coalesce(messages))
+                if seal is None and self._socket is not None:
+                    self.sent += await _send_buffers(self._socket, writes)
+                else:
+                    for data in writes:
+                        out = data if seal is None else seal(data)
+                        await self.stream.send_all(out)
+                        self.sent += len(out)
                 clocks.sending = None
             self._drained.set()
 
 
-def _coalesce(messages: list[bytes], small: int = 16 * 1024) -> Iterator[bytes]:
+async def _send_buffers(sock: trio.socket.SocketType, buffers: list[Buffer]) -> int:
+    """Write all of ``buffers``, in order, with as few ``sendmsg`` calls as the socket
+    takes (each takes what fits in its send buffer); how many bytes. Errors are the
+    socket's (OSError), as ``send_all`` would raise them translated."""
+    total, first = 0, 0
+    while first < len(buffers):
+        sent = await sock.sendmsg(buffers[first : first + IOV_MAX])
+        total += sent
+        while first < len(buffers) and sent >= len(buffers[first]):
+            sent -= len(buffers[first])
+            first += 1
+        if sent:  # a buffer went in part: the rest of it first, next time
+            buffers[first] = memoryview(buffers[first])[sent:]
+    return total
+
+
+def _coalesce(messages: list[Buffer]) -> Iterator[Buffer]:
     """The queued messages as few writes: small ones joined, large ones (blocks) as they
     are, so a 64 KiB block is not copied once more on its way to the socket."""
-    pending: list[bytes] = []
+    pending: list[Buffer] = []
     for data in messages:
-        if len(data) < small:
+        if len(data) < SMALL:
             pending.append(data)
             continue
         if pending:
-            yield b"".join(pending)
+            yield pending[0] if len(pending) == 1 else b"".join(pending)
             pending = []
         yield data
     if pending:
-        yield b"".join(pending)
+        yield pending[0] if len(pending) == 1 else b"".join(pending)

@@ -62,9 +62,6 @@ REMOTE_CLOSED = "the remote closed the connection"
 RECEIVE_SIZE = 1 << 20
 GOODBYE_TIMEOUT = 1.0
 """Seconds a closing encrypted peer waits at most to send its final frame."""
-SERVE_BUFFER = 64 * 1024
-"""Blocks up to this size are served from one buffer per peer, read into it from their
-data file (larger ones are read as bytes)."""
 HIGH_WATER = 1 << 20
 """Bytes queued for sending above which we stop handling the peer's messages until they
 are sent: bounds memory per peer (a peer that does not read stalls only itself) and
@@ -132,7 +129,6 @@ class Peer:
         self.outbox = Outbox(stream, self.clocks, before_send=self._flush_haves)
         self._send = self.outbox.put
         self._batch = batch
-        self._serve_buffer = memoryview(bytearray(SERVE_BUFFER))
         self._waiting: dict[Channel, None] = {}  # channels that found the window full
         self._answered: dict[Channel, None] = {}  # channels answered in this round
         self._haves: dict[bytes, list[int]] = {}
@@ -518,10 +514,10 @@ class Peer:
         if feed.blocks is not None and event.block >= feed.blocks:
             self.drop(f"requested block {event.block} past the end ({feed.blocks} blocks)")
             return
-        answer = channel.answer(event.block, self._serve_buffer)
+        answer = channel.answer(event.block)
         if answer is None:
             return  # not here (any more): the requester times out and asks elsewhere
-        self._send(self.conn.response(event.feed_id, event.block, *answer))
+        self.outbox.put_parts(self.conn.response_parts(event.feed_id, event.block, *answer))
         self.blocks_out += 1
 
     def _on_response(self, event: events.ResponseReceived) -> None:

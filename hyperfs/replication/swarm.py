@@ -138,17 +138,22 @@ class FeedSwarm:
             self.fill(peer, channel)
 
     def fill(self, peer: PeerLink, channel: Channel) -> None:
-        """Ask ``peer`` for blocks until its window is full or it has nothing we need."""
+        """Ask ``peer`` for blocks until its window is full or it has nothing we need:
+        blocks waited for first, then those to ask again, then the prefetch ranges (a
+        run of them picked in one pass: a download asks for a round's worth at a time),
+        then, in the end game, blocks in flight elsewhere."""
         if not channel.ready or channel.remote_paused:
             return
-        scan, inflight = self._scans[peer], self.inflight
-        picked: list[int] = []
+        inflight = self.inflight
         room = peer.window - peer.inflight
-        while len(picked) < room:
-            block = self._pick(peer, channel, scan)
-            if block is None:
-                break
+        picked: list[int] = []
+        while len(picked) < room and (block := self._pick_urgent(channel)) is not None:
             inflight.setdefault(block, set()).add(peer)
+            picked.append(block)
+        if len(picked) < room:
+            picked += self._pick_prefetch(peer, channel, room - len(picked))
+        while len(picked) < room and (block := self._pick_endgame(peer, channel)) is not None:
+            inflight[block].add(peer)
             picked.append(block)
         peer.request(channel, picked)
         if room <= len(picked):
@@ -159,7 +164,8 @@ class FeedSwarm:
         self._scans[peer].range = None
         self.fill(peer, channel)
 
-    def _pick(self, peer: PeerLink, channel: Channel, scan: _Scan) -> int | None:
+    def _pick_urgent(self, channel: Channel) -> int | None:
+        """A block a task waits for, else one to ask again, that the remote has."""
         feed, has, inflight = self.feed, channel.remote_has, self.inflight
         local = feed.bitfield
         for block in feed.wanted:
@@ -171,19 +177,25 @@ class FeedSwarm:
             elif block not in inflight and block in has:
                 self.requeued.discard(block)
                 return block
-        found = self._pick_prefetch(channel, scan)
-        if found is not None:
-            return found
-        if len(inflight) <= ENDGAME:
-            for block, askers in inflight.items():
+        return None
+
+    def _pick_endgame(self, peer: PeerLink, channel: Channel) -> int | None:
+        """The last few blocks in flight may be asked of a second peer too."""
+        if len(self.inflight) <= ENDGAME:
+            has = channel.remote_has
+            for block, askers in self.inflight.items():
                 if peer not in askers and block in has and block not in channel.requested:
                     return block
         return None
 
-    def _pick_prefetch(self, channel: Channel, scan: _Scan) -> int | None:
-        feed, has, inflight = self.feed, channel.remote_has, self.inflight
+    def _pick_prefetch(self, peer: PeerLink, channel: Channel, room: int) -> list[int]:
+        """Up to ``room`` blocks of the prefetch ranges, in order, that are neither here
+        nor in flight and that the remote has, now in flight to ``peer``; its scan
+        remembers where it stopped."""
+        feed, has, inflight, scan = self.feed, channel.remote_has, self.inflight, self._scans[peer]
         local = feed.bitfield
         ranges = feed.prefetching
+        picked: list[int] = []
         for rng in list(ranges):
             start, end = rng
             assert start is not None
@@ -200,11 +212,14 @@ class FeedSwarm:
             pos = max(pos, start)
             while pos < limit:
                 if pos not in local and pos not in inflight and pos in has:
-                    scan.range, scan.pos = rng, pos + 1
-                    return pos
+                    inflight[pos] = {peer}  # (ranges may overlap: not picked twice)
+                    picked.append(pos)
+                    if len(picked) == room:
+                        scan.range, scan.pos = rng, pos + 1
+                        return picked
                 pos += 1
             scan.range, scan.pos = rng, pos
-        return None
+        return picked
 
     def _in_prefetch(self, block: int) -> bool:
         return any(start is not None and start <= block and (end is None or block < end)

@@ -95,6 +95,7 @@ from hyperfs.wire.messages import (
     encode_response,
     parse_request,
     parse_response,
+    response_parts,
 )
 from hyperfs.wire.protobuf import Buffer, ProtocolError
 
@@ -293,6 +294,13 @@ class Connection:
         """Send a block with the proof nodes (index, hash) that verify it (``data`` may be
         a view of a buffer the caller reuses: it is copied into the message)."""
         return encode_response(self._channel(feed_id), block, data, proof, framed=True)
+
+    def response_parts(
+        self, feed_id: bytes, block: int, data: Buffer, proof: Sequence[tuple[int, bytes]]
+    ) -> tuple[bytes, Buffer, bytes]:
+        """:meth:`response` as three buffers to send one after another, ``data`` among
+        them as it is (``messages.response_parts``): keep it unchanged until sent."""
+        return response_parts(self._channel(feed_id), block, data, proof)
 
     def cancel(self, feed_id: bytes, block: int) -> bytes:
         """Withdraw a request."""

@@ -51,6 +51,7 @@ __all__ = [
     "encode_response",
     "parse_request",
     "parse_response",
+    "response_parts",
 ]
 
 EXTENSION_TYPES = range(64, 128)
@@ -231,8 +232,29 @@ def encode_response(
     ``framed`` puts the frame's length prefix in front in the same pass, so the block's
     bytes are copied once, not once more by :func:`hyperfs.framing.frame`.
     """
-    parts = [b"\x06\x08", encode_varint(channel), b"\x10", encode_varint(block),
-             b"\x1a", encode_varint(len(data)), data]
+    head, tail = _response_around(channel, block, len(data), proof)
+    if framed:
+        head = encode_varint(len(head) + len(data) + len(tail)) + head
+    return b"".join((head, data, tail))
+
+
+def response_parts(channel: int, block: int, data: Buffer,
+                   proof: Sequence[tuple[int, bytes]]) -> tuple[bytes, Buffer, bytes]:
+    """A framed Response as three buffers that follow each other on the wire: what goes
+    before the block's bytes, ``data`` itself (not copied), and the proof after it. For
+    a writer that sends many buffers in one call (``sendmsg``): the block then goes from
+    its read straight to the socket, never copied into a message."""
+    head, tail = _response_around(channel, block, len(data), proof)
+    return encode_varint(len(head) + len(data) + len(tail)) + head, data, tail
+
+
+def _response_around(channel: int, block: int, size: int,
+                     proof: Sequence[tuple[int, bytes]]) -> tuple[bytes, bytes]:
+    """A Response's bytes before its block of ``size`` bytes (from the type byte) and
+    after it (the proof nodes)."""
+    head = b"".join((b"\x06\x08", encode_varint(channel), b"\x10", encode_varint(block),
+                     b"\x1a", encode_varint(size)))
+    parts: list[bytes] = []
     for index, digest in proof:
         if len(digest) == 32:  # (a hash: the node's length and its own fit in a byte)
             number = encode_varint(index)
@@ -240,9 +262,7 @@ def encode_response(
             continue
         node = b"\x08" + encode_varint(index) + b"\x12" + encode_varint(len(digest)) + digest
         parts += (b"\x22", encode_varint(len(node)), node)
-    if framed:
-        parts.insert(0, encode_varint(sum(map(len, parts))))
-    return b"".join(parts)
+    return head, b"".join(parts)
 
 
 def _decode_response(body: Buffer) -> Response | None:
