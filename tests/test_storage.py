@@ -192,24 +192,6 @@ async def test_deleting_a_feed_deletes_its_file(tmp_path: Path) -> None:
         assert not file.exists() and core.check().ok
 
 
-async def test_read_into_a_buffer(tmp_path: Path) -> None:
-    feed_id, num = await store(tmp_path, MIXED)
-    buffer = memoryview(bytearray(16384))
-    async with open_core(tmp_path) as core:
-        feed = core.get(feed_id)
-        for index, block in enumerate(MIXED):
-            assert feed.read_into(index, buffer) == len(block)
-            assert buffer[: len(block)] == block
-        with pytest.raises(ValueError):
-            feed.read_into(7, memoryview(bytearray(100)))
-        assert feed.read_into(len(MIXED), buffer) is None  # past the end: not held
-    file, offset, _ = place(tmp_path, num, 1)
-    flip(file, offset)
-    async with open_core(tmp_path) as core:
-        feed = core.get(feed_id)
-        assert feed.read_into(1, buffer) is None and not feed.has(1)
-
-
 @pytest.fixture
 def small_disk(tmp_path: Path):
     """A 4 MiB tmpfs of the test's own (root only: mounting), unmounted at the end."""

@@ -381,18 +381,6 @@ class Feed:
             return self.blocks
         return self._builder.blocks if self._builder is not None else 0
 
-    def read_into(self, index: int, buffer: memoryview) -> int | None:
-        """Block ``index`` read into the start of ``buffer`` if it is stored here (and
-        passes its check), without waiting: its length, else None. No bytes object is
-        made: for serving from a reusable buffer. ValueError if ``buffer`` is too small
-        (no block is larger than a wire message)."""
-        if check_index(index) not in self.bitfield:
-            return None
-        length = self._store.data.read_into(self.num, index, buffer)
-        if length is None:
-            self._damaged(index)
-        return length
-
     def _read(self, index: int) -> bytes | None:
         data = self._store.data.read(self.num, index)
         if data is None:

@@ -311,10 +311,6 @@ class DataFiles:
             return b""
         return os.pread(fd, location.length, location.offset)
 
-    def read_into(self, num: int, location: Location, buffer: memoryview) -> int:
-        """Read the bytes at ``location`` into the start of ``buffer``; how many were read."""
-        return self.read_at(num, location.offset, buffer[: location.length])
-
     def read_at(self, num: int, offset: int, buffer: memoryview) -> int:
         """Fill ``buffer`` from ``offset`` of the file; how many bytes were read (fewer at
         its end, 0 when there is no file)."""

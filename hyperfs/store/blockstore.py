@@ -108,20 +108,6 @@ class BlockStore:
         self.recency.touch(num, index)
         return data
 
-    def read_into(self, num: int, index: int, buffer: memoryview) -> int | None:
-        """Block ``index`` read into ``buffer`` (ValueError if it is too small), its crc32c
-        checked: its length, or None if it is not stored or fails the check."""
-        location = self.location(num, index)
-        if location is None:
-            return None
-        if len(buffer) < location.length:
-            raise ValueError(f"a {len(buffer)}-byte buffer for a {location.length}-byte block")
-        got = self.files.read_into(num, location, buffer)
-        if got != location.length or crc32c(buffer[:got]) != location.crc:
-            return None
-        self.recency.touch(num, index)
-        return got
-
     def place_of(self, num: int, index: int) -> tuple[Path, int, int] | None:
         """Where block ``index``'s bytes are on disk: (data file, offset, length). For
         tools and tests that inspect or damage a block behind hyperfs's back."""
