@@ -235,7 +235,7 @@ class Uploads:
             self._keep_bytes(upload)
             return
         old = self.namespace.named(upload.name) if upload.replacing else None
-        previous = self.core.names.feed_of(upload.name) if upload.replacing else None
+        previous = old.slot.id if isinstance(old, NameFile) and old.slot is not None else None
         now = time.time_ns()
         entry = dataclasses.replace(
             upload.entry, ctime_ns=now, mtime_ns=upload.entry.mtime_ns if upload.times_set
